@@ -1,0 +1,123 @@
+/**
+ * Attention blocks: MHA/GQA and MLA as in LongCat-Flash (DESIGN.md section 2). Inputs are
+ * 2-D [B·S, d]; an optional cache of past keys/values (already RoPE'd, per head) supports
+ * incremental decoding. MLA caches expanded per-head keys/values here, not the latent: simpler
+ * and exact; the latent cache is an inference-memory optimisation.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { ModelConfig } from './config';
+import { applyRope, rmsNorm } from './ops';
+
+export type ParamGetter = (name: string) => tf.Tensor;
+
+export interface AttnCache {
+  k: tf.Tensor4D; // [B, H, Sp, dk]
+  v: tf.Tensor4D; // [B, H, Sp, dv]
+}
+
+export interface AttnContext {
+  B: number;
+  S: number;
+  /** RoPE tables for the S new positions: [S, dr/2] or per row [B, S, dr/2]. */
+  cos: tf.Tensor;
+  sin: tf.Tensor;
+  /** Additive mask broadcastable to [B, H, S, Sp+S] (0 allowed, −1e9 masked), or null. */
+  mask: tf.Tensor | null;
+}
+
+const NEG = -1e9;
+
+/** Additive causal mask [S, Sp+S]: query i (at position Sp+i) sees keys j ≤ Sp+i. */
+export function causalMask(S: number, past = 0): tf.Tensor2D {
+  const Sk = past + S;
+  const m = new Float32Array(S * Sk);
+  for (let i = 0; i < S; i++) for (let j = 0; j < Sk; j++) m[i * Sk + j] = j <= past + i ? 0 : NEG;
+  return tf.tensor2d(m, [S, Sk]);
+}
+
+/** Causal mask that also blocks attention across documents: [B, 1, S, S] from segment ids. */
+export function segmentCausalMask(segmentIds: Int32Array, B: number, S: number): tf.Tensor4D {
+  const m = new Float32Array(B * S * S);
+  for (let b = 0; b < B; b++) {
+    for (let i = 0; i < S; i++) {
+      for (let j = 0; j < S; j++) {
+        const ok = j <= i && segmentIds[b * S + i] === segmentIds[b * S + j];
+        m[(b * S + i) * S + j] = ok ? 0 : NEG;
+      }
+    }
+  }
+  return tf.tensor4d(m, [B, 1, S, S]);
+}
+
+/** [B·S, H·D] -> [B, H, S, D] */
+function toHeads(x: tf.Tensor, B: number, S: number, H: number, D: number): tf.Tensor4D {
+  return tf.transpose(tf.reshape(x, [B, S, H, D]), [0, 2, 1, 3]) as tf.Tensor4D;
+}
+
+function sdpa(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale: number, mask: tf.Tensor | null): tf.Tensor4D {
+  let scores = tf.mul(tf.matMul(q, k, false, true), scale);
+  if (mask) scores = tf.add(scores, mask);
+  return tf.matMul(tf.softmax(scores), v) as tf.Tensor4D;
+}
+
+function withCache(k: tf.Tensor4D, v: tf.Tensor4D, cache?: AttnCache): AttnCache {
+  if (!cache) return { k, v };
+  return { k: tf.concat([cache.k, k], 2) as tf.Tensor4D, v: tf.concat([cache.v, v], 2) as tf.Tensor4D };
+}
+
+function repeatKv(x: tf.Tensor4D, groups: number): tf.Tensor4D {
+  if (groups === 1) return x;
+  const [B, Hk, S, D] = x.shape;
+  return tf.reshape(tf.tile(tf.expandDims(x, 2), [1, 1, groups, 1, 1]), [B, Hk * groups, S, D]) as tf.Tensor4D;
+}
+
+function gqa(c: ModelConfig, P: ParamGetter, p: string, x: tf.Tensor2D, ctx: AttnContext, cache?: AttnCache) {
+  const a = c.attention;
+  if (a.type !== 'gqa') throw new Error('unreachable');
+  const { B, S } = ctx;
+  const q = applyRope(tf.reshape(tf.matMul(x, P(`${p}.q_proj.weight`) as tf.Tensor2D), [B, S, a.nHeads, a.headDim]) as tf.Tensor4D, ctx.cos, ctx.sin);
+  const k = applyRope(tf.reshape(tf.matMul(x, P(`${p}.k_proj.weight`) as tf.Tensor2D), [B, S, a.nKvHeads, a.headDim]) as tf.Tensor4D, ctx.cos, ctx.sin);
+  const v = tf.reshape(tf.matMul(x, P(`${p}.v_proj.weight`) as tf.Tensor2D), [B, S, a.nKvHeads, a.headDim]);
+  const kv = withCache(tf.transpose(k, [0, 2, 1, 3]) as tf.Tensor4D, tf.transpose(v, [0, 2, 1, 3]) as tf.Tensor4D, cache);
+  const g = a.nHeads / a.nKvHeads;
+  const o = sdpa(tf.transpose(q, [0, 2, 1, 3]) as tf.Tensor4D, repeatKv(kv.k, g), repeatKv(kv.v, g), 1 / Math.sqrt(a.headDim), ctx.mask);
+  const flat = tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [B * S, a.nHeads * a.headDim]) as tf.Tensor2D;
+  return { out: tf.matMul(flat, P(`${p}.o_proj.weight`) as tf.Tensor2D) as tf.Tensor2D, cache: kv };
+}
+
+function mla(c: ModelConfig, P: ParamGetter, p: string, x: tf.Tensor2D, ctx: AttnContext, cache?: AttnCache) {
+  const a = c.attention;
+  if (a.type !== 'mla') throw new Error('unreachable');
+  const { B, S } = ctx;
+  const H = a.nHeads;
+  const dn = a.nopeHeadDim;
+  const dr = a.ropeHeadDim;
+  // Query latent: q = Wqb·RMS(Wqa·h), scaled by sqrt(d_model/q_lora) (LongCat-Flash MLA scale).
+  const qa = rmsNorm(tf.matMul(x, P(`${p}.q_a_proj.weight`) as tf.Tensor2D), P(`${p}.q_a_layernorm.weight`), c.rmsEps) as tf.Tensor2D;
+  const q = tf.reshape(tf.mul(tf.matMul(qa, P(`${p}.q_b_proj.weight`) as tf.Tensor2D), Math.sqrt(c.dModel / a.qLoraRank)), [B, S, H, dn + dr]) as tf.Tensor4D;
+  const qNope = tf.slice(q, [0, 0, 0, 0], [B, S, H, dn]);
+  const qRope = applyRope(tf.slice(q, [0, 0, 0, dn], [B, S, H, dr]) as tf.Tensor4D, ctx.cos, ctx.sin);
+  // KV latent c = RMS(Wkva·h)[:kv_lora]·sqrt(d_model/kv_lora), plus one shared rope key.
+  const kva = tf.matMul(x, P(`${p}.kv_a_proj_with_mqa.weight`) as tf.Tensor2D);
+  const latent = tf.mul(rmsNorm(tf.slice(kva, [0, 0], [B * S, a.kvLoraRank]), P(`${p}.kv_a_layernorm.weight`), c.rmsEps), Math.sqrt(c.dModel / a.kvLoraRank)) as tf.Tensor2D;
+  const kRope = applyRope(tf.reshape(tf.slice(kva, [0, a.kvLoraRank], [B * S, dr]), [B, S, 1, dr]) as tf.Tensor4D, ctx.cos, ctx.sin);
+  const kvb = tf.reshape(tf.matMul(latent, P(`${p}.kv_b_proj.weight`) as tf.Tensor2D), [B, S, H, dn + a.vHeadDim]);
+  const kNope = tf.slice(kvb, [0, 0, 0, 0], [B, S, H, dn]);
+  const v = tf.slice(kvb, [0, 0, 0, dn], [B, S, H, a.vHeadDim]);
+  const k = tf.concat([kNope, tf.tile(kRope, [1, 1, H, 1])], 3);
+  const qFull = tf.transpose(tf.concat([qNope, qRope], 3), [0, 2, 1, 3]) as tf.Tensor4D;
+  const kv = withCache(tf.transpose(k, [0, 2, 1, 3]) as tf.Tensor4D, tf.transpose(v, [0, 2, 1, 3]) as tf.Tensor4D, cache);
+  const o = sdpa(qFull, kv.k, kv.v, 1 / Math.sqrt(dn + dr), ctx.mask);
+  const flat = tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [B * S, H * a.vHeadDim]) as tf.Tensor2D;
+  return { out: tf.matMul(flat, P(`${p}.o_proj.weight`) as tf.Tensor2D) as tf.Tensor2D, cache: kv };
+}
+
+/** One attention block (without residual or pre-norm). */
+export function attention(c: ModelConfig, P: ParamGetter, prefix: string, x: tf.Tensor2D, ctx: AttnContext, cache?: AttnCache): { out: tf.Tensor2D; cache: AttnCache } {
+  return c.attention.type === 'mla' ? mla(c, P, prefix, x, ctx, cache) : gqa(c, P, prefix, x, ctx, cache);
+}
+
+/** Head dimension that RoPE rotates. */
+export function ropeDim(c: ModelConfig): number {
+  return c.attention.type === 'mla' ? c.attention.ropeHeadDim : c.attention.headDim;
+}

@@ -1,0 +1,95 @@
+/**
+ * Differentiable building blocks that work on every portable backend (TFJS-NOTES "Kernels and
+ * gradients that are missing"): wasm has no UnsortedSegmentSum, so row gathers carry a custom
+ * gradient through scatterND (which sums duplicate indices); cross-entropy is fused with its
+ * closed-form gradient; RMSNorm is computed in float32 with eps inside the root.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+type GradFn = (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[];
+
+/** tf.customGrad for a one-input function, with the input and save function typed. */
+function customGrad1(fn: (x: tf.Tensor, save: tf.GradSaveFunc) => { value: tf.Tensor; gradFunc: GradFn }): (x: tf.Tensor) => tf.Tensor {
+  const g = tf.customGrad(((...args: (tf.Tensor | tf.GradSaveFunc)[]) => fn(args[0] as tf.Tensor, args[1] as tf.GradSaveFunc)) as unknown as Parameters<typeof tf.customGrad>[0]);
+  return (x: tf.Tensor) => g(x);
+}
+
+/** out[i] = x[idx[i]] for a 2-D x; the gradient scatter-adds rows back (duplicates summed). */
+export function gatherRows(x: tf.Tensor2D, idx: Int32Array): tf.Tensor2D {
+  const n = x.shape[0];
+  // Tensors made inside the forward are rebuilt in gradFunc instead of saved: on wasm a saved
+  // intermediate's memory can be reused before the backward pass reads it.
+  const f = customGrad1((xi) => ({
+    value: tf.gather(xi, tf.tensor1d(idx, 'int32')),
+    gradFunc: (dy: tf.Tensor) => [tf.scatterND(tf.tensor2d(idx, [idx.length, 1], 'int32'), dy, [n, xi.shape[1]!])],
+  }));
+  return f(x) as tf.Tensor2D;
+}
+
+/**
+ * Sum over tokens of w_t · (logsumexp(z_t) − z_t[y_t]). Gradient: w_t · (softmax(z_t) − onehot(y_t)).
+ * `weights` carries the loss mask divided by the global token count (DESIGN.md section 4).
+ */
+export function weightedCrossEntropy(logits: tf.Tensor2D, targets: Int32Array, weights: Float32Array): tf.Scalar {
+  const [T, V] = logits.shape;
+  // wasm's OneHot kernel returns zeros when asked for float32 output: build int32, then cast.
+  const onehot = () => tf.cast(tf.oneHot(tf.tensor1d(targets, 'int32'), V), 'float32');
+  const w = () => tf.tensor2d(weights, [T, 1]);
+  const f = customGrad1((z, save) => {
+    save([z]);
+    const lse = tf.logSumExp(z, 1, true);
+    const picked = tf.sum(tf.mul(z, onehot()), 1, true);
+    return {
+      value: tf.sum(tf.mul(w(), tf.sub(lse, picked))),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const zs = saved[0];
+        const p = tf.softmax(zs);
+        return [tf.mul(tf.mul(tf.sub(p, onehot()), w()), dy)];
+      },
+    };
+  });
+  return f(logits) as tf.Scalar;
+}
+
+/** RMSNorm over the last axis: x · rsqrt(mean(x²) + eps) · w. */
+export function rmsNorm(x: tf.Tensor, w: tf.Tensor, eps: number): tf.Tensor {
+  const ms = tf.mean(tf.square(x), -1, true);
+  return tf.mul(tf.mul(x, tf.rsqrt(tf.add(ms, eps))), w);
+}
+
+/** SwiGLU FFN on a 2-D input: down(silu(x·Wg) ⊙ (x·Wu)). */
+export function swiglu(x: tf.Tensor2D, wg: tf.Tensor, wu: tf.Tensor, wd: tf.Tensor): tf.Tensor2D {
+  const g = tf.matMul(x, wg as tf.Tensor2D);
+  const u = tf.matMul(x, wu as tf.Tensor2D);
+  const act = tf.mul(tf.mul(g, tf.sigmoid(g)), u) as tf.Tensor2D;
+  return tf.matMul(act, wd as tf.Tensor2D);
+}
+
+/** cos/sin tables [S, dim/2] for positions offset..offset+S−1 (float64 math, then float32). */
+export function ropeTables(S: number, dim: number, base: number, offset = 0): { cos: Float32Array; sin: Float32Array } {
+  const half = dim / 2;
+  const cos = new Float32Array(S * half);
+  const sin = new Float32Array(S * half);
+  for (let s = 0; s < S; s++) {
+    for (let i = 0; i < half; i++) {
+      const ang = (offset + s) * Math.pow(base, (-2 * i) / dim);
+      cos[s * half + i] = Math.cos(ang);
+      sin[s * half + i] = Math.sin(ang);
+    }
+  }
+  return { cos, sin };
+}
+
+/**
+ * Rotate-half RoPE on x [B, S, H, dim] with tables [S, dim/2]. Per-position tables may also
+ * be given per batch row as [B, S, dim/2] (continuous batching in inference).
+ */
+export function applyRope(x: tf.Tensor4D, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor4D {
+  const [B, S, H, D] = x.shape;
+  const half = D / 2;
+  const c = cos.rank === 2 ? tf.reshape(cos, [1, S, 1, half]) : tf.reshape(cos, [B, S, 1, half]);
+  const s = sin.rank === 2 ? tf.reshape(sin, [1, S, 1, half]) : tf.reshape(sin, [B, S, 1, half]);
+  const x1 = tf.slice(x, [0, 0, 0, 0], [B, S, H, half]);
+  const x2 = tf.slice(x, [0, 0, 0, half], [B, S, H, half]);
+  return tf.concat([tf.sub(tf.mul(x1, c), tf.mul(x2, s)), tf.add(tf.mul(x2, c), tf.mul(x1, s))], 3) as tf.Tensor4D;
+}
