@@ -1,0 +1,94 @@
+/**
+ * Single-sequence generation with a KV cache: prefill the prompt once, then decode one token
+ * per step reusing cached keys/values. Zero experts are skipped by the MoE layer itself.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { forward } from '../model/transformer';
+import { AttnCache } from '../model/attention';
+import { ServingModel } from './loadModel';
+import { SamplingParams, sampleToken } from './sampling';
+
+export interface GenerateOptions extends SamplingParams {
+  maxTokens: number;
+  /** Stop when one of these token ids is produced (not emitted). */
+  stopIds?: number[];
+  /** Stop when the decoded text ends with one of these strings. */
+  stopStrings?: string[];
+  decode?: (ids: number[]) => string;
+  onToken?: (id: number, logprob: number) => void | boolean;
+}
+
+export interface GenerateResult {
+  ids: number[];
+  logprobs: number[];
+  finishReason: 'stop' | 'length';
+  ffnExpertsPerToken: number;
+}
+
+/** Runs the model over `ids` at positions past..past+n−1, returning last-position logits. */
+export interface StepOut {
+  logits: tf.Tensor2D;
+  caches: [AttnCache, AttnCache][];
+  ffn: tf.Scalar;
+}
+
+export function step(m: ServingModel, ids: number[], past: number, caches: [AttnCache, AttnCache][] | undefined): StepOut {
+  // tidy keeps the returned tensors (caches included) and frees every intermediate.
+  return tf.tidy(() => {
+    const f = forward(m.config, (n) => m.store.get(n), Int32Array.from(ids), 1, ids.length, {
+      biases: m.biases,
+      caches,
+      pastLength: past,
+    });
+    const V = m.config.vocabSize;
+    const last = tf.slice(f.logits!, [ids.length - 1, 0], [1, V]);
+    const ffn = f.moe.reduce((a, s) => a + s.stats.ffnRows / s.stats.tokens, 0) / f.moe.length;
+    return { logits: last, caches: f.caches, ffn: tf.scalar(ffn) } as unknown as tf.TensorContainer;
+  }) as unknown as StepOut;
+}
+
+export function generate(m: ServingModel, prompt: number[], o: GenerateOptions): GenerateResult {
+  if (prompt.length === 0) throw new Error('empty prompt');
+  const out: number[] = [];
+  const logprobs: number[] = [];
+  let caches: [AttnCache, AttnCache][] | undefined;
+  let past = 0;
+  let input = prompt;
+  let finish: 'stop' | 'length' = 'length';
+  let ffnSum = 0;
+  let ffnN = 0;
+  try {
+    while (out.length < o.maxTokens && past + input.length <= m.config.maxSeqLen) {
+      const r = step(m, input, past, caches);
+      if (caches) tf.dispose(caches.flatMap((c) => [c[0].k, c[0].v, c[1].k, c[1].v]));
+      caches = r.caches;
+      past += input.length;
+      const logits = r.logits.dataSync() as Float32Array;
+      ffnSum += r.ffn.dataSync()[0];
+      ffnN++;
+      tf.dispose([r.logits, r.ffn]);
+      const { id, logprob } = sampleToken(logits, o, past);
+      if (o.stopIds?.includes(id)) {
+        finish = 'stop';
+        break;
+      }
+      out.push(id);
+      logprobs.push(logprob);
+      if (o.onToken?.(id, logprob) === false) {
+        finish = 'stop';
+        break;
+      }
+      if (o.stopStrings?.length && o.decode) {
+        const text = o.decode(out);
+        if (o.stopStrings.some((s) => s && text.endsWith(s))) {
+          finish = 'stop';
+          break;
+        }
+      }
+      input = [id];
+    }
+  } finally {
+    if (caches) tf.dispose(caches.flatMap((c) => [c[0].k, c[0].v, c[1].k, c[1].v]));
+  }
+  return { ids: out, logprobs, finishReason: finish, ffnExpertsPerToken: ffnN ? ffnSum / ffnN : 0 };
+}

@@ -1,0 +1,52 @@
+/**
+ * Seeded sampling from logits: temperature, top-k, top-p. Each draw uses the named stream
+ * (seed, 'sample', position), so the same seed gives the same text whatever else is batched.
+ * temperature 0 is greedy (argmax, ties to the lower id).
+ */
+import { RngStream } from '../core/rng';
+
+export interface SamplingParams {
+  temperature: number;
+  topP: number;
+  topK: number;
+  seed: number;
+}
+
+export function argmax(logits: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
+  return best;
+}
+
+/** Returns the sampled id and its log-probability under the unmodified distribution. */
+export function sampleToken(logits: Float32Array, p: SamplingParams, position: number): { id: number; logprob: number } {
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
+  let z = 0;
+  for (let i = 0; i < logits.length; i++) z += Math.exp(logits[i] - max);
+  const logZ = max + Math.log(z);
+  if (p.temperature <= 0) {
+    const id = argmax(logits);
+    return { id, logprob: logits[id] - logZ };
+  }
+  const order = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a] || a - b);
+  const k = p.topK > 0 ? Math.min(p.topK, order.length) : order.length;
+  const cand = order.slice(0, k);
+  const w = cand.map((i) => Math.exp((logits[i] - max) / p.temperature));
+  const total = w.reduce((a, b) => a + b, 0);
+  let keep = cand.length;
+  if (p.topP < 1) {
+    let cum = 0;
+    for (let j = 0; j < cand.length; j++) {
+      cum += w[j] / total;
+      if (cum >= p.topP) {
+        keep = j + 1;
+        break;
+      }
+    }
+  }
+  const rng = RngStream.of(p.seed, 'sample', position);
+  const j = rng.categorical(w.slice(0, keep));
+  const id = cand[j];
+  return { id, logprob: logits[id] - logZ };
+}

@@ -1,0 +1,38 @@
+import { strict as assert } from 'assert';
+import { canonicalTreeSumRef, TreeAccumulator } from '../../trainer/treeSum';
+import { RngStream } from '../../core/rng';
+
+function leaves(n: number, len: number, seed: number): Float32Array[] {
+  const r = RngStream.of(seed, 'leaves');
+  // Awkward magnitudes so that summation order changes the float32 result.
+  return Array.from({ length: n }, (_, i) => Float32Array.from({ length: len }, () => (r.normal() * 10 ** ((i % 5) - 2))));
+}
+
+describe('trainer/treeSum', () => {
+  for (const n of [1, 2, 3, 4, 5, 6, 7, 8, 13, 16]) {
+    it(`streaming accumulation equals the recursive canonical tree for M=${n}`, () => {
+      const parts = leaves(n, 257, n);
+      const ref = canonicalTreeSumRef(parts);
+      const acc = new TreeAccumulator();
+      for (const p of parts) acc.push(Float32Array.from(p));
+      assert.deepEqual(Buffer.from(acc.result().buffer), Buffer.from(ref.buffer));
+    });
+  }
+
+  it('a subtree computed elsewhere and combined in tree order gives the same bits (world size 2 and 4)', () => {
+    const parts = leaves(8, 1000, 99);
+    const ref = canonicalTreeSumRef(parts);
+    for (const W of [2, 4]) {
+      const per = 8 / W;
+      const sub = Array.from({ length: W }, (_, r) => canonicalTreeSumRef(parts.slice(r * per, (r + 1) * per)));
+      assert.deepEqual(Buffer.from(canonicalTreeSumRef(sub).buffer), Buffer.from(ref.buffer));
+    }
+  });
+
+  it('the order matters: a left-to-right sum differs from the tree (so the tests above can fail)', () => {
+    const parts = leaves(8, 1000, 7);
+    const seq = Float32Array.from(parts[0]);
+    for (let i = 1; i < parts.length; i++) for (let j = 0; j < seq.length; j++) seq[j] += parts[i][j];
+    assert.notDeepEqual(Buffer.from(seq.buffer), Buffer.from(canonicalTreeSumRef(parts).buffer));
+  });
+});

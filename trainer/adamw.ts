@@ -1,0 +1,63 @@
+/**
+ * AdamW on host Float32Arrays with per-parameter-group learning-rate multipliers (needed by
+ * hyperparameter transfer, DESIGN.md section 3) and eps defaulting to 1e-16 (stability suite).
+ * Running it in plain JS keeps it deterministic on every backend and avoids tfjs' slow
+ * element-wise kernels (TFJS-NOTES: AdamW alone took 2-3.6 s/step on the cpu backend).
+ */
+import { ParamGroup } from '../model/params';
+
+export interface AdamWConfig {
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+}
+
+export interface AdamWState {
+  /** Number of updates applied. */
+  t: number;
+  m: Float32Array;
+  v: Float32Array;
+}
+
+export interface ParamSlice {
+  offset: number;
+  size: number;
+  group: ParamGroup;
+}
+
+export function newAdamWState(n: number): AdamWState {
+  return { t: 0, m: new Float32Array(n), v: new Float32Array(n) };
+}
+
+/**
+ * One update. `lrScale[group]` multiplies the base LR per group; weight decay skips norms and
+ * embeddings (decoupled decay on matrices only). `gradScale` applies clipping without a copy.
+ */
+export function adamwStep(
+  params: Float32Array,
+  grads: Float32Array,
+  state: AdamWState,
+  slices: ParamSlice[],
+  lr: number,
+  cfg: AdamWConfig,
+  lrScale: Partial<Record<ParamGroup, number>>,
+  gradScale = 1,
+): void {
+  state.t += 1;
+  const { beta1: b1, beta2: b2, eps, weightDecay } = cfg;
+  const c1 = 1 - Math.pow(b1, state.t);
+  const c2 = 1 - Math.pow(b2, state.t);
+  const { m, v } = state;
+  for (const s of slices) {
+    const glr = lr * (lrScale[s.group] ?? 1);
+    const wd = s.group === 'norm' || s.group === 'embedding' ? 0 : weightDecay;
+    const end = s.offset + s.size;
+    for (let i = s.offset; i < end; i++) {
+      const g = grads[i] * gradScale;
+      const mi = (m[i] = b1 * m[i] + (1 - b1) * g);
+      const vi = (v[i] = b2 * v[i] + (1 - b2) * g * g);
+      params[i] = params[i] - glr * ((mi / c1) / (Math.sqrt(vi / c2) + eps) + wd * params[i]);
+    }
+  }
+}

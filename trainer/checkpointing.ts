@@ -1,0 +1,116 @@
+/**
+ * What a training checkpoint holds (DESIGN.md section 6) and how a TrainerState is saved and
+ * restored through core/checkpoint (atomic directories, sha256 of every file, `latest`).
+ *   model.safetensors      weights in HF names/layout + expert biases
+ *   optimizer.safetensors  flat AdamW moments `exp_avg`, `exp_avg_sq` (spec order, our layout)
+ *   state.json             step, tokens, Adam t, expert biases, data-loader state, world size
+ *   config.yaml            the resolved training config
+ *   tokenizer.json         the tokenizer of the data (when the data has one)
+ */
+import YAML from 'yaml';
+import { loadCheckpoint, writeCheckpoint } from '../core/checkpoint';
+import { decodeSafetensors, encodeSafetensors } from '../core/safetensors';
+import { CheckpointError } from '../core/errors';
+import { flatLayout, flatten, views } from '../model/flatParams';
+import { paramSpecs } from '../model/params';
+import { decodeModelWeights, encodeModelWeights } from '../model/weights';
+import { parseTrainConfig, TrainConfig } from './config';
+import { TrainerState, Trainer } from './trainer';
+import { AdamWState, newAdamWState } from './adamw';
+
+export const FORMAT_VERSION = 1;
+
+export interface SavedState {
+  step: number;
+  tokens: number;
+  seed: number;
+  adam_t: number;
+  expert_biases: number[][];
+  data: unknown;
+  world_size: number;
+  backend: string;
+  param_hash: string;
+  lineage?: { parent?: string; parent_step?: number; parent_param_hash?: string };
+  [k: string]: unknown;
+}
+
+export function saveTrainerCheckpoint(
+  runDir: string,
+  trainer: Trainer,
+  extras: { rawConfig: unknown; backend: string; keepLast: number; tokenizerJson: string | null; state?: Record<string, unknown> },
+): string {
+  const s = trainer.state;
+  const layout = trainer.layout;
+  const files: Record<string, Buffer | string> = {
+    'model.safetensors': encodeModelWeights(layout.specs, views(layout, s.params), s.biases, { step: String(s.step) }),
+    'optimizer.safetensors': encodeSafetensors(
+      new Map([
+        ['exp_avg', { dtype: 'F32' as const, shape: [layout.total], data: s.opt.m }],
+        ['exp_avg_sq', { dtype: 'F32' as const, shape: [layout.total], data: s.opt.v }],
+      ]),
+      { adam_t: String(s.opt.t), layout: 'moecat-flat-spec-order' },
+    ),
+    'config.yaml': YAML.stringify(extras.rawConfig),
+  };
+  if (extras.tokenizerJson) files['tokenizer.json'] = extras.tokenizerJson;
+  const state: SavedState = {
+    step: s.step,
+    tokens: s.tokens,
+    seed: trainer.cfg.seed,
+    adam_t: s.opt.t,
+    expert_biases: s.biases.map((b) => Array.from(b)),
+    data: trainer.data.state(),
+    world_size: trainer.dp.worldSize,
+    backend: extras.backend,
+    param_hash: trainer.paramHash(),
+    format_version: FORMAT_VERSION,
+    ...(extras.state ?? {}),
+  };
+  return writeCheckpoint(runDir, s.step, files, state, { keepLast: extras.keepLast });
+}
+
+export interface LoadedTraining {
+  dir: string;
+  config: TrainConfig;
+  rawConfig: Record<string, unknown>;
+  state: TrainerState;
+  saved: SavedState;
+  tokenizerJson: string | null;
+}
+
+/** Loads and verifies a checkpoint (dir, `latest` link or run dir) into a TrainerState. */
+export function loadTrainerCheckpoint(pathLike: string, opts: { withOptimizer?: boolean } = {}): LoadedTraining {
+  const ck = loadCheckpoint(pathLike);
+  const need = (name: string): Buffer => {
+    const b = ck.files.get(name);
+    if (!b) throw new CheckpointError(`missing file ${name}`, { where: ck.dir });
+    return b;
+  };
+  const rawConfig = YAML.parse(need('config.yaml').toString('utf8')) as Record<string, unknown>;
+  const config = parseTrainConfig(rawConfig, `${ck.dir}/config.yaml`);
+  const { values, biases } = decodeModelWeights(need('model.safetensors'), config.model, `${ck.dir}/model.safetensors`);
+  const layout = flatLayout(paramSpecs(config.model));
+  const params = flatten(layout, values);
+  const saved = ck.state as unknown as SavedState;
+  const opt: AdamWState = newAdamWState(layout.total);
+  if (opts.withOptimizer !== false) {
+    const o = decodeSafetensors(need('optimizer.safetensors'), `${ck.dir}/optimizer.safetensors`);
+    const m = o.tensors.get('exp_avg');
+    const v = o.tensors.get('exp_avg_sq');
+    if (!m || !v || m.data.length !== layout.total || v.data.length !== layout.total) {
+      throw new CheckpointError('optimizer state does not match the model size', { where: `${ck.dir}/optimizer.safetensors` });
+    }
+    opt.m = m.data as Float32Array;
+    opt.v = v.data as Float32Array;
+    opt.t = Number(o.metadata.adam_t ?? saved.adam_t);
+  }
+  const tok = ck.files.get('tokenizer.json');
+  return {
+    dir: ck.dir,
+    config,
+    rawConfig,
+    saved,
+    tokenizerJson: tok ? tok.toString('utf8') : null,
+    state: { step: saved.step, tokens: saved.tokens, params, opt, biases },
+  };
+}

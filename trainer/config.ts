@@ -1,0 +1,121 @@
+/**
+ * The training config: one typed, validated object from YAML (DESIGN.md section 11). Errors
+ * name the key path; `--set a.b=c` overrides are applied before validation.
+ */
+import * as fs from 'fs';
+import YAML from 'yaml';
+import { z } from 'zod';
+import { ConfigError, errorMessage } from '../core/errors';
+import { BACKENDS } from '../core/backend';
+import { formatIssues, ModelConfig, modelConfigSchema } from '../model/config';
+
+const groupScales = z.object({
+  embedding: z.number().positive(),
+  hidden: z.number().positive(),
+  unembedding: z.number().positive(),
+  router: z.number().positive(),
+  norm: z.number().positive(),
+}).partial().strict();
+
+export const trainConfigSchema = z.object({
+  seed: z.number().int().nonnegative().default(0),
+  backend: z.enum(['auto', ...BACKENDS]).default('auto'),
+  model: modelConfigSchema,
+  data: z.object({
+    /** A directory written by `moecat prepare` (manifest.json + Arrow shards). */
+    dir: z.string().optional(),
+    /** Mixture and stage schedule (validated by data/mixture). */
+    mixture: z.unknown().optional(),
+    /** A synthetic token source for tests and benchmarks (no files). */
+    synthetic: z.object({ kind: z.enum(['markov']).default('markov'), order: z.number().int().positive().default(1) }).strict().optional(),
+    seqLen: z.number().int().positive(),
+    microBatchSize: z.number().int().positive(),
+    microBatches: z.number().int().positive().default(1),
+    crossDocMask: z.boolean().default(false),
+  }).strict(),
+  optim: z.object({
+    lr: z.number().positive(),
+    beta1: z.number().min(0).max(1).default(0.9),
+    beta2: z.number().min(0).max(1).default(0.95),
+    eps: z.number().positive().default(1e-16),
+    weightDecay: z.number().nonnegative().default(0.1),
+    clipNorm: z.number().nonnegative().default(1.0),
+    /** Per-group LR multipliers (hyperparameter transfer writes these). */
+    lrScale: groupScales.default({}),
+    /** Per-group init-std multipliers (hyperparameter transfer writes these). */
+    initScale: groupScales.default({}),
+    schedule: z.object({
+      type: z.enum(['wsd', 'cosine', 'constant']).default('wsd'),
+      warmupSteps: z.number().int().nonnegative().default(0),
+      decaySteps: z.number().int().nonnegative().default(0),
+      minLrRatio: z.number().min(0).max(1).default(0.1),
+    }).strict().default({}),
+  }).strict(),
+  train: z.object({
+    steps: z.number().int().positive(),
+    checkpointEvery: z.number().int().nonnegative().default(0),
+    keepLast: z.number().int().positive().default(3),
+    paramHashEvery: z.number().int().positive().default(10),
+    zLossCoef: z.number().nonnegative().default(0),
+  }).strict(),
+}).strict().superRefine((c, ctx) => {
+  if (!c.data.dir && !c.data.synthetic) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['data', 'dir'], message: 'set data.dir (a prepared corpus) or data.synthetic' });
+  }
+  if (c.data.seqLen > c.model.maxSeqLen) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['data', 'seqLen'], message: `seqLen ${c.data.seqLen} exceeds model.maxSeqLen ${c.model.maxSeqLen}` });
+  }
+  if (c.optim.schedule.type === 'wsd' && c.optim.schedule.warmupSteps + c.optim.schedule.decaySteps > c.train.steps) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['optim', 'schedule', 'decaySteps'], message: 'warmupSteps + decaySteps exceed train.steps' });
+  }
+});
+
+export type TrainConfig = z.infer<typeof trainConfigSchema> & { model: ModelConfig };
+
+/** Sets `a.b.c` in a plain object, creating objects on the way. */
+export function setPath(obj: Record<string, unknown>, path: string, value: unknown): void {
+  const keys = path.split('.');
+  let cur: Record<string, unknown> = obj;
+  for (const k of keys.slice(0, -1)) {
+    if (typeof cur[k] !== 'object' || cur[k] === null) cur[k] = {};
+    cur = cur[k] as Record<string, unknown>;
+  }
+  cur[keys[keys.length - 1]] = value;
+}
+
+/** Applies `key=value` overrides; values parse as YAML scalars (numbers, booleans, lists). */
+export function applyOverrides(raw: Record<string, unknown>, sets: string[] = []): void {
+  for (const s of sets) {
+    const eq = s.indexOf('=');
+    if (eq <= 0) throw new ConfigError(`override '${s}' is not of the form key=value`, { where: '--set' });
+    setPath(raw, s.slice(0, eq).trim(), YAML.parse(s.slice(eq + 1)));
+  }
+}
+
+export function parseTrainConfig(raw: unknown, where = 'config'): TrainConfig {
+  const r = trainConfigSchema.safeParse(raw);
+  if (!r.success) {
+    const first = r.error.issues[0];
+    throw new ConfigError(formatIssues(r.error), { where: `${where}: ${first.path.map(String).join('.') || '(root)'}` });
+  }
+  return r.data as TrainConfig;
+}
+
+/** Reads, overrides and validates a YAML config file. Refuses before any work. */
+export function loadTrainConfig(file: string, sets: string[] = []): { config: TrainConfig; raw: Record<string, unknown> } {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`cannot read config: ${errorMessage(e)}`, { where: file });
+  }
+  let raw: unknown;
+  try {
+    raw = YAML.parse(text, { prettyErrors: true });
+  } catch (e) {
+    throw new ConfigError(`invalid YAML: ${errorMessage(e)}`, { where: file });
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError('the config must be a YAML mapping', { where: file });
+  applyOverrides(raw as Record<string, unknown>, sets);
+  return { config: parseTrainConfig(raw, file), raw: raw as Record<string, unknown> };
+}

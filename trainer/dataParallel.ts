@@ -1,0 +1,29 @@
+/**
+ * What the trainer needs from a data-parallel group. `parallel/` implements it over ws; the
+ * single-process case is the identity. Reductions of counts are exact (integers in float64),
+ * and the gradient reduction reproduces the canonical microbatch tree bit for bit.
+ */
+export interface DataParallel {
+  rank: number;
+  worldSize: number;
+  /** Element-wise sum across ranks of exact values (counts, one-hot-placed scalars). */
+  allReduceExact(x: Float64Array): Promise<Float64Array>;
+  /**
+   * Canonical tree sum across ranks: this rank holds the subtree sum over microbatches
+   * [first, first + count) of `total`; every rank receives the full tree's sum.
+   */
+  treeAllReduce(localSubtree: Float32Array, first: number, count: number, total: number): Promise<Float32Array>;
+}
+
+export const singleProcess: DataParallel = {
+  rank: 0,
+  worldSize: 1,
+  allReduceExact: async (x) => x,
+  treeAllReduce: async (x) => x,
+};
+
+/** The contiguous block of microbatches a rank computes (world size must divide M). */
+export function localMicrobatches(rank: number, worldSize: number, M: number): { first: number; count: number } {
+  const count = M / worldSize;
+  return { first: rank * count, count };
+}

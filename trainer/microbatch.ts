@@ -1,0 +1,57 @@
+/**
+ * Forward + backward of one microbatch: returns the flat gradient (spec order, zeros for
+ * experts that received no tokens) and the scalar parts read inside the tape.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { ModelConfig } from '../model/config';
+import { FlatLayout } from '../model/flatParams';
+import { ParamStore } from '../model/params';
+import { MoeStats } from '../model/moe/layer';
+import { ForwardOptions } from '../model/transformer';
+import { LossNorms, microbatchLoss, MicroBatch } from './losses';
+
+export interface MicrobatchResult {
+  grad: Float32Array;
+  lm: number;
+  balance: number;
+  z: number;
+  moe: MoeStats[];
+  hiddenRms: number;
+  hiddenMax: number;
+}
+
+export function microbatchGrad(
+  c: ModelConfig,
+  store: ParamStore,
+  layout: FlatLayout,
+  mb: MicroBatch,
+  norms: LossNorms,
+  opts: { biases: Float32Array[]; zLossCoef: number; moe?: ForwardOptions['moe'] },
+): MicrobatchResult {
+  let lm = 0;
+  let balance = 0;
+  let z = 0;
+  let hiddenRms = 0;
+  let hiddenMax = 0;
+  let moe: MoeStats[] = [];
+  const vars = layout.specs.map((s) => store.get(s.name));
+  const { value, grads } = tf.variableGrads(() => {
+    const parts = microbatchLoss(c, (n) => store.get(n), mb, norms, opts);
+    // Scalars are read inside the tape: intermediates are released when it closes.
+    lm = parts.lm.dataSync()[0];
+    balance = parts.balance ? parts.balance.dataSync()[0] : 0;
+    z = parts.z ? parts.z.dataSync()[0] : 0;
+    hiddenRms = Math.sqrt(tf.mean(tf.square(parts.hidden)).dataSync()[0]);
+    hiddenMax = tf.max(tf.abs(parts.hidden)).dataSync()[0];
+    moe = parts.moe;
+    return parts.total;
+  }, vars);
+  const grad = new Float32Array(layout.total);
+  for (const s of layout.specs) {
+    const g = grads[store.get(s.name).name];
+    if (g) grad.set(g.dataSync() as Float32Array, layout.offsets.get(s.name)!);
+  }
+  tf.dispose(value);
+  tf.dispose(grads);
+  return { grad, lm, balance, z, moe, hiddenRms, hiddenMax };
+}

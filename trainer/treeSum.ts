@@ -1,0 +1,58 @@
+/**
+ * Streaming canonical pairwise sum of per-microbatch gradients (DESIGN.md section 4).
+ * The tree over microbatch indices [0, M): a node over n > 1 leaves splits into a left subtree
+ * of p leaves (p = the largest power of two < n) and a right subtree of n − p leaves. Feeding
+ * leaves in index order into a binary-counter stack (merge equal-sized neighbours) builds
+ * exactly that tree while holding only O(log M) partial sums. Adds are float32 (Float32Array
+ * stores), left operand always the lower indices: the same bits whoever computes which leaves.
+ */
+export class TreeAccumulator {
+  private stack: { size: number; data: Float32Array }[] = [];
+  private count = 0;
+
+  push(leaf: Float32Array): void {
+    let node = { size: 1, data: leaf };
+    this.count++;
+    // Merge while the top of the stack holds a subtree of the same size (binary carry).
+    while (this.stack.length > 0 && this.stack[this.stack.length - 1].size === node.size) {
+      const left = this.stack.pop()!;
+      addInto(left.data, node.data);
+      node = { size: left.size * 2, data: left.data };
+    }
+    this.stack.push(node);
+  }
+
+  /** Folds the remaining stack right-to-left (smaller right subtrees first), as the tree says. */
+  result(): Float32Array {
+    if (this.stack.length === 0) throw new Error('TreeAccumulator: no leaves');
+    let acc = this.stack[this.stack.length - 1].data;
+    for (let i = this.stack.length - 2; i >= 0; i--) {
+      const left = this.stack[i].data;
+      addInto(left, acc);
+      acc = left;
+    }
+    return acc;
+  }
+
+  get leaves(): number {
+    return this.count;
+  }
+}
+
+/** left[i] = fround(left[i] + right[i]). */
+export function addInto(left: Float32Array, right: Float32Array): void {
+  for (let i = 0; i < left.length; i++) left[i] += right[i];
+}
+
+/** Reference (recursive) canonical tree sum over a list of leaves; does not modify them. */
+export function canonicalTreeSumRef(parts: Float32Array[]): Float32Array {
+  const rec = (lo: number, hi: number): Float32Array => {
+    if (hi - lo === 1) return Float32Array.from(parts[lo]);
+    let p = 1;
+    while (p * 2 < hi - lo) p *= 2;
+    const left = rec(lo, lo + p);
+    addInto(left, rec(lo + p, hi));
+    return left;
+  };
+  return rec(0, parts.length);
+}
