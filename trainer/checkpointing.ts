@@ -30,6 +30,11 @@ export interface SavedState {
   world_size: number;
   backend: string;
   param_hash: string;
+  data_step?: number;
+  skipped_data_steps?: number[];
+  spikes?: unknown[];
+  spike_detector?: { loss: number[]; grad: number[] };
+  balance_scale?: number;
   lineage?: { parent?: string; parent_step?: number; parent_param_hash?: string };
   [k: string]: unknown;
 }
@@ -39,7 +44,7 @@ export function saveTrainerCheckpoint(
   trainer: Trainer,
   extras: { rawConfig: unknown; backend: string; keepLast: number; tokenizerJson: string | null; state?: Record<string, unknown> },
 ): string {
-  const s = trainer.state;
+  const s = trainer.checkpointState();
   const layout = trainer.layout;
   const files: Record<string, Buffer | string> = {
     'model.safetensors': encodeModelWeights(layout.specs, views(layout, s.params), s.biases, { step: String(s.step) }),
@@ -55,10 +60,15 @@ export function saveTrainerCheckpoint(
   if (extras.tokenizerJson) files['tokenizer.json'] = extras.tokenizerJson;
   const state: SavedState = {
     step: s.step,
+    data_step: s.dataStep,
     tokens: s.tokens,
     seed: trainer.cfg.seed,
     adam_t: s.opt.t,
     expert_biases: s.biases.map((b) => Array.from(b)),
+    skipped_data_steps: s.skipped,
+    spikes: s.spikes,
+    spike_detector: s.detector,
+    balance_scale: s.balanceScale,
     data: trainer.data.state(),
     world_size: trainer.dp.worldSize,
     backend: extras.backend,
@@ -111,6 +121,17 @@ export function loadTrainerCheckpoint(pathLike: string, opts: { withOptimizer?: 
     rawConfig,
     saved,
     tokenizerJson: tok ? tok.toString('utf8') : null,
-    state: { step: saved.step, tokens: saved.tokens, params, opt, biases },
+    state: {
+      step: saved.step,
+      dataStep: saved.data_step ?? saved.step,
+      tokens: saved.tokens,
+      params,
+      opt,
+      biases,
+      skipped: saved.skipped_data_steps ?? [],
+      spikes: (saved.spikes ?? []) as TrainerState['spikes'],
+      detector: saved.spike_detector ?? { loss: [], grad: [] },
+      balanceScale: saved.balance_scale ?? 1,
+    },
   };
 }

@@ -57,7 +57,25 @@ export const trainConfigSchema = z.object({
     keepLast: z.number().int().positive().default(3),
     paramHashEvery: z.number().int().positive().default(10),
     zLossCoef: z.number().nonnegative().default(0),
+    /** Fault injection for tests and drills: multiply the gradient of these data steps. */
+    injectGradScale: z.array(z.object({ dataStep: z.number().int().nonnegative(), scale: z.number() }).strict()).default([]),
   }).strict(),
+  stability: z.object({
+    spike: z.object({
+      enabled: z.boolean().default(true),
+      window: z.number().int().positive().default(20),
+      k: z.number().positive().default(6),
+      minSteps: z.number().int().positive().default(10),
+      snapshotEvery: z.number().int().positive().default(10),
+      maxRollbacks: z.number().int().nonnegative().default(5),
+    }).strict().default({}),
+    /** Compute the router gradient-norm ratio R_g every N steps (0: never). */
+    routerRatioEvery: z.number().int().nonnegative().default(0),
+    /** Halve the balance-loss alpha whenever R_g exceeds this (0: no controller). */
+    routerRatioMax: z.number().nonnegative().default(0),
+    /** Warn when Adam's eps comes within this factor of a group's gradient RMS. */
+    epsWarnFactor: z.number().positive().default(10),
+  }).strict().default({}),
 }).strict().superRefine((c, ctx) => {
   if (!c.data.dir && !c.data.synthetic) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['data', 'dir'], message: 'set data.dir (a prepared corpus) or data.synthetic' });

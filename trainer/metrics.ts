@@ -30,7 +30,7 @@ export interface StepMetrics {
 export class MetricsWriter {
   constructor(readonly file: string) {}
 
-  /** Drops lines for steps after `step` (resume) and returns how many were kept. */
+  /** Drops lines (steps and events) after `step` (resume, rollback); returns how many were kept. */
   truncateAfter(step: number): number {
     if (!fs.existsSync(this.file)) return 0;
     const keep = fs.readFileSync(this.file, 'utf8').split('\n').filter((l) => {

@@ -9,7 +9,7 @@ import { TrainConfig } from './config';
 import { DataSource } from './data';
 import { DataParallel } from './dataParallel';
 import { StepMetrics } from './metrics';
-import { openRun, Trainer, TrainerOptions } from './trainer';
+import { openRun, SpikeEvent, Trainer, TrainerOptions } from './trainer';
 import { loadTrainerCheckpoint, saveTrainerCheckpoint } from './checkpointing';
 import { makeDataSource } from './dataSource';
 import { latestCheckpoint } from '../core/checkpoint';
@@ -28,6 +28,8 @@ export interface RunOptions {
   dp?: DataParallel;
   moe?: TrainerOptions['moe'];
   onStep?: (m: StepMetrics, t: Trainer) => void;
+  onSpike?: (e: SpikeEvent) => void;
+  onWarning?: (w: string) => void;
   onStart?: (t: Trainer, info: { resumedFrom: string | null; data: DataSource }) => void;
   /** Only rank 0 writes files in a data-parallel run. */
   writeFiles?: boolean;
@@ -76,7 +78,18 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     checkpoints.push(saveTrainerCheckpoint(o.outDir, trainer, { rawConfig, backend: o.backend, keepLast: config!.train.keepLast, tokenizerJson: data.tokenizerJson() }));
   };
   while (trainer.state.step < target) {
-    last = await trainer.step();
+    const r = await trainer.step();
+    for (const w of trainer.takeWarnings()) o.onWarning?.(w);
+    if (r.kind === 'spike') {
+      // The run went back to an earlier state: its metrics after that point are replayed.
+      if (write) {
+        metrics.truncateAfter(r.event.restored_to);
+        metrics.append({ event: 'spike', ...r.event } as unknown as StepMetrics);
+      }
+      o.onSpike?.(r.event);
+      continue;
+    }
+    last = r.metrics;
     if (write) metrics.append(last);
     o.onStep?.(last, trainer);
     if (every > 0 && trainer.state.step % every === 0) save();

@@ -1,0 +1,116 @@
+/**
+ * The stability suite (DESIGN.md section 3, LongCat-Flash report):
+ *  - router: mean pairwise cosine similarity of the router's expert rows, per MoE layer;
+ *  - router gradient-norm ratio R_g = ||grad_P(alpha·L_LB)|| / ||grad_P L_LM|| (kept under 0.1);
+ *  - optimizer: gradient RMS per parameter group beside Adam's eps;
+ *  - loss spikes: a rolling mean + k·std detector on loss and gradient norm.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { ModelConfig } from '../model/config';
+import { ParamStore, ParamGroup } from '../model/params';
+import { LossNorms, microbatchLoss, MicroBatch } from './losses';
+import { ParamSlice } from './adamw';
+
+/** Mean pairwise cosine similarity between expert rows of Wr ([d, E] held as [in, out]). */
+export function routerSimilarity(w: Float32Array, d: number, E: number): number {
+  const norms = new Float64Array(E);
+  for (let e = 0; e < E; e++) {
+    let s = 0;
+    for (let i = 0; i < d; i++) s += w[i * E + e] ** 2;
+    norms[e] = Math.sqrt(s) || 1;
+  }
+  let total = 0;
+  let pairs = 0;
+  for (let a = 0; a < E; a++) {
+    for (let b = a + 1; b < E; b++) {
+      let dot = 0;
+      for (let i = 0; i < d; i++) dot += w[i * E + a] * w[i * E + b];
+      total += dot / (norms[a] * norms[b]);
+      pairs++;
+    }
+  }
+  return pairs ? total / pairs : 0;
+}
+
+/** Gradient RMS per parameter group. */
+export function gradRmsByGroup(grad: Float32Array, slices: ParamSlice[], scale = 1): Partial<Record<ParamGroup, number>> {
+  const sq = new Map<ParamGroup, { s: number; n: number }>();
+  for (const sl of slices) {
+    const e = sq.get(sl.group) ?? { s: 0, n: 0 };
+    for (let i = sl.offset; i < sl.offset + sl.size; i++) e.s += (grad[i] * scale) ** 2;
+    e.n += sl.size;
+    sq.set(sl.group, e);
+  }
+  const out: Partial<Record<ParamGroup, number>> = {};
+  for (const [g, e] of sq) out[g] = Math.sqrt(e.s / Math.max(1, e.n));
+  return out;
+}
+
+/**
+ * R_g per MoE layer on one microbatch: the router gradient of the (alpha-weighted) balance loss
+ * against that of the LM loss. Two extra backward passes restricted to router weights.
+ */
+export function routerGradRatio(c: ModelConfig, store: ParamStore, mb: MicroBatch, norms: LossNorms, biases: Float32Array[]): number[] {
+  const names = Array.from({ length: c.nLayers }, (_, l) => `model.layers.${l}.mlp.router.classifier.weight`);
+  const vars = names.map((n) => store.get(n));
+  const normOf = (which: 'lm' | 'balance'): number[] => {
+    const { value, grads } = tf.variableGrads(() => {
+      const parts = microbatchLoss(c, (n) => store.get(n), mb, norms, { biases });
+      return (which === 'lm' ? parts.lm : parts.balance ?? tf.scalar(0)) as tf.Scalar;
+    }, vars);
+    const out = vars.map((v) => {
+      const g = grads[v.name];
+      return g ? Math.sqrt(tf.sum(tf.square(g)).dataSync()[0]) : 0;
+    });
+    tf.dispose(value);
+    tf.dispose(grads);
+    return out;
+  };
+  const lm = normOf('lm');
+  const lb = normOf('balance');
+  return lm.map((x, l) => (x > 0 ? lb[l] / x : 0));
+}
+
+export interface SpikeConfig {
+  window: number;
+  k: number;
+  minSteps: number;
+}
+
+/**
+ * Rolling mean + k·std detector over accepted steps. A value counts as a spike only once the
+ * window holds `minSteps` values; spikes are not added to the window.
+ */
+export class SpikeDetector {
+  private values: { loss: number[]; grad: number[] } = { loss: [], grad: [] };
+  constructor(private readonly cfg: SpikeConfig) {}
+
+  private over(xs: number[], x: number): boolean {
+    if (xs.length < this.cfg.minSteps) return false;
+    const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
+    const sd = Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / xs.length);
+    return x > mean + this.cfg.k * Math.max(sd, 1e-3 * Math.abs(mean));
+  }
+
+  /** Returns the reason when (loss, gradNorm) is a spike, else records them and returns null. */
+  check(loss: number, gradNorm: number): string | null {
+    if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) return `non-finite loss ${loss} or grad norm ${gradNorm}`;
+    if (this.over(this.values.loss, loss)) return `loss ${loss.toFixed(4)} above rolling mean + ${this.cfg.k}·std`;
+    if (this.over(this.values.grad, gradNorm)) return `grad norm ${gradNorm.toFixed(4)} above rolling mean + ${this.cfg.k}·std`;
+    this.values.loss.push(loss);
+    this.values.grad.push(gradNorm);
+    if (this.values.loss.length > this.cfg.window) {
+      this.values.loss.shift();
+      this.values.grad.shift();
+    }
+    return null;
+  }
+
+  save(): { loss: number[]; grad: number[] } {
+    return { loss: [...this.values.loss], grad: [...this.values.grad] };
+  }
+
+  restore(s: { loss: number[]; grad: number[] }): void {
+    this.values = { loss: [...s.loss], grad: [...s.grad] };
+  }
+}
