@@ -68,7 +68,8 @@ function withCache(k: tf.Tensor4D, v: tf.Tensor4D, cache?: AttnCache): AttnCache
 function repeatKv(x: tf.Tensor4D, groups: number): tf.Tensor4D {
   if (groups === 1) return x;
   const [B, Hk, S, D] = x.shape;
-  return tf.reshape(tf.tile(tf.expandDims(x, 2), [1, 1, groups, 1, 1]), [B, Hk * groups, S, D]) as tf.Tensor4D;
+  // Tile in rank 4: tfjs has no Tile gradient for rank-5 tensors.
+  return tf.reshape(tf.tile(tf.reshape(x, [B, Hk, 1, S * D]), [1, 1, groups, 1]), [B, Hk * groups, S, D]) as tf.Tensor4D;
 }
 
 function gqa(c: ModelConfig, P: ParamGetter, p: string, x: tf.Tensor2D, ctx: AttnContext, cache?: AttnCache) {

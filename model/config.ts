@@ -62,6 +62,12 @@ export const modelConfigSchema = z.object({
   if (ke !== undefined && ke > c.moe.topK) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['moe', 'targetFfnPerToken'], message: `K_e (${ke}) cannot exceed topK (${c.moe.topK})` });
   }
+  if (ke !== undefined && ke > c.moe.nExperts) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['moe', 'targetFfnPerToken'], message: `K_e (${ke}) cannot exceed the number of FFN experts (${c.moe.nExperts})` });
+  }
+  if (ke !== undefined && ke < c.moe.topK && c.moe.nZeroExperts === 0) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['moe', 'targetFfnPerToken'], message: `K_e (${ke}) below topK (${c.moe.topK}) needs zero experts (nZeroExperts > 0)` });
+  }
   if (c.moe.nExperts % c.moe.expertGroups !== 0) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['moe', 'expertGroups'], message: `nExperts (${c.moe.nExperts}) must be divisible by expertGroups (${c.moe.expertGroups})` });
   }
