@@ -54,6 +54,7 @@ export const command: CommandModule<object, TrainArgs> = {
     });
     (bar as Progress | null)?.stop();
     const last = res.last;
+    if (!last) process.stdout.write(`nothing to do: the run is at step ${res.trainer.state.step}\n`);
     if (last) process.stdout.write(`step ${last.step} loss ${last.loss.toFixed(4)} param_hash ${res.trainer.paramHash()}\n`);
     if (res.checkpoints.length) process.stdout.write(`checkpoint: ${res.checkpoints[res.checkpoints.length - 1]}\n`);
     res.trainer.dispose();

@@ -113,8 +113,7 @@ export function applyOverrides(raw: Record<string, unknown>, sets: string[] = []
 export function parseTrainConfig(raw: unknown, where = 'config'): TrainConfig {
   const r = trainConfigSchema.safeParse(raw);
   if (!r.success) {
-    const first = r.error.issues[0];
-    throw new ConfigError(formatIssues(r.error), { where: `${where}: ${first.path.map(String).join('.') || '(root)'}` });
+    throw new ConfigError(formatIssues(r.error), { where });
   }
   return r.data as TrainConfig;
 }
