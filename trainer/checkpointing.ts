@@ -73,7 +73,7 @@ export function saveTrainerCheckpoint(
     world_size: trainer.dp.worldSize,
     backend: extras.backend,
     param_hash: trainer.paramHash(),
-    format_version: FORMAT_VERSION,
+    trainer_format: FORMAT_VERSION,
     ...(extras.state ?? {}),
   };
   return writeCheckpoint(runDir, s.step, files, state, { keepLast: extras.keepLast });

@@ -1,0 +1,523 @@
+/**
+ * Native kernels for tfjs' `cpu` backend (issue 14; TFJS-NOTES "Speed of the portable
+ * backends"). An optional N-API addon (native/, built by `node native/build.js` when OpenBLAS is
+ * installed) provides sgemm through OpenBLAS plus C loops for the element-wise, reduction and
+ * data-movement kernels that dominate a training step on `cpu`. `loadNativeKernels()` registers
+ * them in tfjs' kernel registry for backend `cpu`, replacing the JS kernels; every replacement
+ * falls back to the original JS kernel for inputs it does not handle (other dtypes, complex
+ * numbers, unusual attributes). When the addon file is absent it reports why and changes nothing.
+ *
+ * Numerics (see native/moecat_native.c): element-wise +, -, *, /, copies, gathers, scatters,
+ * sums and softmax reproduce the JS kernels' bits (same operations, same order, double
+ * accumulators where JS has them). Transcendentals (exp, log, sigmoid, tanh) round the same
+ * double expression but libm and V8 may differ in the last double bit, so rarely 1 float ulp.
+ * BatchMatMul sums in OpenBLAS' blocked order: within float32 rounding of the JS result, not
+ * bitwise equal. Every kernel is deterministic run to run (OpenBLAS splits threads over output
+ * blocks, never along K); the thread count is pinned at load.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import * as tf from '@tensorflow/tfjs';
+
+type TensorInfo = tf.TensorInfo;
+type KernelFunc = tf.KernelFunc;
+type KernelArgs = Parameters<KernelFunc>[0];
+type KernelOut = TensorInfo | TensorInfo[];
+
+/** The addon's exports (native/moecat_native.c). */
+export interface NativeAddon {
+  setThreads(n: number): void;
+  blasInfo(): { corename: string; threads: number; config: string };
+  sgemm(a: Float32Array, b: Float32Array, c: Float32Array, batch: number, batchA: number, batchB: number, M: number, N: number, K: number, transA: number, transB: number): void;
+  binary(op: number, a: Float32Array, aStrides: Int32Array, b: Float32Array, bStrides: Int32Array, out: Float32Array, shape: Int32Array): void;
+  unary(op: number, x: Float32Array, out: Float32Array): void;
+  reduce(op: number, x: Float32Array, out: Float32Array, outer: number, inner: number): void;
+  softmax(x: Float32Array, out: Float32Array, rows: number, cols: number): void;
+  copy(src: Float32Array, srcOffset: number, srcStrides: Int32Array, dst: Float32Array, dstOffset: number, dstStrides: Int32Array, shape: Int32Array): void;
+  transpose2d(src: Float32Array, dst: Float32Array, batch: number, rows: number, cols: number): void;
+  gatherRows(x: Float32Array, idx: Int32Array, out: Float32Array, rowSize: number, nRows: number, outer: number): void;
+  scatterAddRows(updates: Float32Array, idx: Int32Array, out: Float32Array, rowSize: number, nRows: number): void;
+}
+
+export interface NativeLoadOptions {
+  /** Path of the addon (default: native/build/Release/moecat_native.node at the repo root, or env MOECAT_NATIVE_ADDON). */
+  addonPath?: string;
+  /** Register the kernels (default true); false only loads and reports. */
+  register?: boolean;
+  /** OpenBLAS threads (default env OPENBLAS_NUM_THREADS, else OpenBLAS' own default: the core count). */
+  threads?: number;
+  /** Register only these kernels (default: all of NATIVE_KERNELS). */
+  kernels?: string[];
+}
+
+export interface NativeLoadResult {
+  loaded: boolean;
+  /** Why the addon is not in use (absent, disabled, failed to load). */
+  reason?: string;
+  /** Kernel names now served natively on `cpu` (empty when not registered). */
+  kernels: string[];
+  addonPath: string;
+  /** OpenBLAS' selected core type and thread count. */
+  blas?: { corename: string; threads: number };
+}
+
+const ADDON_REL = path.join('native', 'build', 'Release', 'moecat_native.node');
+
+/** The addon next to the compiled file (dist/core -> ../../native) or the source (core -> ../native). */
+export function defaultAddonPath(): string {
+  if (process.env.MOECAT_NATIVE_ADDON) return path.resolve(process.env.MOECAT_NATIVE_ADDON);
+  const candidates = [path.resolve(__dirname, '..', '..', ADDON_REL), path.resolve(__dirname, '..', ADDON_REL)];
+  return candidates.find((p) => fs.existsSync(p)) ?? candidates[0];
+}
+
+let addon: NativeAddon | null = null;
+let addonFrom = '';
+const originals = new Map<string, tf.KernelConfig>();
+
+/** The loaded addon, or null. */
+export function nativeAddon(): NativeAddon | null {
+  return addon;
+}
+
+/** Names of the kernels currently replaced on `cpu`. */
+export function nativeKernelNames(): string[] {
+  return [...originals.keys()];
+}
+
+/**
+ * OpenBLAS reads OPENBLAS_CORETYPE once, when the library loads. Debian's build misdetects
+ * recent AVX-512 CPUs (Zen 4/5 come up as Haswell); SkylakeX kernels measured 2x faster there.
+ */
+function pickCoreType(): void {
+  if (process.env.OPENBLAS_CORETYPE || process.platform !== 'linux' || process.arch !== 'x64') return;
+  try {
+    const flags = fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)?.[1] ?? '';
+    if (/\bavx512f\b/.test(flags) && /\bavx512bw\b/.test(flags) && /\bavx512vl\b/.test(flags)) process.env.OPENBLAS_CORETYPE = 'SkylakeX';
+  } catch {
+    /* leave OpenBLAS' own detection */
+  }
+}
+
+function loadAddon(p: string): NativeAddon {
+  if (addon && addonFrom === p) return addon;
+  pickCoreType();
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const m = require(p) as NativeAddon;
+  addon = m;
+  addonFrom = p;
+  return m;
+}
+
+/**
+ * Loads the addon and registers its kernels on `cpu`. Safe to call repeatedly; never throws:
+ * a missing or broken addon gives `{ loaded: false, reason }` and leaves the JS kernels in place.
+ */
+export function loadNativeKernels(opts: NativeLoadOptions = {}): NativeLoadResult {
+  const addonPath = opts.addonPath ? path.resolve(opts.addonPath) : defaultAddonPath();
+  const fail = (reason: string): NativeLoadResult => ({ loaded: false, reason, kernels: [], addonPath });
+  if (process.env.MOECAT_NATIVE === '0') return fail('disabled by MOECAT_NATIVE=0');
+  if (!fs.existsSync(addonPath)) return fail(`addon not built: ${addonPath} does not exist (install libopenblas-dev, then run node native/build.js)`);
+  let m: NativeAddon;
+  try {
+    m = loadAddon(addonPath);
+  } catch (e) {
+    return fail(`addon failed to load: ${(e as Error).message.split('\n')[0]}`);
+  }
+  const threads = opts.threads ?? (process.env.OPENBLAS_NUM_THREADS ? Number(process.env.OPENBLAS_NUM_THREADS) : undefined);
+  if (threads !== undefined && Number.isInteger(threads) && threads > 0) m.setThreads(threads);
+  const info = m.blasInfo();
+  const blas = { corename: info.corename, threads: info.threads };
+  if (opts.register === false) return { loaded: true, kernels: [], addonPath, blas };
+  const wanted = opts.kernels ?? Object.keys(NATIVE_KERNELS);
+  for (const name of wanted) {
+    const make = NATIVE_KERNELS[name];
+    if (!make) return fail(`unknown native kernel '${name}'`);
+    if (!originals.has(name)) {
+      const orig = tf.getKernel(name, 'cpu');
+      if (!orig) continue; // this tfjs build has no JS kernel to replace
+      originals.set(name, orig);
+      tf.unregisterKernel(name, 'cpu');
+    } else {
+      tf.unregisterKernel(name, 'cpu');
+    }
+    tf.registerKernel({ kernelName: name, backendName: 'cpu', kernelFunc: make(m, originals.get(name)!.kernelFunc) });
+  }
+  return { loaded: true, kernels: nativeKernelNames(), addonPath, blas };
+}
+
+/** Restores tfjs' JS kernels on `cpu` (the addon stays loaded). */
+export function unloadNativeKernels(): void {
+  for (const [name, orig] of originals) {
+    tf.unregisterKernel(name, 'cpu');
+    tf.registerKernel(orig);
+  }
+  originals.clear();
+}
+
+// ---------------------------------------------------------------------------------- helpers
+
+interface CpuBackendLike {
+  data: { get(dataId: object): { values?: unknown } };
+  makeTensorInfo(shape: number[], dtype: tf.DataType, values?: tf.backend_util.BackendValues): TensorInfo;
+}
+
+function be(args: KernelArgs): CpuBackendLike {
+  return args.backend as CpuBackendLike;
+}
+
+/** The float32 values of a tensor, or null when it is not a plain float32 tensor. */
+function f32(b: CpuBackendLike, t: TensorInfo | undefined): Float32Array | null {
+  if (!t || t.dtype !== 'float32') return null;
+  const v = b.data.get(t.dataId)?.values;
+  return v instanceof Float32Array ? v : null;
+}
+
+function i32(b: CpuBackendLike, t: TensorInfo | undefined): Int32Array | null {
+  if (!t || t.dtype !== 'int32') return null;
+  const v = b.data.get(t.dataId)?.values;
+  return v instanceof Int32Array ? v : null;
+}
+
+const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
+
+function stridesOf(shape: number[]): number[] {
+  const s = new Array<number>(shape.length);
+  let acc = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    s[i] = acc;
+    acc *= shape[i];
+  }
+  return s;
+}
+
+/**
+ * Drops unit dims and merges dims that are contiguous in every operand, so the C loops see the
+ * fewest, longest rows. `strides` holds one stride array per operand.
+ */
+function collapse(shape: number[], strides: number[][]): { shape: number[]; strides: number[][] } {
+  const sh: number[] = [];
+  const st: number[][] = strides.map(() => []);
+  for (let d = 0; d < shape.length; d++) {
+    if (shape[d] === 1) continue;
+    const k = sh.length - 1;
+    if (k >= 0 && strides.every((s, o) => st[o][k] === s[d] * shape[d])) {
+      sh[k] *= shape[d];
+      strides.forEach((s, o) => (st[o][k] = s[d]));
+    } else {
+      sh.push(shape[d]);
+      strides.forEach((s, o) => st[o].push(s[d]));
+    }
+  }
+  if (sh.length === 0) return { shape: [1], strides: strides.map(() => [1]) };
+  return { shape: sh, strides: st };
+}
+
+const I = (xs: number[]) => Int32Array.from(xs);
+
+/** Strided copy of `shape` elements from src to dst (dims collapsed first). */
+function copyStrided(m: NativeAddon, src: Float32Array, so: number, ss: number[], dst: Float32Array, dof: number, ds: number[], shape: number[]): void {
+  if (size(shape) === 0) return;
+  const c = collapse(shape, [ss, ds]);
+  if (c.shape.length > 8) throw new Error('moecat native copy: rank > 8 after collapsing');
+  m.copy(src, so, I(c.strides[0]), dst, dof, I(c.strides[1]), I(c.shape));
+}
+
+/** x permuted by perm into a new contiguous array. */
+function transposeValues(m: NativeAddon, x: Float32Array, shape: number[], perm: number[]): { values: Float32Array; shape: number[] } {
+  const outShape = perm.map((p) => shape[p]);
+  const out = new Float32Array(x.length);
+  const xs = stridesOf(shape);
+  const r = perm.length;
+  // Fast path: swap of the last two axes with leading axes in place.
+  if (r >= 2 && perm[r - 2] === r - 1 && perm[r - 1] === r - 2 && perm.slice(0, r - 2).every((p, i) => p === i)) {
+    m.transpose2d(x, out, size(shape.slice(0, r - 2)), shape[r - 2], shape[r - 1]);
+  } else {
+    copyStrided(m, x, 0, perm.map((p) => xs[p]), out, 0, stridesOf(outShape), outShape);
+  }
+  return { values: out, shape: outShape };
+}
+
+// ---------------------------------------------------------------------------------- kernels
+
+type Make = (m: NativeAddon, fallback: KernelFunc) => KernelFunc;
+
+/** Wraps an implementation that returns null for inputs it leaves to the JS kernel. */
+function kernel(impl: (m: NativeAddon, args: KernelArgs) => KernelOut | null): Make {
+  return (m, fallback) => (args) => impl(m, args) ?? fallback(args);
+}
+
+const batchMatMul = kernel((m, args) => {
+  const b = be(args);
+  const { a: A, b: B } = args.inputs as { a: TensorInfo; b: TensorInfo };
+  const av = f32(b, A);
+  const bv = f32(b, B);
+  if (!av || !bv) return null;
+  const { transposeA, transposeB } = args.attrs as unknown as { transposeA: boolean; transposeB: boolean };
+  const ra = A.shape.length;
+  const rb = B.shape.length;
+  const M = transposeA ? A.shape[ra - 1] : A.shape[ra - 2];
+  const K = transposeA ? A.shape[ra - 2] : A.shape[ra - 1];
+  const Kb = transposeB ? B.shape[rb - 1] : B.shape[rb - 2];
+  const N = transposeB ? B.shape[rb - 2] : B.shape[rb - 1];
+  if (K !== Kb) return null; // let the JS kernel raise its error
+  const outer = tf.broadcast_util.assertAndGetBroadcastShape(A.shape.slice(0, -2), B.shape.slice(0, -2));
+  const batchA = size(A.shape.slice(0, -2));
+  const batchB = size(B.shape.slice(0, -2));
+  const batch = Math.max(batchA, batchB);
+  const out = new Float32Array(batch * M * N);
+  if (batch > 0) m.sgemm(av, bv, out, batch, Math.max(1, batchA), Math.max(1, batchB), M, N, K, transposeA ? 1 : 0, transposeB ? 1 : 0);
+  return b.makeTensorInfo([...outer, M, N], 'float32', out);
+});
+
+const BIN = { Add: 0, Sub: 1, Multiply: 2, RealDiv: 3, SquaredDifference: 6 } as const;
+
+function binaryKernel(op: number): Make {
+  return kernel((m, args) => {
+    const b = be(args);
+    const { a: A, b: B } = args.inputs as { a: TensorInfo; b: TensorInfo };
+    const av = f32(b, A);
+    const bv = f32(b, B);
+    if (!av || !bv) return null;
+    const outShape = tf.broadcast_util.assertAndGetBroadcastShape(A.shape, B.shape);
+    const n = size(outShape);
+    const out = new Float32Array(n);
+    if (n === 0) return b.makeTensorInfo(outShape, 'float32', out);
+    const R = outShape.length;
+    const bstr = (shape: number[]) => {
+      const s = stridesOf(shape);
+      const off = R - shape.length;
+      return outShape.map((_, d) => (d < off || shape[d - off] === 1 ? 0 : s[d - off]));
+    };
+    const c = collapse(outShape, [bstr(A.shape), bstr(B.shape)]);
+    if (c.shape.length > 8) return null;
+    m.binary(op, av, I(c.strides[0]), bv, I(c.strides[1]), out, I(c.shape));
+    return b.makeTensorInfo(outShape, 'float32', out);
+  });
+}
+
+const UN = { Exp: 0, Sigmoid: 1, Rsqrt: 2, Sqrt: 3, Log: 4, Neg: 5, Square: 6, Abs: 8, Tanh: 9 } as const;
+
+function unaryKernel(op: number): Make {
+  return kernel((m, args) => {
+    const b = be(args);
+    const { x } = args.inputs as { x: TensorInfo };
+    const xv = f32(b, x);
+    if (!xv) return null;
+    const out = new Float32Array(xv.length);
+    m.unary(op, xv, out);
+    return b.makeTensorInfo(x.shape.slice(), 'float32', out);
+  });
+}
+
+const softmax = kernel((m, args) => {
+  const b = be(args);
+  const { logits } = args.inputs as { logits: TensorInfo };
+  const xv = f32(b, logits);
+  const r = logits.shape.length;
+  const { dim } = args.attrs as unknown as { dim: number };
+  if (!xv || r === 0 || !(dim === -1 || dim === r - 1)) return null;
+  const cols = logits.shape[r - 1];
+  const out = new Float32Array(xv.length);
+  if (cols > 0) m.softmax(xv, out, xv.length / cols, cols);
+  return b.makeTensorInfo(logits.shape.slice(), 'float32', out);
+});
+
+const RED = { Sum: 0, Max: 1, Min: 2, Mean: 3 } as const;
+
+/** Sum/Mean/Max/Min over any axes: transpose the axes innermost (as the JS kernels do), reduce rows. */
+function reduceKernel(kind: keyof typeof RED): Make {
+  return kernel((m, args) => {
+    const b = be(args);
+    const { x } = args.inputs as { x: TensorInfo };
+    let xv = f32(b, x);
+    if (!xv) return null;
+    const attrs = args.attrs as unknown as { axis?: number | number[]; reductionIndices?: number | number[]; keepDims: boolean };
+    const axisAttr = kind === 'Max' || kind === 'Min' ? attrs.reductionIndices : attrs.axis;
+    const r = x.shape.length;
+    const axes = tf.util.parseAxisParam(axisAttr ?? [], x.shape);
+    let shape = x.shape.slice();
+    const perm = tf.backend_util.getAxesPermutation(axes, r);
+    if (perm != null) {
+      const t = transposeValues(m, xv, shape, perm);
+      xv = t.values;
+      shape = t.shape;
+    }
+    const inner = size(axes.map((a) => x.shape[a]));
+    const [outShape] = tf.backend_util.computeOutAndReduceShapes(shape, tf.backend_util.getInnerMostAxes(axes.length, r));
+    const outer = size(outShape);
+    if (inner === 0 || (kind !== 'Sum' && kind !== 'Mean' && outer === 0)) return null;
+    const out = new Float32Array(outer);
+    if (kind === 'Mean') {
+      // JS Mean divides every element by the count in float32, then sums in double.
+      const scaled = new Float32Array(xv.length);
+      m.binary(RED_DIV, xv, I([1]), Float32Array.of(inner), I([0]), scaled, I([xv.length]));
+      m.reduce(RED.Sum, scaled, out, outer, inner);
+    } else {
+      m.reduce(RED[kind], xv, out, outer, inner);
+    }
+    const finalShape = attrs.keepDims ? tf.backend_util.expandShapeToKeepDim(outShape, axes) : outShape;
+    return b.makeTensorInfo(finalShape, 'float32', out);
+  });
+}
+const RED_DIV = BIN.RealDiv;
+
+const transpose = kernel((m, args) => {
+  const b = be(args);
+  const { x } = args.inputs as { x: TensorInfo };
+  const xv = f32(b, x);
+  if (!xv) return null;
+  const { perm } = args.attrs as unknown as { perm: number[] };
+  const t = transposeValues(m, xv, x.shape, perm);
+  return b.makeTensorInfo(t.shape, 'float32', t.values);
+});
+
+const slice = kernel((m, args) => {
+  const b = be(args);
+  const { x } = args.inputs as { x: TensorInfo };
+  const xv = f32(b, x);
+  if (!xv) return null;
+  const { begin, size: sz } = args.attrs as unknown as { begin: number | number[]; size: number | number[] };
+  const [bg, s] = tf.slice_util.parseSliceParams(x, begin, sz);
+  tf.slice_util.assertParamsValid(x, bg, s);
+  const out = new Float32Array(size(s));
+  const xs = stridesOf(x.shape);
+  copyStrided(m, xv, bg.reduce((acc, v, i) => acc + v * xs[i], 0), xs, out, 0, stridesOf(s), s);
+  return b.makeTensorInfo(s, 'float32', out);
+});
+
+const concat = kernel((m, args) => {
+  const b = be(args);
+  const inputs = Object.values(args.inputs) as TensorInfo[];
+  if (inputs.length === 0) return null;
+  const vals = inputs.map((t) => f32(b, t));
+  if (vals.some((v) => v === null)) return null;
+  const { axis } = args.attrs as unknown as { axis: number };
+  const ax = tf.util.parseAxisParam(axis, inputs[0].shape)[0];
+  const shapes = inputs.map((t) => t.shape);
+  tf.backend_util.assertParamsConsistent(shapes, ax);
+  const outShape = tf.backend_util.computeOutShape(shapes, ax);
+  const out = new Float32Array(size(outShape));
+  const os = stridesOf(outShape);
+  let at = 0;
+  inputs.forEach((t, i) => {
+    copyStrided(m, vals[i]!, 0, stridesOf(t.shape), out, at * os[ax], os, t.shape);
+    at += t.shape[ax];
+  });
+  return b.makeTensorInfo(outShape, 'float32', out);
+});
+
+const splitV = kernel((m, args) => {
+  const b = be(args);
+  const { x } = args.inputs as { x: TensorInfo };
+  const xv = f32(b, x);
+  if (!xv) return null;
+  const { numOrSizeSplits, axis } = args.attrs as unknown as { numOrSizeSplits: number | number[]; axis: number };
+  const ax = tf.util.parseAxisParam(axis, x.shape)[0];
+  const sizes = tf.backend_util.prepareSplitSize(x, numOrSizeSplits, ax);
+  const xs = stridesOf(x.shape);
+  let at = 0;
+  return sizes.map((s) => {
+    const shape = x.shape.slice();
+    shape[ax] = s;
+    const out = new Float32Array(size(shape));
+    copyStrided(m, xv, at * xs[ax], xs, out, 0, stridesOf(shape), shape);
+    at += s;
+    return b.makeTensorInfo(shape, 'float32', out);
+  });
+});
+
+const padV2 = kernel((m, args) => {
+  const b = be(args);
+  const { x } = args.inputs as { x: TensorInfo };
+  const xv = f32(b, x);
+  if (!xv) return null;
+  const { paddings, constantValue } = args.attrs as unknown as { paddings: [number, number][]; constantValue: number };
+  const outShape = x.shape.map((d, i) => paddings[i][0] + d + paddings[i][1]);
+  const out = new Float32Array(size(outShape));
+  if (constantValue !== 0) out.fill(constantValue);
+  const os = stridesOf(outShape);
+  copyStrided(m, xv, 0, stridesOf(x.shape), out, paddings.reduce((acc, p, i) => acc + p[0] * os[i], 0), os, x.shape);
+  return b.makeTensorInfo(outShape, 'float32', out);
+});
+
+const tile = kernel((m, args) => {
+  const b = be(args);
+  const { x } = args.inputs as { x: TensorInfo };
+  const xv = f32(b, x);
+  if (!xv) return null;
+  const { reps } = args.attrs as unknown as { reps: number[] };
+  const outShape = x.shape.map((d, i) => d * reps[i]);
+  const out = new Float32Array(size(outShape));
+  if (out.length === 0) return b.makeTensorInfo(outShape, 'float32', out);
+  // One strided copy over [reps..., shape...] dims: rep dim i steps by shape[i] output rows.
+  const os = stridesOf(outShape);
+  const xs = stridesOf(x.shape);
+  const dims = [...reps, ...x.shape];
+  copyStrided(m, xv, 0, [...reps.map(() => 0), ...xs], out, 0, [...os.map((s, i) => s * x.shape[i]), ...os], dims);
+  return b.makeTensorInfo(outShape, 'float32', out);
+});
+
+const gatherV2 = kernel((m, args) => {
+  const b = be(args);
+  const { x, indices } = args.inputs as { x: TensorInfo; indices: TensorInfo };
+  const xv = f32(b, x);
+  const iv = i32(b, indices);
+  const { axis, batchDims } = args.attrs as unknown as { axis: number; batchDims?: number };
+  if (!xv || !iv || (batchDims ?? 0) !== 0) return null;
+  const ax = tf.util.parseAxisParam(axis, x.shape)[0];
+  const dim = x.shape[ax];
+  for (let i = 0; i < iv.length; i++) {
+    if (!(iv[i] >= 0 && iv[i] <= dim - 1)) throw new Error(`GatherV2: the index value ${iv[i]} is not in [0, ${dim - 1}]`);
+  }
+  const outer = size(x.shape.slice(0, ax));
+  const sliceSize = size(x.shape.slice(ax + 1));
+  const outShape = [...x.shape.slice(0, ax), ...indices.shape, ...x.shape.slice(ax + 1)];
+  const out = new Float32Array(size(outShape));
+  if (out.length > 0) m.gatherRows(xv, iv, out, sliceSize, dim, outer);
+  return b.makeTensorInfo(outShape, 'float32', out);
+});
+
+const scatterNd = kernel((m, args) => {
+  const b = be(args);
+  const { indices, updates } = args.inputs as { indices: TensorInfo; updates: TensorInfo };
+  const uv = f32(b, updates);
+  const iv = i32(b, indices);
+  if (!uv || !iv) return null;
+  const { shape } = args.attrs as unknown as { shape: number[] };
+  const { sliceRank, numUpdates, sliceSize, strides, outputSize } = tf.backend_util.calculateShapes(updates, indices, shape);
+  const out = new Float32Array(outputSize);
+  if (outputSize === 0 || numUpdates === 0 || sliceSize === 0) return b.makeTensorInfo(shape, 'float32', out);
+  const rows = new Int32Array(numUpdates);
+  const nRows = outputSize / sliceSize;
+  for (let i = 0; i < numUpdates; i++) {
+    let flat = 0;
+    for (let j = 0; j < sliceRank; j++) flat += iv[i * sliceRank + j] * strides[j];
+    if (flat < 0 || flat >= nRows) {
+      const index = Array.from(iv.subarray(i * sliceRank, (i + 1) * sliceRank));
+      throw new Error(`Invalid indices: ${index} does not index into ${shape}`);
+    }
+    rows[i] = flat;
+  }
+  m.scatterAddRows(uv, rows, out, sliceSize, nRows);
+  return b.makeTensorInfo(shape, 'float32', out);
+});
+
+/** Every kernel this module can replace on `cpu`, by tfjs kernel name. */
+export const NATIVE_KERNELS: Record<string, Make> = {
+  BatchMatMul: batchMatMul,
+  ...Object.fromEntries(Object.entries(BIN).map(([k, op]) => [k, binaryKernel(op)])),
+  ...Object.fromEntries(Object.entries(UN).map(([k, op]) => [k, unaryKernel(op)])),
+  Softmax: softmax,
+  Sum: reduceKernel('Sum'),
+  Mean: reduceKernel('Mean'),
+  Max: reduceKernel('Max'),
+  Min: reduceKernel('Min'),
+  Transpose: transpose,
+  Slice: slice,
+  Concat: concat,
+  SplitV: splitV,
+  PadV2: padV2,
+  Tile: tile,
+  GatherV2: gatherV2,
+  ScatterNd: scatterNd,
+};
