@@ -1,11 +1,57 @@
 /**
- * Builds the trainer's DataSource from the config: a prepared corpus with a mixture schedule
- * (data/loader), or the synthetic source.
+ * Builds the trainer's DataSource from the config: a prepared corpus read through the mixture
+ * loader (data/loader), or the synthetic source. A saved loader state from a checkpoint is
+ * checked against the data and mixture before training resumes.
  */
+import * as path from 'path';
+import { ConfigError } from '../core/errors';
+import { MixtureLoader, LoaderState } from '../data/loader';
+import { parseMixture } from '../data/mixture';
 import { TrainConfig } from './config';
-import { DataSource, MarkovSource } from './data';
+import { DataSource, MarkovSource, TrainBatch } from './data';
 
-export function makeDataSource(cfg: TrainConfig, _savedState?: unknown): DataSource {
+export class MixtureSource implements DataSource {
+  constructor(readonly loader: MixtureLoader, private readonly dir: string) {}
+
+  microbatch(step: number, mb: number): TrainBatch {
+    return this.loader.microbatch(step, mb);
+  }
+
+  state(): unknown {
+    return this.loader.state();
+  }
+
+  tokenizerJson(): string | null {
+    return this.loader.data.tokenizerJson;
+  }
+
+  describe(): string {
+    const srcs = Object.keys(this.loader.data.manifest.sources).join(', ');
+    return `${this.dir} (${srcs}; ${this.loader.stages.length} stage${this.loader.stages.length === 1 ? '' : 's'})`;
+  }
+}
+
+export function makeDataSource(cfg: TrainConfig, savedState?: unknown): DataSource {
   if (cfg.data.synthetic || !cfg.data.dir) return new MarkovSource(cfg.seed, cfg.model.vocabSize, cfg.data.microBatchSize, cfg.data.seqLen);
-  throw new Error('prepared-corpus data source not wired yet');
+  if (cfg.data.mixture === undefined) throw new ConfigError('data.mixture is required with data.dir', { where: 'data.mixture' });
+  const mixture = parseMixture(cfg.data.mixture, 'data.mixture');
+  const dir = path.resolve(cfg.data.dir);
+  const loader = new MixtureLoader({
+    dataDir: dir,
+    mixture,
+    seed: cfg.seed,
+    microBatchSize: cfg.data.microBatchSize,
+    microBatches: cfg.data.microBatches,
+    seqLen: cfg.data.seqLen,
+    crossDocMask: cfg.data.crossDocMask,
+  });
+  const vocab = loader.data.manifest.tokenizer.vocabSize;
+  if (vocab > cfg.model.vocabSize) {
+    throw new ConfigError(`the prepared data's tokenizer has ${vocab} tokens but model.vocabSize is ${cfg.model.vocabSize}`, { where: 'model.vocabSize', hint: `set model.vocabSize to at least ${vocab}` });
+  }
+  for (const st of loader.stages) {
+    if (st.seqLen > cfg.model.maxSeqLen) throw new ConfigError(`stage '${st.name}' uses seqLen ${st.seqLen} above model.maxSeqLen ${cfg.model.maxSeqLen}`, { where: 'data.mixture.stages' });
+  }
+  if (savedState !== undefined) loader.loadState(savedState as LoaderState);
+  return new MixtureSource(loader, cfg.data.dir);
 }

@@ -1,0 +1,273 @@
+/**
+ * Small dense linear algebra on row-major Float64Arrays, hand-written for FLGP (DESIGN.md section 9):
+ * the s×s eigenproblem of AᵀA (s ≤ ~500), Cholesky factorisations and triangular solves of the
+ * K×K and m×m systems of the Laplace approximation. Nothing here is O(n); callers keep it that way.
+ */
+import { DataError } from '../../core/errors';
+
+/** Symmetric eigendecomposition result: values descending, vectors[:, k] (row-major, column k). */
+export interface SymEig {
+  values: Float64Array;
+  /** n×n row-major; column k is the unit eigenvector of values[k]. */
+  vectors: Float64Array;
+}
+
+/**
+ * Eigenpairs of a symmetric n×n matrix by Householder tridiagonalisation followed by the implicit
+ * QL algorithm (the EISPACK tred2/tql2 pair). O(n³), numerically orthogonal eigenvectors.
+ * The input is not modified. Values are returned in descending order.
+ */
+export function symEig(a: Float64Array, n: number): SymEig {
+  const V = Float64Array.from(a);
+  const d = new Float64Array(n);
+  const e = new Float64Array(n);
+  if (n === 0) return { values: d, vectors: V };
+  tred2(V, d, e, n);
+  tql2(V, d, e, n);
+  // tql2 leaves ascending order; flip to descending.
+  const order = Array.from({ length: n }, (_, i) => i).sort((i, j) => d[j] - d[i]);
+  const values = new Float64Array(n);
+  const vectors = new Float64Array(n * n);
+  for (let k = 0; k < n; k++) {
+    const src = order[k];
+    values[k] = d[src];
+    for (let i = 0; i < n; i++) vectors[i * n + k] = V[i * n + src];
+  }
+  return { values, vectors };
+}
+
+/** Householder reduction of symmetric V to tridiagonal form; V accumulates the transformation. */
+function tred2(V: Float64Array, d: Float64Array, e: Float64Array, n: number): void {
+  for (let j = 0; j < n; j++) d[j] = V[(n - 1) * n + j];
+  for (let i = n - 1; i > 0; i--) {
+    let scale = 0;
+    let h = 0;
+    for (let k = 0; k < i; k++) scale += Math.abs(d[k]);
+    if (scale === 0) {
+      e[i] = d[i - 1];
+      for (let j = 0; j < i; j++) {
+        d[j] = V[(i - 1) * n + j];
+        V[i * n + j] = 0;
+        V[j * n + i] = 0;
+      }
+    } else {
+      for (let k = 0; k < i; k++) {
+        d[k] /= scale;
+        h += d[k] * d[k];
+      }
+      let f = d[i - 1];
+      let g = Math.sqrt(h);
+      if (f > 0) g = -g;
+      e[i] = scale * g;
+      h -= f * g;
+      d[i - 1] = f - g;
+      for (let j = 0; j < i; j++) e[j] = 0;
+      for (let j = 0; j < i; j++) {
+        f = d[j];
+        V[j * n + i] = f;
+        g = e[j] + V[j * n + j] * f;
+        for (let k = j + 1; k <= i - 1; k++) {
+          g += V[k * n + j] * d[k];
+          e[k] += V[k * n + j] * f;
+        }
+        e[j] = g;
+      }
+      f = 0;
+      for (let j = 0; j < i; j++) {
+        e[j] /= h;
+        f += e[j] * d[j];
+      }
+      const hh = f / (h + h);
+      for (let j = 0; j < i; j++) e[j] -= hh * d[j];
+      for (let j = 0; j < i; j++) {
+        f = d[j];
+        g = e[j];
+        for (let k = j; k <= i - 1; k++) V[k * n + j] -= f * e[k] + g * d[k];
+        d[j] = V[(i - 1) * n + j];
+        V[i * n + j] = 0;
+      }
+    }
+    d[i] = h;
+  }
+  for (let i = 0; i < n - 1; i++) {
+    V[(n - 1) * n + i] = V[i * n + i];
+    V[i * n + i] = 1;
+    const h = d[i + 1];
+    if (h !== 0) {
+      for (let k = 0; k <= i; k++) d[k] = V[k * n + i + 1] / h;
+      for (let j = 0; j <= i; j++) {
+        let g = 0;
+        for (let k = 0; k <= i; k++) g += V[k * n + i + 1] * V[k * n + j];
+        for (let k = 0; k <= i; k++) V[k * n + j] -= g * d[k];
+      }
+    }
+    for (let k = 0; k <= i; k++) V[k * n + i + 1] = 0;
+  }
+  for (let j = 0; j < n; j++) {
+    d[j] = V[(n - 1) * n + j];
+    V[(n - 1) * n + j] = 0;
+  }
+  V[(n - 1) * n + n - 1] = 1;
+  e[0] = 0;
+}
+
+/** Implicit QL iterations on the tridiagonal (d, e), rotating V into the eigenvectors. */
+function tql2(V: Float64Array, d: Float64Array, e: Float64Array, n: number): void {
+  for (let i = 1; i < n; i++) e[i - 1] = e[i];
+  e[n - 1] = 0;
+  let f = 0;
+  let tst1 = 0;
+  const eps = 2 ** -52;
+  for (let l = 0; l < n; l++) {
+    tst1 = Math.max(tst1, Math.abs(d[l]) + Math.abs(e[l]));
+    let m = l;
+    while (m < n) {
+      if (Math.abs(e[m]) <= eps * tst1) break;
+      m++;
+    }
+    if (m > l) {
+      let iter = 0;
+      do {
+        if (++iter > 60) throw new DataError('symmetric eigensolver did not converge', { where: 'flgp/linalg', hint: 'the matrix has non-finite entries?' });
+        let g = d[l];
+        let p = (d[l + 1] - g) / (2 * e[l]);
+        let r = Math.hypot(p, 1);
+        if (p < 0) r = -r;
+        d[l] = e[l] / (p + r);
+        d[l + 1] = e[l] * (p + r);
+        const dl1 = d[l + 1];
+        let h = g - d[l];
+        for (let i = l + 2; i < n; i++) d[i] -= h;
+        f += h;
+        p = d[m];
+        let c = 1;
+        let c2 = c;
+        let c3 = c;
+        const el1 = e[l + 1];
+        let s = 0;
+        let s2 = 0;
+        for (let i = m - 1; i >= l; i--) {
+          c3 = c2;
+          c2 = c;
+          s2 = s;
+          g = c * e[i];
+          h = c * p;
+          r = Math.hypot(p, e[i]);
+          e[i + 1] = s * r;
+          s = e[i] / r;
+          c = p / r;
+          p = c * d[i] - s * g;
+          d[i + 1] = h + s * (c * g + s * d[i]);
+          for (let k = 0; k < n; k++) {
+            const row = k * n;
+            h = V[row + i + 1];
+            V[row + i + 1] = s * V[row + i] + c * h;
+            V[row + i] = c * V[row + i] - s * h;
+          }
+        }
+        p = (-s * s2 * c3 * el1 * e[l]) / dl1;
+        e[l] = s * p;
+        d[l] = c * p;
+      } while (Math.abs(e[l]) > eps * tst1);
+    }
+    d[l] += f;
+    e[l] = 0;
+  }
+}
+
+/**
+ * In-place lower Cholesky factor of a symmetric positive-definite n×n matrix (upper triangle is
+ * zeroed). Throws when the matrix is not numerically positive definite.
+ */
+export function cholesky(a: Float64Array, n: number): Float64Array {
+  const L = Float64Array.from(a);
+  for (let j = 0; j < n; j++) {
+    let diag = L[j * n + j];
+    for (let k = 0; k < j; k++) diag -= L[j * n + k] * L[j * n + k];
+    if (!(diag > 0)) throw new DataError(`matrix is not positive definite (pivot ${j} = ${diag})`, { where: 'flgp/linalg' });
+    const ljj = Math.sqrt(diag);
+    L[j * n + j] = ljj;
+    for (let i = j + 1; i < n; i++) {
+      let s = L[i * n + j];
+      const ri = i * n;
+      const rj = j * n;
+      for (let k = 0; k < j; k++) s -= L[ri + k] * L[rj + k];
+      L[ri + j] = s / ljj;
+    }
+    for (let k = j + 1; k < n; k++) L[j * n + k] = 0;
+  }
+  return L;
+}
+
+/** Solves L y = b (forward substitution) for lower-triangular L. */
+export function forwardSolve(L: Float64Array, n: number, b: ArrayLike<number>): Float64Array {
+  const y = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    let s = b[i];
+    const ri = i * n;
+    for (let k = 0; k < i; k++) s -= L[ri + k] * y[k];
+    y[i] = s / L[ri + i];
+  }
+  return y;
+}
+
+/** Solves Lᵀ x = y (back substitution) for lower-triangular L. */
+export function backSolve(L: Float64Array, n: number, y: ArrayLike<number>): Float64Array {
+  const x = new Float64Array(n);
+  for (let i = n - 1; i >= 0; i--) {
+    let s = y[i];
+    for (let k = i + 1; k < n; k++) s -= L[k * n + i] * x[k];
+    x[i] = s / L[i * n + i];
+  }
+  return x;
+}
+
+/** Solves (L Lᵀ) x = b. */
+export function cholSolve(L: Float64Array, n: number, b: ArrayLike<number>): Float64Array {
+  return backSolve(L, n, forwardSolve(L, n, b));
+}
+
+/** log det(L Lᵀ) = 2 Σ log L_ii. */
+export function cholLogDet(L: Float64Array, n: number): number {
+  let s = 0;
+  for (let i = 0; i < n; i++) s += Math.log(L[i * n + i]);
+  return 2 * s;
+}
+
+/** Dot product of two equal-length vectors (or slices given offsets). */
+export function dot(a: ArrayLike<number>, b: ArrayLike<number>, len = a.length, ao = 0, bo = 0): number {
+  let s = 0;
+  for (let i = 0; i < len; i++) s += a[ao + i] * b[bo + i];
+  return s;
+}
+
+/** Squared Euclidean distance between row i of X (n×d) and row j of U (s×d). */
+export function sqDist(X: Float64Array, i: number, U: Float64Array, j: number, d: number): number {
+  let s = 0;
+  const xo = i * d;
+  const uo = j * d;
+  for (let k = 0; k < d; k++) {
+    const t = X[xo + k] - U[uo + k];
+    s += t * t;
+  }
+  return s;
+}
+
+/** Packs an array of rows (or an already flat matrix) into a row-major Float64Array n×d. */
+export function toMatrix(X: Float64Array[] | number[][] | { data: Float64Array; n: number; d: number }): { data: Float64Array; n: number; d: number } {
+  if (!Array.isArray(X)) return X;
+  const n = X.length;
+  if (n === 0) throw new DataError('no points given', { where: 'flgp' });
+  const d = X[0].length;
+  const data = new Float64Array(n * d);
+  for (let i = 0; i < n; i++) {
+    const row = X[i];
+    if (row.length !== d) throw new DataError(`row ${i} has ${row.length} columns, expected ${d}`, { where: 'flgp: X' });
+    for (let k = 0; k < d; k++) {
+      const v = row[k];
+      if (!Number.isFinite(v)) throw new DataError(`X[${i}][${k}] is not finite (${v})`, { where: 'flgp: X' });
+      data[i * d + k] = v;
+    }
+  }
+  return { data, n, d };
+}
