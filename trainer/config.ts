@@ -63,9 +63,11 @@ export const trainConfigSchema = z.object({
   stability: z.object({
     spike: z.object({
       enabled: z.boolean().default(true),
-      window: z.number().int().positive().default(20),
+      window: z.number().int().positive().default(50),
       k: z.number().positive().default(6),
-      minSteps: z.number().int().positive().default(10),
+      minSteps: z.number().int().positive().default(20),
+      minRelative: z.number().nonnegative().default(0.1),
+      gradFactor: z.number().positive().default(10),
       snapshotEvery: z.number().int().positive().default(10),
       maxRollbacks: z.number().int().nonnegative().default(5),
     }).strict().default({}),

@@ -75,33 +75,41 @@ export interface SpikeConfig {
   window: number;
   k: number;
   minSteps: number;
+  /** A loss spike must also exceed the rolling mean by this fraction. */
+  minRelative: number;
+  /** A gradient-norm spike is a norm above this multiple of the rolling median. */
+  gradFactor: number;
 }
 
 /**
- * Rolling mean + k·std detector over accepted steps. A value counts as a spike only once the
- * window holds `minSteps` values; spikes are not added to the window.
+ * Rolling detector over accepted steps: a loss above mean + k·std (and above mean·(1+minRelative),
+ * so that a quiet window does not turn noise into spikes), or a gradient norm above gradFactor ×
+ * the rolling median (early-training gradient norms drift too much for a std test). Spikes are
+ * not added to the window; nothing is flagged before the window holds `minSteps` values.
  */
 export class SpikeDetector {
   private values: { loss: number[]; grad: number[] } = { loss: [], grad: [] };
   constructor(private readonly cfg: SpikeConfig) {}
 
-  private over(xs: number[], x: number): boolean {
-    if (xs.length < this.cfg.minSteps) return false;
-    const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
-    const sd = Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / xs.length);
-    return x > mean + this.cfg.k * Math.max(sd, 1e-3 * Math.abs(mean));
-  }
-
   /** Returns the reason when (loss, gradNorm) is a spike, else records them and returns null. */
   check(loss: number, gradNorm: number): string | null {
     if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) return `non-finite loss ${loss} or grad norm ${gradNorm}`;
-    if (this.over(this.values.loss, loss)) return `loss ${loss.toFixed(4)} above rolling mean + ${this.cfg.k}·std`;
-    if (this.over(this.values.grad, gradNorm)) return `grad norm ${gradNorm.toFixed(4)} above rolling mean + ${this.cfg.k}·std`;
-    this.values.loss.push(loss);
-    this.values.grad.push(gradNorm);
-    if (this.values.loss.length > this.cfg.window) {
-      this.values.loss.shift();
-      this.values.grad.shift();
+    const { loss: ls, grad: gs } = this.values;
+    if (ls.length >= this.cfg.minSteps) {
+      const mean = ls.reduce((a, b) => a + b, 0) / ls.length;
+      const sd = Math.sqrt(ls.reduce((a, b) => a + (b - mean) ** 2, 0) / ls.length);
+      if (loss > mean + this.cfg.k * sd && loss > mean * (1 + this.cfg.minRelative)) {
+        return `loss ${loss.toFixed(4)} above rolling mean ${mean.toFixed(4)} + ${this.cfg.k}·std`;
+      }
+      const sorted = [...gs].sort((a, b) => a - b);
+      const median = sorted[Math.floor(sorted.length / 2)];
+      if (gradNorm > this.cfg.gradFactor * median) return `grad norm ${gradNorm.toFixed(4)} above ${this.cfg.gradFactor}x the rolling median ${median.toFixed(4)}`;
+    }
+    ls.push(loss);
+    gs.push(gradNorm);
+    if (ls.length > this.cfg.window) {
+      ls.shift();
+      gs.shift();
     }
     return null;
   }

@@ -10,7 +10,7 @@ function cfg(sets: string[]): TrainConfig {
   return loadTrainConfig('configs/tiny.yaml', [
     'data.synthetic={}', 'data.seqLen=16', 'data.microBatchSize=2', 'data.microBatches=1', 'train.steps=30',
     'optim.schedule={type: constant, warmupSteps: 0}',
-    'stability.spike={window: 10, k: 6, minSteps: 5, snapshotEvery: 4, maxRollbacks: 2}',
+    'stability.spike={window: 10, k: 6, minSteps: 5, snapshotEvery: 4, maxRollbacks: 2, minRelative: 0.1, gradFactor: 10}',
     ...sets,
   ]).config;
 }
@@ -31,10 +31,12 @@ describe('loss-spike detection and rollback', function () {
   });
 
   it('the detector flags a value far above the rolling window and not ordinary noise', () => {
-    const d = new SpikeDetector({ window: 10, k: 6, minSteps: 5 });
+    const d = new SpikeDetector({ window: 10, k: 6, minSteps: 5, minRelative: 0.1, gradFactor: 10 });
     for (let i = 0; i < 10; i++) assert.equal(d.check(5 - i * 0.01 + (i % 2) * 0.02, 1 + (i % 3) * 0.05), null);
     assert.equal(d.check(4.9, 1.02), null);
+    assert.equal(d.check(5.3, 3), null, 'a 6% loss rise and a 3x gradient are noise, not spikes');
     assert.match(String(d.check(4.9, 50)), /grad norm/);
+    assert.match(String(d.check(9, 1)), /loss/);
     assert.match(String(d.check(Number.NaN, 1)), /non-finite/);
   });
 
