@@ -50,3 +50,29 @@ export function sampleToken(logits: Float32Array, p: SamplingParams, position: n
   const id = cand[j];
   return { id, logprob: logits[id] - logZ };
 }
+
+/** log Z = logsumexp(logits), computed from the max for stability. */
+export function logNormalizer(logits: Float32Array): number {
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
+  let z = 0;
+  for (let i = 0; i < logits.length; i++) z += Math.exp(logits[i] - max);
+  return max + Math.log(z);
+}
+
+/** The n most likely ids with their log-probabilities (descending, ties to the lower id). */
+export function topLogprobs(logits: Float32Array, n: number, logZ = logNormalizer(logits)): { id: number; logprob: number }[] {
+  if (n <= 0) return [];
+  const best: number[] = [];
+  for (let i = 0; i < logits.length; i++) {
+    if (best.length === n && logits[i] <= logits[best[n - 1]]) continue;
+    let j = best.length === n ? n - 1 : best.length;
+    if (best.length < n) best.push(i);
+    while (j > 0 && logits[best[j - 1]] < logits[i]) {
+      best[j] = best[j - 1];
+      j--;
+    }
+    best[j] = i;
+  }
+  return best.map((id) => ({ id, logprob: logits[id] - logZ }));
+}

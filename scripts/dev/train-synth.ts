@@ -5,7 +5,7 @@ import { Trainer } from '../../trainer/trainer';
 
 (async () => {
   await selectBackend((process.argv[2] as 'wasm') ?? 'wasm');
-  const { config } = loadTrainConfig('configs/tiny.yaml', ['data.synthetic={}', 'data.seqLen=64', 'data.microBatchSize=4', 'data.microBatches=2', 'optim.lr=0.003', 'train.steps=40', `optim.schedule={type: wsd, warmupSteps: 5, decaySteps: 10}`]);
+  const { config } = loadTrainConfig('configs/tiny.yaml', ["train.steps=200",'data.synthetic={}', 'data.seqLen=64', 'data.microBatchSize=4', 'data.microBatches=2', 'optim.lr=0.003', 'train.steps=40', `optim.schedule={type: wsd, warmupSteps: 5, decaySteps: 10}`]);
   const t = new Trainer(config, new MarkovSource(config.seed, config.model.vocabSize, 4, 64));
   for (let i = 0; i < Number(process.argv[3] ?? 30); i++) {
     const r = await t.step();

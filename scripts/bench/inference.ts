@@ -1,0 +1,259 @@
+/**
+ * Inference benchmark (`npm run bench -- inference`), configs/small.yaml-sized model with a
+ * random init (speed does not depend on the weights' values, only on routing, which we steer).
+ * Prints JSON lines; `bench` names the table:
+ *
+ *  - memory bandwidth: a large Float32Array copy (read + write bytes over time).
+ *  - batch-1 decode vs the memory bound: measured decode tokens/s against
+ *    bandwidth / (bytes of active weights + KV cache read per token). Active weights: every
+ *    dense matrix (attention, dense FFNs, router, lm_head), one embedding row and only the FFN
+ *    experts the token actually ran; KV read: every cached key/value at the mean context length.
+ *  - continuous batching: aggregate tokens/s with 1, 4 and 16 concurrent requests on one engine
+ *    (prefill included in the wall time, so this is what clients see together).
+ *  - zero experts: decode time per token against the FFN experts actually run per token, with
+ *    the expert bias pinning K−f slots on zero experts (so f FFN experts run per token); a linear
+ *    fit gives the cost of one FFN expert and what the zero-expert slots save.
+ *
+ * Usage: node dist/scripts/bench/inference.js [--backend wasm] [--config small] [--tokens 64]
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as tf from '@tensorflow/tfjs';
+import YAML from 'yaml';
+import { BackendName, selectBackend } from '../../core/backend';
+import { ModelConfig, parseModelConfig } from '../../model/config';
+import { initParams, numel, paramSpecs, ParamStore } from '../../model/params';
+import { initialBiases } from '../../model/transformer';
+import { ServingModel } from '../../inference/loadModel';
+import { Engine, EngineTokenizer } from '../../inference/engine';
+import { decodeBatch, disposeCaches, LayerCaches, prefill } from '../../inference/engineStep';
+
+function arg(name: string, dflt: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : dflt;
+}
+const emit = (row: Record<string, unknown>) => process.stdout.write(JSON.stringify(row) + '\n');
+const now = () => performance.now();
+/** CPU milliseconds of this process (user + system): stable on a shared, loaded machine. */
+const cpuMs = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
+const round = (x: number, d = 2) => +x.toFixed(d);
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** The benchmark never decodes text: a tokenizer stand-in with the special ids out of reach. */
+const noTokenizer: EngineTokenizer = {
+  vocabSize: 0,
+  special: { bos: -1, eos: -2, end: -3 },
+  encode: () => [],
+  decode: () => '',
+  renderChat: () => ({ ids: [] }),
+};
+
+function memoryBandwidth(): { gbPerS: number; mib: number } {
+  const n = 64 << 20; // 256 MiB of float32
+  const src = new Float32Array(n).fill(1);
+  const dst = new Float32Array(n);
+  const times: number[] = [];
+  for (let i = 0; i < 6; i++) {
+    const t0 = now();
+    dst.set(src);
+    times.push(now() - t0);
+  }
+  const ms = median(times.slice(1));
+  return { gbPerS: (2 * n * 4) / (ms * 1e6), mib: (n * 4) / 2 ** 20 };
+}
+
+/** Floats read from the KV cache per position, summed over every attention block. */
+function kvFloatsPerPosition(c: ModelConfig): number {
+  const a = c.attention;
+  const perBlock = a.type === 'mla' ? a.nHeads * (a.nopeHeadDim + a.ropeHeadDim + a.vHeadDim) : 2 * a.nKvHeads * a.headDim;
+  return 2 * c.nLayers * perBlock;
+}
+
+function activeWeightFloats(c: ModelConfig, ffnExpertsPerToken: number): number {
+  const specs = paramSpecs(c);
+  const dense = specs.filter((s) => !s.expert && s.name !== 'model.embed_tokens.weight').reduce((n, s) => n + numel(s.shape), 0);
+  return dense + c.dModel + ffnExpertsPerToken * c.nLayers * 3 * c.dModel * c.moe.expertHidden;
+}
+
+/** Prompt of n ids spread over the vocabulary. */
+const promptOf = (c: ModelConfig, n: number, salt: number) => Array.from({ length: n }, (_, i) => (i * 7919 + salt * 104729 + 13) % c.vocabSize);
+
+/** Median decode wall and CPU ms per token at batch 1 (caches grow from `prompt` to prompt + tokens). */
+function decodeMsPerToken(m: ServingModel, promptLen: number, tokens: number): { ms: number; cpu: number; ffnPerToken: number } {
+  const p = prefill(m, promptOf(m.config, promptLen, 1));
+  p.logits.dispose();
+  let caches: LayerCaches = p.caches[0];
+  const times: number[] = [];
+  const cpus: number[] = [];
+  let ffn = 0;
+  let tl = 0;
+  let tok = 1;
+  for (let i = 0; i < tokens; i++) {
+    const t0 = now();
+    const c0 = cpuMs();
+    const r = decodeBatch(m, [tok], [promptLen + i], [caches]);
+    const logits = r.logits.dataSync();
+    times.push(now() - t0);
+    cpus.push(cpuMs() - c0);
+    tok = (tok * 31 + 7 + Math.floor(Math.abs(logits[0]) * 1000)) % m.config.vocabSize;
+    r.logits.dispose();
+    disposeCaches(caches);
+    caches = r.caches[0];
+    ffn += r.ffnRows;
+    tl += r.tokenLayers;
+  }
+  disposeCaches(caches);
+  return { ms: median(times.slice(2)), cpu: median(cpus.slice(2)), ffnPerToken: ffn / tl };
+}
+
+async function main(): Promise<void> {
+  const backend = arg('backend', 'wasm') as BackendName;
+  const cfgName = arg('config', 'small');
+  const genTokens = Number(arg('tokens', '64'));
+  await selectBackend(backend);
+  const raw = YAML.parse(fs.readFileSync(`configs/${cfgName}.yaml`, 'utf8'));
+  const c = parseModelConfig(raw.model);
+  const m: ServingModel = { dir: '(random init)', step: 0, config: c, store: new ParamStore(paramSpecs(c), initParams(c, 1234)), biases: initialBiases(c), tokenizerJson: null };
+  const K = c.moe.topK;
+  const N = c.moe.nExperts;
+  const Z = c.moe.nZeroExperts;
+
+  const bw = memoryBandwidth();
+  emit({ bench: 'memory bandwidth (Float32Array copy)', buffer_mib: bw.mib, gb_per_s: round(bw.gbPerS) });
+
+  // Warm up kernels, the JIT and the wasm heap (the first hundred steps run slower).
+  for (let i = 0; i < 3; i++) decodeMsPerToken(m, 16 + 40 * i, 32);
+
+  // Batch-1 decode against the memory bound, with the model's own (untrained) routing.
+  const promptLen = 32;
+  const d1 = decodeMsPerToken(m, promptLen, genTokens);
+  const ctx = promptLen + genTokens / 2;
+  const wBytes = 4 * activeWeightFloats(c, d1.ffnPerToken);
+  const kvBytes = 4 * kvFloatsPerPosition(c) * ctx;
+  const boundTps = (bw.gbPerS * 1e9) / (wBytes + kvBytes);
+  emit({
+    bench: 'batch-1 decode vs memory bound',
+    backend,
+    config: cfgName,
+    mean_context: ctx,
+    ffn_experts_per_token: round(d1.ffnPerToken, 3),
+    active_weight_mib: round(wBytes / 2 ** 20, 3),
+    kv_read_mib: round(kvBytes / 2 ** 20, 3),
+    ms_per_token: round(d1.ms),
+    cpu_ms_per_token: round(d1.cpu),
+    tokens_per_s: round(1000 / d1.ms, 1),
+    tokens_per_cpu_s: round(1000 / d1.cpu, 1),
+    memory_bound_tokens_per_s: Math.round(boundTps),
+    fraction_of_bound: round(1000 / d1.ms / boundTps, 4),
+    load_avg_1m: round(os.loadavg()[0], 1),
+  });
+
+  // Aggregate throughput with concurrent requests (continuous batching on one engine).
+  for (const conc of [1, 4, 16]) {
+    const engine = new Engine(m, noTokenizer, { maxBatch: 16 });
+    const t0 = now();
+    const c0 = cpuMs();
+    const results = await Promise.all(
+      Array.from({ length: conc }, (_, i) =>
+        engine.submit({ promptIds: promptOf(c, promptLen, i + 2), maxTokens: genTokens, sampling: { temperature: 1, topP: 1, topK: 0, seed: i } }).result,
+      ),
+    );
+    const seconds = (now() - t0) / 1000;
+    const cpuSeconds = (cpuMs() - c0) / 1000;
+    const tokens = results.reduce((n, r) => n + r.completionTokens, 0);
+    const step = engine.metrics.render().match(/^moecat_decode_step_seconds_sum (\S+)$/m);
+    const steps = engine.metrics.render().match(/^moecat_decode_step_seconds_count (\S+)$/m);
+    await engine.close();
+    emit({
+      bench: 'continuous batching: aggregate throughput',
+      backend,
+      config: cfgName,
+      concurrent_requests: conc,
+      prompt_tokens: promptLen,
+      tokens_per_request: genTokens,
+      wall_s: round(seconds),
+      aggregate_tokens_per_s: round(tokens / seconds, 1),
+      per_request_tokens_per_s: round(tokens / seconds / conc, 1),
+      aggregate_tokens_per_cpu_s: round(tokens / cpuSeconds, 1),
+      mean_decode_step_ms: step && steps ? round((1000 * Number(step[1])) / Number(steps[1])) : null,
+      mean_ttft_ms: round((1000 * results.reduce((n, r) => n + r.timeToFirstToken, 0)) / conc, 1),
+      load_avg_1m: round(os.loadavg()[0], 1),
+    });
+  }
+
+  // Decode time against FFN experts actually run: K−f slots pinned on zero experts by the bias.
+  // Rounds interleave the settings so machine noise spreads evenly over them; medians per f.
+  const settings: number[] = [];
+  for (let f = 0; f <= Math.min(K, N); f++) if (K - f <= Z) settings.push(f);
+  const pinned = (f: number) =>
+    Array.from({ length: c.nLayers }, () => {
+      const b = new Float32Array(N + Z);
+      for (let z = 0; z < Z; z++) b[N + z] = z < K - f ? 1 : -1;
+      return b;
+    });
+  const samples = new Map<number, { ms: number[]; cpu: number[]; ffn: number }>();
+  for (let rep = 0; rep < 5; rep++) {
+    for (const f of settings) {
+      m.biases = pinned(f);
+      const r = decodeMsPerToken(m, promptLen, 24);
+      const s = samples.get(f) ?? { ms: [], cpu: [], ffn: r.ffnPerToken };
+      s.ms.push(r.ms);
+      s.cpu.push(r.cpu);
+      samples.set(f, s);
+    }
+  }
+  const rows: { f: number; ms: number }[] = [];
+  for (const f of settings) {
+    const s = samples.get(f)!;
+    const ms = median(s.ms);
+    const cpu = median(s.cpu);
+    // The fit uses CPU time: wall time on a shared machine carries other processes' load.
+    rows.push({ f: s.ffn, ms: cpu });
+    const bytes = 4 * activeWeightFloats(c, s.ffn) + 4 * kvFloatsPerPosition(c) * (promptLen + 12);
+    emit({
+      bench: 'decode time vs FFN experts run (zero experts)',
+      backend,
+      config: cfgName,
+      top_k: K,
+      zero_expert_slots: K - f,
+      ffn_experts_per_token: round(s.ffn, 3),
+      ms_per_token: round(ms),
+      cpu_ms_per_token: round(cpu),
+      tokens_per_s: round(1000 / ms, 1),
+      active_weight_and_kv_mib: round(bytes / 2 ** 20, 3),
+      load_avg_1m: round(os.loadavg()[0], 1),
+    });
+  }
+  // Least-squares line ms = a + b·f: b is one FFN expert's cost per token, a everything else.
+  const n = rows.length;
+  const mx = rows.reduce((s, r) => s + r.f, 0) / n;
+  const my = rows.reduce((s, r) => s + r.ms, 0) / n;
+  const b = rows.reduce((s, r) => s + (r.f - mx) * (r.ms - my), 0) / rows.reduce((s, r) => s + (r.f - mx) ** 2, 0);
+  const a = my - b * mx;
+  const allFfn = rows.find((r) => Math.abs(r.f - K) < 1e-9);
+  const target = c.moe.targetFfnPerToken ?? K;
+  emit({
+    bench: 'zero experts: fitted cost',
+    backend,
+    config: cfgName,
+    cpu_ms_per_token_without_experts: round(a),
+    cpu_ms_per_ffn_expert: round(b, 3),
+    expert_share_at_top_k: allFfn ? round((b * K) / allFfn.ms, 3) : null,
+    predicted_saving_at_target_ke: round(((K - target) * b) / (a + K * b), 3),
+    target_ffn_experts_per_token: target,
+  });
+  m.store.dispose();
+  tf.disposeVariables();
+}
+
+main().catch((e) => {
+  process.stderr.write(`${e instanceof Error ? e.stack : String(e)}\n`);
+  process.exit(1);
+});
