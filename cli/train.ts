@@ -88,6 +88,12 @@ export const command: CommandModule<object, TrainArgs> = {
         bar = new Progress('train', target, t.state.step);
       },
       onStep: (m) => {
+        // Fault drill for the launcher tests: a rank dies abruptly once, mid-run.
+        const die = process.env.MOECAT_FAULT_EXIT_AT_STEP;
+        if (die && Number(die) === m.step && (process.env.MOECAT_RESTART ?? '0') === '0' && String(group?.rank ?? 0) === (process.env.MOECAT_FAULT_RANK ?? '0')) {
+          process.stderr.write(`fault drill: rank ${group?.rank ?? 0} exits at step ${m.step}\n`);
+          process.kill(process.pid, 'SIGKILL');
+        }
         (bar as Progress | null)?.update(m.step, `loss ${m.loss.toFixed(4)} | ${Math.round(m.tokens_per_s)} tok/s | ffn/tok ${m.ffn_experts_per_token.toFixed(2)}`);
       },
     });

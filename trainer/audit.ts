@@ -46,7 +46,7 @@ export interface AuditDivergence {
 
 export interface AuditResult {
   ok: boolean;
-  /** Distinct steps whose fingerprint was compared (a replayed step is compared each time). */
+  /** Distinct steps found identical (a step replayed after a rollback is compared each time). */
   checked: number;
   /** Parameter hashes compared (start, recorded every N steps, final checkpoint). */
   hashesChecked: number;
@@ -193,14 +193,14 @@ export async function auditRun(runDir: string, o: AuditOptions = {}): Promise<Au
       }
       const m = r.metrics;
       const rec = records.get(m.step)!;
-      checked.add(m.step);
-      result.checked = checked.size;
       if (m.fingerprint !== rec.fingerprint) return diverge({ step: m.step, what: 'fingerprint', expected: rec.fingerprint, got: m.fingerprint });
       if (rec.param_hash !== undefined) {
         const got = m.param_hash ?? trainer.paramHash();
         result.hashesChecked++;
         if (got !== rec.param_hash) return diverge({ step: m.step, what: 'param_hash', expected: rec.param_hash, got });
       }
+      checked.add(m.step);
+      result.checked = checked.size;
       o.onStep?.(m.step, to);
     }
     // 3. The final weights against a checkpoint saved at `to`.

@@ -108,7 +108,13 @@ export function applyOverrides(raw: Record<string, unknown>, sets: string[] = []
   for (const s of sets) {
     const eq = s.indexOf('=');
     if (eq <= 0) throw new ConfigError(`override '${s}' is not of the form key=value`, { where: '--set' });
-    setPath(raw, s.slice(0, eq).trim(), YAML.parse(s.slice(eq + 1)));
+    let value: unknown;
+    try {
+      value = YAML.parse(s.slice(eq + 1));
+    } catch (e) {
+      throw new ConfigError(`override '${s}': the value is not valid YAML (${errorMessage(e).split('\n')[0]})`, { where: '--set' });
+    }
+    setPath(raw, s.slice(0, eq).trim(), value);
   }
 }
 

@@ -112,7 +112,7 @@ export function growCheckpoint(o: GrowOptions): GrowResult {
   const ck = loadTrainerCheckpoint(o.checkpoint);
   const raw = structuredClone(ck.rawConfig);
   applyOverrides(raw, [`model.nLayers=${ck.config.model.nLayers * o.factor}`, ...(o.sets ?? [])]);
-  const grown = parseTrainConfig(raw, '--set');
+  const grown = parseTrainConfig(raw, 'grown config (checkpoint config + --set)');
   checkSameModelButDepth(ck.config, grown);
   if (grown.model.nLayers !== ck.config.model.nLayers * o.factor) throw new ConfigError('model.nLayers is set by --factor; do not override it', { where: '--set' });
   if (grown.train.steps <= ck.state.step) {

@@ -39,7 +39,7 @@ export interface SweepPoint {
   tokens: number;
   seconds: number;
   error?: string;
-  /** sha256 of the point's resolved config: a rerun with another config is refused. */
+  /** sha256 of the point's config (YAML + overrides): a rerun with another config is refused. */
   configHash: string;
 }
 
@@ -51,7 +51,10 @@ export interface SweepResults {
   best: string | null;
 }
 
+/** Written when a point finishes (its result); a finished point is never rerun. */
 export const POINT_FILE = 'point.json';
+/** Written when a point starts, so a resumed point can be checked against the grid's config. */
+export const START_FILE = 'point-start.json';
 export const RESULTS_JSON = 'results.json';
 
 /** Steps that the final loss averages: the last 10% (at least one). */
@@ -107,7 +110,9 @@ export async function runSweep(o: SweepOptions): Promise<SweepResults> {
   for (const g of grid) {
     const name = pointName(g.lr, g.initStd);
     const runDir = path.join(o.outDir, 'points', name);
-    const configHash = sha256Hex(Buffer.from(canonical(g.config)));
+    // The raw config (file + overrides), not the resolved one: a new default added to the schema
+    // by a later version must not invalidate finished points.
+    const configHash = sha256Hex(Buffer.from(canonical(g.raw)));
     const doneFile = path.join(runDir, POINT_FILE);
     if (fs.existsSync(doneFile)) {
       const p = JSON.parse(fs.readFileSync(doneFile, 'utf8')) as SweepPoint;
@@ -119,7 +124,13 @@ export async function runSweep(o: SweepOptions): Promise<SweepResults> {
       o.onPoint?.(p, 'skipped');
       continue;
     }
+    const startFile = path.join(runDir, START_FILE);
     const resume = fs.existsSync(runDir) && latestCheckpoint(runDir) !== null;
+    if (resume && fs.existsSync(startFile) && (JSON.parse(fs.readFileSync(startFile, 'utf8')) as { configHash: string }).configHash !== configHash) {
+      throw new ConfigError(`point ${name} in ${o.outDir} was started with a different config`, { where: startFile, hint: 'use a new --out directory, or remove that point to rerun it' });
+    }
+    fs.mkdirSync(runDir, { recursive: true });
+    fs.writeFileSync(startFile, JSON.stringify({ configHash }) + '\n');
     const k = lastStepsCount(o.steps);
     const p: SweepPoint = { name, lr: g.lr, initStd: g.initStd, runDir, status: 'done', finalLoss: null, steps: o.steps, lastSteps: k, tokens: 0, seconds: 0, configHash };
     o.onPoint?.(p, resume ? 'resumed' : 'started');

@@ -20,7 +20,10 @@ import { AttnContext, causalMask, ParamGetter, ropeDim } from '../model/attentio
 import { gatherRows, ropeTables } from '../model/ops';
 import { ParamGroup } from '../model/params';
 import { scmoeLayer } from '../model/scmoeLayer';
-import { TrainConfig } from './config';
+import { loadTrainConfig, parseTrainConfig, TrainConfig } from './config';
+import { bestPoint, readSweepResults, SweepPoint } from './sweep';
+import { makeDataSource } from './dataSource';
+import { Trainer } from './trainer';
 
 export const PARAM_GROUPS: ParamGroup[] = ['embedding', 'hidden', 'unembedding', 'router', 'norm'];
 
@@ -161,6 +164,42 @@ export function transferConfig(proxyRaw: Record<string, unknown>, proxy: TrainCo
   return { raw, s, changes, lrScale, initScale, text };
 }
 
+/** Model keys (dot paths) whose values differ between two configs. */
+export function diffKeys(a: unknown, b: unknown, prefix = ''): string[] {
+  if (a && b && typeof a === 'object' && typeof b === 'object') {
+    const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+    return [...keys].flatMap((k) => diffKeys((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], prefix ? `${prefix}.${k}` : k));
+  }
+  return JSON.stringify(a) === JSON.stringify(b) ? [] : [prefix];
+}
+
+/**
+ * `moecat transfer`: reads the proxy config and the sweep results, checks the sweep ran this
+ * proxy's model (init std aside, which the sweep may vary), picks the best point (or `point`)
+ * and builds the target config (validated).
+ */
+export function transferFromSweep(o: { proxy: string; sets?: string[]; results: string; targetWidth: number; point?: string }): TransferResult & { chosen: SweepPoint } {
+  const { config: proxy, raw } = loadTrainConfig(o.proxy, o.sets ?? []);
+  const { file, results } = readSweepResults(o.results);
+  const differ = diffKeys({ ...results.proxy.model, initStd: 0 }, { ...proxy.model, initStd: 0 });
+  if (differ.length) throw new ConfigError(`the sweep ran a different model than ${o.proxy}: ${differ.map((k) => `model.${k}`).join(', ')} differ`, { where: file });
+  const chosen = o.point ? results.points.find((p) => p.name === o.point) : bestPoint(results.points);
+  if (!chosen) throw new ConfigError(o.point ? `no point named ${o.point}` : 'no point of the sweep finished without diverging', { where: file });
+  if (chosen.finalLoss === null) throw new ConfigError(`point ${chosen.name} diverged`, { where: '--point' });
+  const t = transferConfig(raw, proxy, {
+    lr: chosen.lr,
+    initStd: chosen.initStd,
+    proxyFile: o.proxy,
+    resultsFile: file,
+    pointName: chosen.name,
+    finalLoss: chosen.finalLoss,
+    lossDefinition: results.lossDefinition,
+    pointsTotal: results.points.length,
+  }, o.targetWidth);
+  parseTrainConfig(t.raw, 'transferred config');
+  return { ...t, chosen };
+}
+
 /**
  * Coordinate check probe: RMS of the residual stream after the embedding (index 0) and after
  * each layer (index l+1), for one batch. Used to check that activations stay O(1) across widths
@@ -180,4 +219,34 @@ export function activationRmsByLayer(c: ModelConfig, P: ParamGetter, tokens: Int
     }
     return out;
   });
+}
+
+/**
+ * The coordinate check (as in the muP papers): train `steps` optimizer steps from init, then
+ * probe the residual-stream RMS after every layer on a held-out batch (data step 10^6).
+ */
+export async function coordinateCheck(cfg: TrainConfig, steps: number): Promise<number[]> {
+  const data = makeDataSource(cfg);
+  const t = new Trainer(cfg, data);
+  try {
+    for (let i = 0; i < steps; i++) {
+      const r = await t.step();
+      if (r.kind !== 'step') throw new Error(`coordinate check: unexpected ${r.kind} at step ${i + 1}`);
+    }
+    const b = data.microbatch(1_000_000, 0);
+    return activationRmsByLayer(cfg.model, (n) => t.store.get(n), b.inputs, b.batchSize, b.seqLen, t.state.biases);
+  } finally {
+    t.dispose();
+  }
+}
+
+/** `--set` overrides that put a config at width `d` (from its own width) under a rule. */
+export function widthSets(m: ModelConfig, d: number, rule: 'transfer' | 'sp', proxyScales: { lrScale: GroupScales; initScale: GroupScales } = { lrScale: {}, initScale: {} }): string[] {
+  const { s, changes } = widthChanges(m, d);
+  const sets = changes.map((c) => `${c.key}=${c.to}`);
+  if (rule === 'transfer') {
+    const t = transferScales(s, proxyScales);
+    sets.push(`optim.lrScale=${JSON.stringify(t.lrScale)}`, `optim.initScale=${JSON.stringify(t.initScale)}`);
+  }
+  return sets;
 }
