@@ -275,8 +275,19 @@ describe('core/checkpoint', () => {
       let stderr = '';
       child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
       const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
       // Kill at a seeded moment after the writer is up, so the kills spread over its write loop.
-      await Promise.race([new Promise((r) => child.stdout.once('data', r)), exited]);
+      // Every fourth writer first completes a checkpoint, so progress is guaranteed even on an
+      // overloaded machine where a short random delay never reaches the end of a write.
+      const want = kills % 4 === 3 ? /wrote/ : /ready/;
+      await Promise.race([
+        new Promise<void>((r) => {
+          const check = () => (want.test(out) ? r() : setTimeout(check, 5));
+          check();
+        }),
+        exited,
+      ]);
       await new Promise((r) => setTimeout(r, rand() * 450));
       child.kill('SIGKILL');
       const { signal } = await exited; // reaped: its pid is now dead for the next writer's cleanup
