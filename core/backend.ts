@@ -7,8 +7,13 @@
 import * as tf from '@tensorflow/tfjs';
 import { BackendError, errorMessage } from './errors';
 import { installWasmGradients } from './wasmGradients';
+import { loadNativeKernels, NativeLoadResult } from './nativeKernels';
 
-export const BACKENDS = ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
+/**
+ * `cpu-native` is tfjs' cpu backend with the hot kernels replaced by the OpenBLAS-backed N-API
+ * addon (native/); it loads only where the addon was built. `cpu` is the pure-JS backend.
+ */
+export const BACKENDS = ['tensorflow-gpu', 'tensorflow', 'cpu-native', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKENDS)[number];
 export type BackendChoice = BackendName | 'auto';
 
@@ -18,7 +23,11 @@ export interface BackendInfo {
   tfBackend: string;
   /** Why earlier candidates were skipped (empty when the first choice loaded). */
   skipped: { name: BackendName; reason: string }[];
+  /** The native kernel set on `cpu-native` (OpenBLAS core, kernel names). */
+  native?: NativeLoadResult;
 }
+
+let native: NativeLoadResult | undefined;
 
 let active: BackendInfo | null = null;
 
@@ -46,6 +55,14 @@ async function load(name: BackendName): Promise<void> {
       if (!(await tf.setBackend('wasm'))) throw new Error('the wasm backend did not initialise');
       installWasmGradients();
       return;
+    case 'cpu-native': {
+      const probe = loadNativeKernels({ register: false });
+      if (!probe.loaded) throw new Error(probe.reason ?? 'native kernels unavailable');
+      if (!(await tf.setBackend('cpu'))) throw new Error('the cpu backend did not initialise');
+      native = loadNativeKernels();
+      if (!native.loaded) throw new Error(native.reason ?? 'native kernels failed to register');
+      return;
+    }
     case 'cpu':
       if (!(await tf.setBackend('cpu'))) throw new Error('the cpu backend did not initialise');
       return;
@@ -61,13 +78,15 @@ export async function selectBackend(choice: BackendChoice = 'auto'): Promise<Bac
     throw new BackendError(`unknown backend '${choice}'`, { where: '--backend', hint: `choose one of auto, ${BACKENDS.join(', ')}` });
   }
   if (active && (choice === 'auto' || choice === active.name)) return active;
+  // PROD silences tfjs' console advice (e.g. "install tfjs-node") and skips debug-only checks.
+  tf.env().set('PROD', true);
   const candidates: BackendName[] = choice === 'auto' ? [...BACKENDS] : [choice];
   const skipped: { name: BackendName; reason: string }[] = [];
   for (const name of candidates) {
     try {
       await load(name);
       await tf.ready();
-      active = { name, tfBackend: tf.getBackend(), skipped };
+      active = { name, tfBackend: tf.getBackend(), skipped, ...(name === 'cpu-native' ? { native } : {}) };
       return active;
     } catch (e) {
       if (choice !== 'auto') {
@@ -91,5 +110,6 @@ export function activeBackend(): BackendInfo | null {
 /** One start-up line naming the backend and why faster ones were skipped. */
 export function describeBackend(info: BackendInfo): string {
   const why = info.skipped.map((s) => `${s.name} unavailable (${s.reason.slice(0, 80)})`).join('; ');
-  return `backend: ${info.name}${why ? ` [${why}]` : ''}`;
+  const nat = info.native?.loaded ? ` (OpenBLAS ${info.native.blas?.corename ?? ''}, ${info.native.kernels.length} native kernels)` : '';
+  return `backend: ${info.name}${nat}${why ? ` [${why}]` : ''}`;
 }

@@ -12,8 +12,9 @@
  * accumulators where JS has them). Transcendentals (exp, log, sigmoid, tanh) round the same
  * double expression but libm and V8 may differ in the last double bit, so rarely 1 float ulp.
  * BatchMatMul sums in OpenBLAS' blocked order: within float32 rounding of the JS result, not
- * bitwise equal. Every kernel is deterministic run to run (OpenBLAS splits threads over output
- * blocks, never along K); the thread count is pinned at load.
+ * bitwise equal. Every kernel is deterministic run to run. OpenBLAS runs on one thread unless
+ * asked (MOECAT_BLAS_THREADS): its threaded path sums in a different order, so the thread count
+ * is part of a run's reproducibility key (see blasPolicy).
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -28,7 +29,7 @@ type KernelOut = TensorInfo | TensorInfo[];
 export interface NativeAddon {
   setThreads(n: number): void;
   blasInfo(): { corename: string; threads: number; config: string };
-  sgemm(a: Float32Array, b: Float32Array, c: Float32Array, batch: number, batchA: number, batchB: number, M: number, N: number, K: number, transA: number, transB: number): void;
+  sgemm(a: Float32Array, b: Float32Array, c: Float32Array, batch: number, batchA: number, batchB: number, M: number, N: number, K: number, transA: number, transB: number, threads: number): void;
   binary(op: number, a: Float32Array, aStrides: Int32Array, b: Float32Array, bStrides: Int32Array, out: Float32Array, shape: Int32Array): void;
   unary(op: number, x: Float32Array, out: Float32Array): void;
   reduce(op: number, x: Float32Array, out: Float32Array, outer: number, inner: number): void;
@@ -44,8 +45,10 @@ export interface NativeLoadOptions {
   addonPath?: string;
   /** Register the kernels (default true); false only loads and reports. */
   register?: boolean;
-  /** OpenBLAS threads (default env OPENBLAS_NUM_THREADS, else OpenBLAS' own default: the core count). */
+  /** Most OpenBLAS threads a matMul may use (default 1, env MOECAT_BLAS_THREADS): changes the bits of large products. */
   threads?: number;
+  /** Use several OpenBLAS threads only for products of at least this many FLOPs (default 1e9, env MOECAT_BLAS_MT_MIN_FLOPS). */
+  mtMinFlops?: number;
   /** Register only these kernels (default: all of NATIVE_KERNELS). */
   kernels?: string[];
 }
@@ -57,8 +60,8 @@ export interface NativeLoadResult {
   /** Kernel names now served natively on `cpu` (empty when not registered). */
   kernels: string[];
   addonPath: string;
-  /** OpenBLAS' selected core type and thread count. */
-  blas?: { corename: string; threads: number };
+  /** OpenBLAS' selected core type, the most threads a matMul may use, and the size from which it does. */
+  blas?: { corename: string; threads: number; mtMinFlops: number };
 }
 
 const ADDON_REL = path.join('native', 'build', 'Release', 'moecat_native.node');
@@ -69,6 +72,21 @@ export function defaultAddonPath(): string {
   const candidates = [path.resolve(__dirname, '..', '..', ADDON_REL), path.resolve(__dirname, '..', ADDON_REL)];
   return candidates.find((p) => fs.existsSync(p)) ?? candidates[0];
 }
+
+/**
+ * OpenBLAS threading policy. Default: one thread, always. Two reasons, both measured:
+ *  - bits: OpenBLAS 0.3.21's threaded sgemm sums some products in a different order than its
+ *    single-threaded path (1 vs 2 threads differ in the last bits at 1024x192x2048), so a thread
+ *    count that followed the machine's core count would break "same config + seed + backend,
+ *    same bits" across machines. For a fixed thread count results are reproducible (tested).
+ *  - speed: waking a second thread costs ~0.1 ms, far more on a busy 2-core machine; every
+ *    matMul of configs/tiny and configs/small (< 1 GFLOP each) ran as fast or faster on one.
+ * Opt in with `threads` / env MOECAT_BLAS_THREADS=n: products of at least `mtMinFlops` (default
+ * 1e9, env MOECAT_BLAS_MT_MIN_FLOPS) then use n threads; that choice is part of a run's
+ * reproducibility key, like the backend.
+ */
+const DEFAULT_MT_MIN_FLOPS = 1e9;
+const blasPolicy = { maxThreads: 1, mtMinFlops: DEFAULT_MT_MIN_FLOPS };
 
 let addon: NativeAddon | null = null;
 let addonFrom = '';
@@ -123,10 +141,13 @@ export function loadNativeKernels(opts: NativeLoadOptions = {}): NativeLoadResul
   } catch (e) {
     return fail(`addon failed to load: ${(e as Error).message.split('\n')[0]}`);
   }
-  const threads = opts.threads ?? (process.env.OPENBLAS_NUM_THREADS ? Number(process.env.OPENBLAS_NUM_THREADS) : undefined);
-  if (threads !== undefined && Number.isInteger(threads) && threads > 0) m.setThreads(threads);
-  const info = m.blasInfo();
-  const blas = { corename: info.corename, threads: info.threads };
+  const envThreads = Number(process.env.MOECAT_BLAS_THREADS);
+  const threads = opts.threads ?? (Number.isInteger(envThreads) && envThreads > 0 ? envThreads : 1);
+  blasPolicy.maxThreads = Number.isInteger(threads) && threads > 0 ? threads : 1;
+  const mt = Number(process.env.MOECAT_BLAS_MT_MIN_FLOPS);
+  blasPolicy.mtMinFlops = opts.mtMinFlops ?? (Number.isFinite(mt) && mt > 0 ? mt : DEFAULT_MT_MIN_FLOPS);
+  m.setThreads(blasPolicy.maxThreads);
+  const blas = { corename: m.blasInfo().corename, threads: blasPolicy.maxThreads, mtMinFlops: blasPolicy.mtMinFlops };
   if (opts.register === false) return { loaded: true, kernels: [], addonPath, blas };
   const wanted = opts.kernels ?? Object.keys(NATIVE_KERNELS);
   for (const name of wanted) {
@@ -158,7 +179,7 @@ export function unloadNativeKernels(): void {
 
 interface CpuBackendLike {
   data: { get(dataId: object): { values?: unknown } };
-  makeTensorInfo(shape: number[], dtype: tf.DataType, values?: tf.backend_util.BackendValues): TensorInfo;
+  makeTensorInfo(shape: number[], dtype: tf.DataType, values?: tf.BackendValues): TensorInfo;
 }
 
 function be(args: KernelArgs): CpuBackendLike {
@@ -265,7 +286,8 @@ const batchMatMul = kernel((m, args) => {
   const batchB = size(B.shape.slice(0, -2));
   const batch = Math.max(batchA, batchB);
   const out = new Float32Array(batch * M * N);
-  if (batch > 0) m.sgemm(av, bv, out, batch, Math.max(1, batchA), Math.max(1, batchB), M, N, K, transposeA ? 1 : 0, transposeB ? 1 : 0);
+  const threads = 2 * M * N * K >= blasPolicy.mtMinFlops ? blasPolicy.maxThreads : 1;
+  if (batch > 0) m.sgemm(av, bv, out, batch, Math.max(1, batchA), Math.max(1, batchB), M, N, K, transposeA ? 1 : 0, transposeB ? 1 : 0, threads);
   return b.makeTensorInfo([...outer, M, N], 'float32', out);
 });
 
@@ -331,10 +353,11 @@ function reduceKernel(kind: keyof typeof RED): Make {
     const { x } = args.inputs as { x: TensorInfo };
     let xv = f32(b, x);
     if (!xv) return null;
-    const attrs = args.attrs as unknown as { axis?: number | number[]; reductionIndices?: number | number[]; keepDims: boolean };
-    const axisAttr = kind === 'Max' || kind === 'Min' ? attrs.reductionIndices : attrs.axis;
+    const attrs = args.attrs as unknown as { axis?: number | number[] | null; reductionIndices?: number | number[] | null; keepDims: boolean };
+    const axisAttr = kind === 'Max' ? attrs.reductionIndices : attrs.axis;
     const r = x.shape.length;
-    const axes = tf.util.parseAxisParam(axisAttr ?? [], x.shape);
+    // null/undefined means every axis (tfjs' parseAxisParam).
+    const axes = tf.util.parseAxisParam(axisAttr as number | number[], x.shape);
     let shape = x.shape.slice();
     const perm = tf.backend_util.getAxesPermutation(axes, r);
     if (perm != null) {
@@ -453,7 +476,10 @@ const tile = kernel((m, args) => {
   const os = stridesOf(outShape);
   const xs = stridesOf(x.shape);
   const dims = [...reps, ...x.shape];
-  copyStrided(m, xv, 0, [...reps.map(() => 0), ...xs], out, 0, [...os.map((s, i) => s * x.shape[i]), ...os], dims);
+  const srcStrides = [...reps.map(() => 0), ...xs];
+  const dstStrides = [...os.map((s, i) => s * x.shape[i]), ...os];
+  if (collapse(dims, [srcStrides, dstStrides]).shape.length > 8) return null;
+  copyStrided(m, xv, 0, srcStrides, out, 0, dstStrides, dims);
   return b.makeTensorInfo(outShape, 'float32', out);
 });
 

@@ -1,0 +1,536 @@
+/*
+ * moecat native kernels (issue 14): an N-API addon that tfjs' `cpu` backend calls through
+ * core/nativeKernels.ts. Every entry point takes typed arrays that JS owns (inputs and a
+ * preallocated output) plus integers; it never allocates tensors or keeps pointers past the call.
+ *
+ * Determinism: every function here is a fixed sequence of float operations for a given shape,
+ * so results are bitwise reproducible run to run. sgemm goes to OpenBLAS with a thread count
+ * that JS sets explicitly per call (default 1). OpenBLAS partitions work statically, so a fixed
+ * thread count reproduces its bits; but 1 and 2 threads differ in the last bits for large
+ * products (measured with 0.3.21), so the thread count is part of a run's reproducibility key.
+ *
+ * Exactness versus tfjs' JS kernels: element-wise float32 +, -, *, / give the same bits as JS
+ * (JS computes in double and rounds once; double rounding is exact for these four operations
+ * on float32 inputs). Transcendentals are computed in double and rounded, like JS, but libm and
+ * V8 may differ in the last double bit, which rarely changes the float32. Sums accumulate in
+ * double in index order, as the JS kernels do. sgemm sums in a different order: not bitwise
+ * equal to the JS matMul, within float32 rounding.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <node_api.h>
+#include <cblas.h>
+
+#define MAXR 8
+
+/* ------------------------------------------------------------------ N-API helpers */
+
+#define CHECK(call)                                                     \
+  do {                                                                  \
+    if ((call) != napi_ok) {                                            \
+      napi_throw_error(env, NULL, "moecat_native: N-API call failed: " #call); \
+      return NULL;                                                      \
+    }                                                                   \
+  } while (0)
+
+static int get_f32(napi_env env, napi_value v, float** p, size_t* n) {
+  napi_typedarray_type t;
+  size_t len;
+  void* data;
+  napi_value ab;
+  size_t off;
+  if (napi_get_typedarray_info(env, v, &t, &len, &data, &ab, &off) != napi_ok || t != napi_float32_array) {
+    napi_throw_type_error(env, NULL, "moecat_native: expected a Float32Array");
+    return 0;
+  }
+  *p = (float*)data;
+  if (n) *n = len;
+  return 1;
+}
+
+static int get_i32arr(napi_env env, napi_value v, int32_t** p, size_t* n) {
+  napi_typedarray_type t;
+  size_t len;
+  void* data;
+  napi_value ab;
+  size_t off;
+  if (napi_get_typedarray_info(env, v, &t, &len, &data, &ab, &off) != napi_ok || t != napi_int32_array) {
+    napi_throw_type_error(env, NULL, "moecat_native: expected an Int32Array");
+    return 0;
+  }
+  *p = (int32_t*)data;
+  if (n) *n = len;
+  return 1;
+}
+
+static int get_int(napi_env env, napi_value v, int64_t* out) {
+  if (napi_get_value_int64(env, v, out) != napi_ok) {
+    napi_throw_type_error(env, NULL, "moecat_native: expected an integer");
+    return 0;
+  }
+  return 1;
+}
+
+static int get_dbl(napi_env env, napi_value v, double* out) {
+  if (napi_get_value_double(env, v, out) != napi_ok) {
+    napi_throw_type_error(env, NULL, "moecat_native: expected a number");
+    return 0;
+  }
+  return 1;
+}
+
+#define ARGS(N)                                                        \
+  size_t argc = N;                                                     \
+  napi_value argv[N];                                                  \
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));         \
+  if (argc < N) {                                                      \
+    napi_throw_error(env, NULL, "moecat_native: too few arguments");   \
+    return NULL;                                                       \
+  }
+
+#define F32(i, p, n) float* p; size_t n; if (!get_f32(env, argv[i], &p, &n)) return NULL;
+#define I32A(i, p, n) int32_t* p; size_t n; if (!get_i32arr(env, argv[i], &p, &n)) return NULL;
+#define INT(i, x) int64_t x; if (!get_int(env, argv[i], &x)) return NULL;
+#define DBL(i, x) double x; if (!get_dbl(env, argv[i], &x)) return NULL;
+
+static napi_value undef(napi_env env) {
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+static void throw_range(napi_env env, const char* what) {
+  napi_throw_range_error(env, NULL, what);
+}
+
+/* ------------------------------------------------------------------ BLAS */
+
+/* OpenBLAS' thread count as last set from here (0: never set). */
+static int current_threads = 0;
+
+/* set_threads(n): pins OpenBLAS' thread count. */
+static napi_value set_threads(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  INT(0, n);
+  openblas_set_num_threads((int)n);
+  current_threads = (int)n;
+  return undef(env);
+}
+
+/* blas_info(): { corename, threads, config } */
+static napi_value blas_info(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value o, s;
+  CHECK(napi_create_object(env, &o));
+  CHECK(napi_create_string_utf8(env, openblas_get_corename(), NAPI_AUTO_LENGTH, &s));
+  CHECK(napi_set_named_property(env, o, "corename", s));
+  CHECK(napi_create_int32(env, openblas_get_num_threads(), &s));
+  CHECK(napi_set_named_property(env, o, "threads", s));
+  CHECK(napi_create_string_utf8(env, openblas_get_config(), NAPI_AUTO_LENGTH, &s));
+  CHECK(napi_set_named_property(env, o, "config", s));
+  return o;
+}
+
+/*
+ * sgemm(a, b, c, batch, batchA, batchB, M, N, K, transA, transB, threads)
+ * Row-major C[bi] = op(A[bi % batchA]) · op(B[bi % batchB]); op(A) is M×K, op(B) K×N.
+ * The modulo batch mapping is the one tfjs' cpu BatchMatMul uses. threads > 0 sets OpenBLAS'
+ * thread count for this and later calls (only when it changes; JS picks 1 for small products,
+ * where waking a second thread costs more than it saves). A fixed thread count reproduces
+ * its bits; a different one may not (spec/native/training.spec.ts).
+ */
+static napi_value sgemm(napi_env env, napi_callback_info info) {
+  ARGS(12);
+  F32(0, a, na);
+  F32(1, b, nb);
+  F32(2, c, nc);
+  INT(3, batch);
+  INT(4, batchA);
+  INT(5, batchB);
+  INT(6, M);
+  INT(7, N);
+  INT(8, K);
+  INT(9, ta);
+  INT(10, tb);
+  INT(11, threads);
+  if (batch < 0 || batchA < 1 || batchB < 1 || M < 0 || N < 0 || K < 0 ||
+      (size_t)(batchA * M * K) > na || (size_t)(batchB * K * N) > nb || (size_t)(batch * M * N) > nc) {
+    throw_range(env, "moecat_native.sgemm: sizes do not match the arrays");
+    return NULL;
+  }
+  if (M == 0 || N == 0) return undef(env);
+  if (K == 0) {
+    memset(c, 0, sizeof(float) * (size_t)(batch * M * N));
+    return undef(env);
+  }
+  if (threads > 0 && threads != current_threads) {
+    openblas_set_num_threads((int)threads);
+    current_threads = (int)threads;
+  }
+  const int lda = ta ? (int)M : (int)K;
+  const int ldb = tb ? (int)K : (int)N;
+  for (int64_t bi = 0; bi < batch; bi++) {
+    const float* A = a + (bi % batchA) * M * K;
+    const float* B = b + (bi % batchB) * K * N;
+    float* C = c + bi * M * N;
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, A, lda, B,
+                ldb, 0.0f, C, (int)N);
+  }
+  return undef(env);
+}
+
+/* ------------------------------------------------------------------ element-wise binary */
+
+enum { OP_ADD = 0, OP_SUB = 1, OP_MUL = 2, OP_DIV = 3, OP_MAX = 4, OP_MIN = 5, OP_SQDIFF = 6 };
+
+#define BIN_LOOP(EXPR)                                                   \
+  for (int64_t j = 0; j < n; j++) {                                      \
+    const float x = A[j * sa];                                           \
+    const float y = B[j * sb];                                           \
+    O[j] = (EXPR);                                                       \
+  }
+
+static void binary_row(int op, const float* A, int64_t sa, const float* B, int64_t sb, float* O, int64_t n) {
+  switch (op) {
+    case OP_ADD: BIN_LOOP(x + y); break;
+    case OP_SUB: BIN_LOOP(x - y); break;
+    case OP_MUL: BIN_LOOP(x * y); break;
+    case OP_DIV: BIN_LOOP(x / y); break;
+    /* tfjs: NaN if either is NaN, else the larger / smaller. */
+    case OP_MAX: BIN_LOOP((x != x || y != y) ? NAN : (x > y ? x : y)); break;
+    case OP_MIN: BIN_LOOP((x != x || y != y) ? NAN : (x < y ? x : y)); break;
+    /* JS: diff = a - b; diff * diff, both in double, rounded once */
+    case OP_SQDIFF: BIN_LOOP((float)(((double)x - (double)y) * ((double)x - (double)y))); break;
+  }
+}
+
+/*
+ * binary(op, a, aStrides, b, bStrides, out, shape)
+ * out (contiguous, `shape`) = a op b, where a and b are read at strides given per output dim
+ * (0 on broadcast dims). JS collapses dims first, so rank is small.
+ */
+static napi_value binary(napi_env env, napi_callback_info info) {
+  ARGS(7);
+  INT(0, op);
+  F32(1, a, na);
+  I32A(2, as, nas);
+  F32(3, b, nb);
+  I32A(4, bs, nbs);
+  F32(5, o, no);
+  I32A(6, shape, rank);
+  (void)na; (void)nb;
+  if (rank < 1 || rank > MAXR || nas != rank || nbs != rank) {
+    throw_range(env, "moecat_native.binary: bad rank");
+    return NULL;
+  }
+  int64_t total = 1;
+  for (size_t d = 0; d < rank; d++) total *= shape[d];
+  if ((size_t)total > no) {
+    throw_range(env, "moecat_native.binary: output too small");
+    return NULL;
+  }
+  if (total == 0) return undef(env);
+  const int64_t n = shape[rank - 1];
+  const int64_t outer = total / n;
+  int64_t idx[MAXR] = {0};
+  int64_t ao = 0, bo = 0;
+  for (int64_t r = 0; r < outer; r++) {
+    binary_row((int)op, a + ao, as[rank - 1], b + bo, bs[rank - 1], o + r * n, n);
+    /* odometer over dims rank-2 .. 0 */
+    for (int d = (int)rank - 2; d >= 0; d--) {
+      idx[d]++;
+      ao += as[d];
+      bo += bs[d];
+      if (idx[d] < shape[d]) break;
+      ao -= as[d] * shape[d];
+      bo -= bs[d] * shape[d];
+      idx[d] = 0;
+    }
+  }
+  return undef(env);
+}
+
+/* ------------------------------------------------------------------ element-wise unary */
+
+enum { U_EXP = 0, U_SIGMOID = 1, U_RSQRT = 2, U_SQRT = 3, U_LOG = 4, U_NEG = 5, U_SQUARE = 6, U_RELU = 7, U_ABS = 8, U_TANH = 9 };
+
+/* unary(op, x, out): computed in double and rounded once, like the JS kernels. */
+static napi_value unary(napi_env env, napi_callback_info info) {
+  ARGS(3);
+  INT(0, op);
+  F32(1, x, n);
+  F32(2, o, no);
+  if (no < n) {
+    throw_range(env, "moecat_native.unary: output too small");
+    return NULL;
+  }
+  switch (op) {
+    case U_EXP: for (size_t i = 0; i < n; i++) o[i] = (float)exp((double)x[i]); break;
+    case U_SIGMOID: for (size_t i = 0; i < n; i++) o[i] = (float)(1.0 / (1.0 + exp(-(double)x[i]))); break;
+    case U_RSQRT: for (size_t i = 0; i < n; i++) o[i] = (float)(1.0 / sqrt((double)x[i])); break;
+    case U_SQRT: for (size_t i = 0; i < n; i++) o[i] = (float)sqrt((double)x[i]); break;
+    case U_LOG: for (size_t i = 0; i < n; i++) o[i] = (float)log((double)x[i]); break;
+    case U_NEG: for (size_t i = 0; i < n; i++) o[i] = -x[i]; break;
+    case U_SQUARE: for (size_t i = 0; i < n; i++) o[i] = x[i] * x[i]; break;
+    case U_RELU: for (size_t i = 0; i < n; i++) o[i] = x[i] < 0 ? 0.0f : x[i]; break;
+    case U_ABS: for (size_t i = 0; i < n; i++) o[i] = fabsf(x[i]); break;
+    case U_TANH: for (size_t i = 0; i < n; i++) o[i] = (float)tanh((double)x[i]); break;
+    default: throw_range(env, "moecat_native.unary: unknown op"); return NULL;
+  }
+  return undef(env);
+}
+
+/* ------------------------------------------------------------------ reductions over the last axis */
+
+enum { R_SUM = 0, R_MAX = 1, R_MIN = 2, R_MEAN = 3 };
+
+/*
+ * reduce(op, x, out, outer, inner): out[i] = reduce(x[i*inner .. (i+1)*inner)).
+ * Sum accumulates in double in index order (as tfjs' JS Sum does); max/min skip nothing (NaN
+ * propagates like `value > max` comparisons would not: tfjs keeps the first NaN? see JS).
+ */
+static napi_value reduce(napi_env env, napi_callback_info info) {
+  ARGS(5);
+  INT(0, op);
+  F32(1, x, n);
+  F32(2, o, no);
+  INT(3, outer);
+  INT(4, inner);
+  if ((size_t)(outer * inner) > n || (size_t)outer > no || inner < 1) {
+    throw_range(env, "moecat_native.reduce: sizes do not match the arrays");
+    return NULL;
+  }
+  for (int64_t i = 0; i < outer; i++) {
+    const float* r = x + i * inner;
+    if (op == R_SUM) {
+      double s = 0;
+      for (int64_t j = 0; j < inner; j++) s += r[j];
+      o[i] = (float)s;
+    } else if (op == R_MAX) {
+      float m = r[0];
+      for (int64_t j = 1; j < inner; j++) {
+        const float v = r[j];
+        if (v != v || v > m) m = v; /* tfjs: `if (Number.isNaN(value) || value > max) max = value` */
+      }
+      o[i] = m;
+    } else if (op == R_MIN) {
+      float m = r[0];
+      for (int64_t j = 1; j < inner; j++) {
+        const float v = r[j];
+        if (v != v || v < m) m = v;
+      }
+      o[i] = m;
+    } else {
+      throw_range(env, "moecat_native.reduce: unknown op");
+      return NULL;
+    }
+  }
+  return undef(env);
+}
+
+/*
+ * softmax(x, out, rows, cols): the same arithmetic as tfjs' cpu Softmax, which composes
+ * max -> sub (float32) -> exp (double, rounded) -> sum (double, rounded) -> div (float32).
+ */
+static napi_value softmax(napi_env env, napi_callback_info info) {
+  ARGS(4);
+  F32(0, x, n);
+  F32(1, o, no);
+  INT(2, rows);
+  INT(3, cols);
+  if ((size_t)(rows * cols) > n || (size_t)(rows * cols) > no || cols < 1) {
+    throw_range(env, "moecat_native.softmax: sizes do not match the arrays");
+    return NULL;
+  }
+  for (int64_t i = 0; i < rows; i++) {
+    const float* r = x + i * cols;
+    float* w = o + i * cols;
+    float m = r[0];
+    for (int64_t j = 1; j < cols; j++) {
+      const float v = r[j];
+      if (v != v || v > m) m = v;
+    }
+    double s = 0;
+    for (int64_t j = 0; j < cols; j++) {
+      const float e = (float)exp((double)(float)(r[j] - m));
+      w[j] = e;
+      s += e;
+    }
+    const float fs = (float)s;
+    for (int64_t j = 0; j < cols; j++) w[j] = w[j] / fs;
+  }
+  return undef(env);
+}
+
+/* ------------------------------------------------------------------ strided copy */
+
+/*
+ * copy(src, srcOffset, srcStrides, dst, dstOffset, dstStrides, shape)
+ * dst[dstOffset + Σ i_d·dstStrides_d] = src[srcOffset + Σ i_d·srcStrides_d] for every index in
+ * `shape`. One routine serves Transpose, Slice, Concat, Pad, Tile and SplitV.
+ */
+static napi_value copy(napi_env env, napi_callback_info info) {
+  ARGS(7);
+  F32(0, src, ns);
+  INT(1, so);
+  I32A(2, ss, nss);
+  F32(3, dst, nd);
+  INT(4, doff);
+  I32A(5, ds, nds);
+  I32A(6, shape, rank);
+  if (rank < 1 || rank > MAXR || nss != rank || nds != rank) {
+    throw_range(env, "moecat_native.copy: bad rank");
+    return NULL;
+  }
+  int64_t total = 1, smax = so, dmax = doff;
+  for (size_t d = 0; d < rank; d++) {
+    total *= shape[d];
+    if (shape[d] > 0) {
+      smax += (int64_t)(shape[d] - 1) * ss[d];
+      dmax += (int64_t)(shape[d] - 1) * ds[d];
+    }
+  }
+  if (total == 0) return undef(env);
+  /* strides are non-negative here (JS never passes negative ones) */
+  if (so < 0 || doff < 0 || (size_t)smax >= ns || (size_t)dmax >= nd) {
+    throw_range(env, "moecat_native.copy: index out of range");
+    return NULL;
+  }
+  const int64_t n = shape[rank - 1];
+  const int64_t sI = ss[rank - 1], dI = ds[rank - 1];
+  const int64_t outer = total / n;
+  int64_t idx[MAXR] = {0};
+  int64_t sp = so, dp = doff;
+  for (int64_t r = 0; r < outer; r++) {
+    if (sI == 1 && dI == 1) {
+      memcpy(dst + dp, src + sp, sizeof(float) * (size_t)n);
+    } else {
+      const float* s = src + sp;
+      float* t = dst + dp;
+      for (int64_t j = 0; j < n; j++) t[j * dI] = s[j * sI];
+    }
+    for (int d = (int)rank - 2; d >= 0; d--) {
+      idx[d]++;
+      sp += ss[d];
+      dp += ds[d];
+      if (idx[d] < shape[d]) break;
+      sp -= (int64_t)ss[d] * shape[d];
+      dp -= (int64_t)ds[d] * shape[d];
+      idx[d] = 0;
+    }
+  }
+  return undef(env);
+}
+
+/*
+ * transpose2d(src, dst, batch, rows, cols): dst[b] = src[b]^T, blocked for cache use. The
+ * general copy handles any permutation; this one is the fast path for the last-two-axes swap.
+ */
+static napi_value transpose2d(napi_env env, napi_callback_info info) {
+  ARGS(5);
+  F32(0, src, ns);
+  F32(1, dst, nd);
+  INT(2, batch);
+  INT(3, rows);
+  INT(4, cols);
+  if ((size_t)(batch * rows * cols) > ns || (size_t)(batch * rows * cols) > nd) {
+    throw_range(env, "moecat_native.transpose2d: sizes do not match the arrays");
+    return NULL;
+  }
+  const int64_t BS = 32;
+  for (int64_t b = 0; b < batch; b++) {
+    const float* s = src + b * rows * cols;
+    float* t = dst + b * rows * cols;
+    for (int64_t i0 = 0; i0 < rows; i0 += BS) {
+      const int64_t i1 = i0 + BS < rows ? i0 + BS : rows;
+      for (int64_t j0 = 0; j0 < cols; j0 += BS) {
+        const int64_t j1 = j0 + BS < cols ? j0 + BS : cols;
+        for (int64_t i = i0; i < i1; i++)
+          for (int64_t j = j0; j < j1; j++) t[j * rows + i] = s[i * cols + j];
+      }
+    }
+  }
+  return undef(env);
+}
+
+/* ------------------------------------------------------------------ gather / scatter rows */
+
+/* gatherRows(x, idx, out, rowSize, nRows, outer): out[o][i] = x[o][idx[i]] (rows of rowSize). */
+static napi_value gather_rows(napi_env env, napi_callback_info info) {
+  ARGS(6);
+  F32(0, x, nx);
+  I32A(1, idx, ni);
+  F32(2, o, no);
+  INT(3, rowSize);
+  INT(4, nRows);
+  INT(5, outer);
+  if (outer < 1 || (size_t)(outer * ni * rowSize) > no) {
+    throw_range(env, "moecat_native.gatherRows: output too small");
+    return NULL;
+  }
+  for (int64_t q = 0; q < outer; q++) {
+    const float* xs = x + q * nRows * rowSize;
+    float* os = o + q * (int64_t)ni * rowSize;
+    for (size_t i = 0; i < ni; i++) {
+      const int64_t r = idx[i];
+      if (r < 0 || r >= nRows || (size_t)((q * nRows + r + 1) * rowSize) > nx) {
+        throw_range(env, "moecat_native.gatherRows: index out of range");
+        return NULL;
+      }
+      memcpy(os + i * rowSize, xs + r * rowSize, sizeof(float) * (size_t)rowSize);
+    }
+  }
+  return undef(env);
+}
+
+/*
+ * scatterAddRows(updates, idx, out, rowSize, nRows): out (zeroed by JS) [idx[i]] += updates[i],
+ * in index order (as tfjs' cpu ScatterNd sums duplicates: sequentially, in float32).
+ */
+static napi_value scatter_add_rows(napi_env env, napi_callback_info info) {
+  ARGS(5);
+  F32(0, u, nu);
+  I32A(1, idx, ni);
+  F32(2, o, no);
+  INT(3, rowSize);
+  INT(4, nRows);
+  if ((size_t)(ni * rowSize) > nu || (size_t)(nRows * rowSize) > no) {
+    throw_range(env, "moecat_native.scatterAddRows: sizes do not match the arrays");
+    return NULL;
+  }
+  for (size_t i = 0; i < ni; i++) {
+    const int64_t r = idx[i];
+    if (r < 0 || r >= nRows) {
+      throw_range(env, "moecat_native.scatterAddRows: index out of range");
+      return NULL;
+    }
+    float* t = o + r * rowSize;
+    const float* s = u + i * rowSize;
+    for (int64_t j = 0; j < rowSize; j++) t[j] = t[j] + s[j];
+  }
+  return undef(env);
+}
+
+/* ------------------------------------------------------------------ module */
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"setThreads", NULL, set_threads, NULL, NULL, NULL, napi_default, NULL},
+      {"blasInfo", NULL, blas_info, NULL, NULL, NULL, napi_default, NULL},
+      {"sgemm", NULL, sgemm, NULL, NULL, NULL, napi_default, NULL},
+      {"binary", NULL, binary, NULL, NULL, NULL, napi_default, NULL},
+      {"unary", NULL, unary, NULL, NULL, NULL, napi_default, NULL},
+      {"reduce", NULL, reduce, NULL, NULL, NULL, napi_default, NULL},
+      {"softmax", NULL, softmax, NULL, NULL, NULL, napi_default, NULL},
+      {"copy", NULL, copy, NULL, NULL, NULL, napi_default, NULL},
+      {"transpose2d", NULL, transpose2d, NULL, NULL, NULL, napi_default, NULL},
+      {"gatherRows", NULL, gather_rows, NULL, NULL, NULL, napi_default, NULL},
+      {"scatterAddRows", NULL, scatter_add_rows, NULL, NULL, NULL, napi_default, NULL},
+  };
+  if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
