@@ -15,6 +15,7 @@ interface GenerateArgs {
   seed: number;
   stop?: string[];
   chat: boolean;
+  sparsity?: string;
   backend?: string;
 }
 
@@ -32,6 +33,7 @@ export const command: CommandModule<object, GenerateArgs> = {
       .option('seed', { type: 'number', default: 0, describe: 'sampling seed (same seed, same text)' })
       .option('stop', { type: 'string', array: true, describe: 'stop strings (cut from the output)' })
       .option('chat', { type: 'boolean', default: false, describe: 'wrap the prompt in the chat template as a user message' })
+      .option('sparsity', { type: 'string', describe: 'batch-1 activation sparsity from `moecat calibrate` thresholds: chess, chess-ffn, cats' })
       .options(backendOption) as unknown as Argv<GenerateArgs>,
   handler: handle(async (a: GenerateArgs) => {
     const positiveInt = (v: number, flag: string) => {
@@ -49,7 +51,9 @@ export const command: CommandModule<object, GenerateArgs> = {
     if (promptIds.length > model.config.maxSeqLen) {
       throw new ConfigError(`the prompt has ${promptIds.length} tokens; the model's context is ${model.config.maxSeqLen}`, { where: '--prompt' });
     }
-    const engine = new Engine(model, tokenizer, { maxBatch: 1 });
+    const sparse = a.sparsity ? (await import('../inference/sparse')).loadSparsity(model, a.sparsity) : undefined;
+    if (sparse) process.stderr.write(sparse.describe() + '\n');
+    const engine = new Engine(model, tokenizer, { maxBatch: 1, steps: sparse?.steps });
     const t0 = performance.now();
     const r = await engine.submit(
       {

@@ -15,6 +15,7 @@ interface ServeArgs {
   'max-body-bytes': number;
   'model-name'?: string;
   quiet: boolean;
+  sparsity?: string;
   backend?: string;
 }
 
@@ -32,6 +33,7 @@ export const command: CommandModule<object, ServeArgs> = {
       .option('max-body-bytes', { type: 'number', default: 1 << 20, describe: 'largest request body (413 above)' })
       .option('model-name', { type: 'string', describe: 'model id clients send (default: the run name)' })
       .option('quiet', { type: 'boolean', default: false, describe: 'no per-request log lines' })
+      .option('sparsity', { type: 'string', describe: 'activation sparsity from `moecat calibrate` thresholds (chess, chess-ffn, cats); decodes each row with batch-1 JS kernels' })
       .options(backendOption) as unknown as Argv<ServeArgs>,
   handler: handle(async (a: ServeArgs) => {
     for (const [flag, v, min] of [['--port', a.port, 0], ['--max-batch', a['max-batch'], 1], ['--max-queue', a['max-queue'], 0], ['--max-body-bytes', a['max-body-bytes'], 1]] as const) {
@@ -40,6 +42,8 @@ export const command: CommandModule<object, ServeArgs> = {
     await startBackend(a.backend);
     const { model, tokenizer } = loadForServing(a.checkpoint);
     const modelId = a['model-name'] ?? defaultModelId(model.dir);
+    const sparse = a.sparsity ? (await import('../inference/sparse')).loadSparsity(model, a.sparsity) : undefined;
+    if (sparse) process.stderr.write(sparse.describe() + '\n');
     const srv = await startServer({
       model,
       tokenizer,
@@ -49,6 +53,7 @@ export const command: CommandModule<object, ServeArgs> = {
       maxBatch: a['max-batch'],
       maxQueue: a['max-queue'],
       maxBodyBytes: a['max-body-bytes'],
+      steps: sparse?.steps,
       modelId,
       log: a.quiet ? undefined : (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`),
     });

@@ -82,6 +82,8 @@ export interface EngineOptions {
   maxBatch: number;
   maxQueue: number;
   prefillTokens: number;
+  /** Replacement forward passes (e.g. CHESS sparse decode, inference/sparse); default engineStep's. */
+  steps?: { prefill: typeof prefill; decodeBatch: typeof decodeBatch };
 }
 
 /** A request the engine cannot take (bad ids, queue full, engine closed). */
@@ -139,8 +141,11 @@ export class Engine {
     kvBytes: Gauge;
   };
 
+  private readonly steps: NonNullable<EngineOptions['steps']>;
+
   constructor(readonly model: ServingModel, readonly tokenizer: EngineTokenizer, opts: Partial<EngineOptions> = {}) {
     const o: EngineOptions = { maxBatch: 8, maxQueue: 256, prefillTokens: 512, ...opts };
+    this.steps = o.steps ?? { prefill, decodeBatch };
     this.batcher = new Batcher<Sequence>(o);
     const r = this.metrics;
     const cap = o.maxBatch * model.config.maxSeqLen;
@@ -265,7 +270,7 @@ export class Engine {
         continue;
       }
       try {
-        const r = prefill(this.model, s.req.promptIds);
+        const r = this.steps.prefill(this.model, s.req.promptIds);
         this.m.promptTokens.inc(undefined, s.promptLength);
         this.accept(s, r, 0, s.promptLength);
       } catch (e) {
@@ -283,7 +288,7 @@ export class Engine {
       const t0 = now();
       let r: StepResult;
       try {
-        r = decodeBatch(this.model, batch.map((s) => s.lastToken), batch.map((s) => s.past), batch.map((s) => s.caches!));
+        r = this.steps.decodeBatch(this.model, batch.map((s) => s.lastToken), batch.map((s) => s.past), batch.map((s) => s.caches!));
       } catch (e) {
         this.fail(batch, e);
         this.batcher.retire(batch);

@@ -14,7 +14,7 @@
 import * as crypto from 'crypto';
 import * as http from 'http';
 import { AddressInfo } from 'net';
-import { Engine, EngineError, EngineTokenizer } from './engine';
+import { Engine, EngineError, EngineOptions, EngineTokenizer } from './engine';
 import { ServingModel } from './loadModel';
 import { PROMETHEUS_CONTENT_TYPE } from './metrics';
 import { ApiError } from './serverErrors';
@@ -32,6 +32,8 @@ export interface ServerOptions {
   apiKey?: string;
   maxBatch?: number;
   maxQueue?: number;
+  /** Replacement engine forward passes (EngineOptions.steps), e.g. `--sparsity chess`. */
+  steps?: EngineOptions['steps'];
   /** Largest request body accepted (default 1 MiB); larger ones get 413. */
   maxBodyBytes?: number;
   /** The id clients pass as `model` (default "moecat"). */
@@ -89,7 +91,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
   const host = o.host ?? '127.0.0.1';
   const modelId = o.modelId ?? 'moecat';
   const maxBody = o.maxBodyBytes ?? 1 << 20;
-  const engine = new Engine(o.model, o.tokenizer, { maxBatch: o.maxBatch ?? 8, maxQueue: o.maxQueue ?? 256 });
+  const engine = new Engine(o.model, o.tokenizer, { maxBatch: o.maxBatch ?? 8, maxQueue: o.maxQueue ?? 256, steps: o.steps });
   const httpRequests = engine.metrics.counter('moecat_http_requests_total', 'HTTP requests answered, by route and status.');
   const fingerprint = `moecat-step-${o.model.step}`;
   const context = o.model.config.maxSeqLen;

@@ -1,0 +1,243 @@
+/**
+ * Batch-1 decoding of a whole model with A2ATS attention (DESIGN.md section 8). The layer math
+ * mirrors model/scmoeLayer.ts and model/attention.ts, but each attention block computes its
+ * pre-RoPE queries/keys/values with tfjs and then attends on the host (kv/attention.ts), so the
+ * full K/V live in plain arrays (the host tier). The prompt is prefilled with exact attention;
+ * decode steps use A2ATS retrieval. Greedy output matches inference/generate.ts when every key
+ * is selected (ratio 1), up to float rounding (host attention accumulates in float64).
+ */
+import * as tf from '@tensorflow/tfjs';
+import { ModelConfig } from '../../model/config';
+import { ParamGetter } from '../../model/attention';
+import { gatherRows, rmsNorm, swiglu } from '../../model/ops';
+import { moeLayer } from '../../model/moe/layer';
+import { ServingModel } from '../loadModel';
+import { GenerateOptions, GenerateResult } from '../generate';
+import { sampleToken } from '../sampling';
+import { A2ATSHeadGroup, A2ATSOptions, DEFAULT_A2ATS, HeadGroupDims } from './attention';
+import { Codebook } from './quantizer';
+
+/** Shape of one attention block's KV heads. */
+export interface BlockLayout extends HeadGroupDims {
+  nHeads: number;
+  nKvHeads: number;
+}
+
+export function blockLayout(c: ModelConfig): BlockLayout {
+  const a = c.attention;
+  if (a.type === 'gqa') {
+    return { nHeads: a.nHeads, nKvHeads: a.nKvHeads, groupSize: a.nHeads / a.nKvHeads, dk: a.headDim, dv: a.headDim, rope: { offset: 0, dim: a.headDim, base: c.ropeBase }, scale: 1 / Math.sqrt(a.headDim) };
+  }
+  // MLA caches expanded per-head keys [k_nope_h, k_rope] (model/attention.ts): one KV head per query head.
+  const dk = a.nopeHeadDim + a.ropeHeadDim;
+  return { nHeads: a.nHeads, nKvHeads: a.nHeads, groupSize: 1, dk, dv: a.vHeadDim, rope: { offset: a.nopeHeadDim, dim: a.ropeHeadDim, base: c.ropeBase }, scale: 1 / Math.sqrt(dk) };
+}
+
+/** Codebook key for layer l, attention block j (0 or 1), KV head h. */
+export function codebookKey(l: number, j: number, h: number): string {
+  return `layers.${l}.attn.${j}.kv_head.${h}`;
+}
+
+/** Per-sequence host KV state: groups[l][j][h]. */
+export class A2ATSCache {
+  readonly groups: A2ATSHeadGroup[][][];
+  constructor(readonly config: ModelConfig, codebooks: Map<string, Codebook> | null, readonly opts: A2ATSOptions = DEFAULT_A2ATS) {
+    const lay = blockLayout(config);
+    this.groups = Array.from({ length: config.nLayers }, (_, l) =>
+      [0, 1].map((j) => Array.from({ length: lay.nKvHeads }, (_, h) => new A2ATSHeadGroup(lay, codebooks?.get(codebookKey(l, j, h)) ?? null, opts))),
+    );
+  }
+
+  get length(): number {
+    return this.groups[0][0][0].length;
+  }
+}
+
+/** Receives each block's pre-RoPE queries [S, nHeads, dk], keys [S, nKvHeads, dk] and values [S, nKvHeads, dv]. */
+export type ProjectionHook = (l: number, j: number, q: Float32Array, k: Float32Array, v: Float32Array, S: number) => void;
+
+export interface Projections {
+  q: Float32Array; // [S, H, dk]
+  k: Float32Array; // [S, Hk, dk]
+  v: Float32Array; // [S, Hk, dv]
+}
+
+/** Pre-RoPE queries, keys and values of one attention block (same math as model/attention.ts). */
+export function project(c: ModelConfig, P: ParamGetter, p: string, x: tf.Tensor2D, S: number): Projections {
+  const a = c.attention;
+  const mm = (t: tf.Tensor2D, w: string) => tf.matMul(t, P(`${p}.${w}.weight`) as tf.Tensor2D);
+  if (a.type === 'gqa') {
+    return { q: mm(x, 'q_proj').dataSync() as Float32Array, k: mm(x, 'k_proj').dataSync() as Float32Array, v: mm(x, 'v_proj').dataSync() as Float32Array };
+  }
+  const H = a.nHeads, dn = a.nopeHeadDim, dr = a.ropeHeadDim, dv = a.vHeadDim;
+  const qa = rmsNorm(mm(x, 'q_a_proj'), P(`${p}.q_a_layernorm.weight`), c.rmsEps) as tf.Tensor2D;
+  const q = tf.mul(mm(qa, 'q_b_proj'), Math.sqrt(c.dModel / a.qLoraRank)).dataSync() as Float32Array;
+  const kva = mm(x, 'kv_a_proj_with_mqa');
+  const latent = tf.mul(rmsNorm(tf.slice(kva, [0, 0], [S, a.kvLoraRank]), P(`${p}.kv_a_layernorm.weight`), c.rmsEps), Math.sqrt(c.dModel / a.kvLoraRank)) as tf.Tensor2D;
+  const kRope = tf.slice(kva, [0, a.kvLoraRank], [S, dr]).dataSync();
+  const kvb = mm(latent, 'kv_b_proj').dataSync(); // [S, H, dn + dv]
+  const dk = dn + dr;
+  const k = new Float32Array(S * H * dk);
+  const v = new Float32Array(S * H * dv);
+  for (let i = 0; i < S; i++) {
+    for (let h = 0; h < H; h++) {
+      const src = (i * H + h) * (dn + dv);
+      k.set(kvb.subarray(src, src + dn), (i * H + h) * dk);
+      k.set(kRope.subarray(i * dr, (i + 1) * dr), (i * H + h) * dk + dn);
+      v.set(kvb.subarray(src + dn, src + dn + dv), (i * H + h) * dv);
+    }
+  }
+  return { q, k, v };
+}
+
+/** Statistics of one forward: attended keys over available keys, summed over blocks/heads/rows. */
+export interface AttendStats {
+  attended: number;
+  available: number;
+}
+
+function hostAttention(
+  c: ModelConfig, P: ParamGetter, p: string, x: tf.Tensor2D, S: number, past: number,
+  groups: A2ATSHeadGroup[], sparse: boolean, stats: AttendStats, hook?: (q: Float32Array, k: Float32Array, v: Float32Array) => void,
+): tf.Tensor2D {
+  const lay = blockLayout(c);
+  const { q, k, v } = project(c, P, p, x, S);
+  hook?.(q, k, v);
+  const { nHeads: H, nKvHeads: Hk, groupSize: G, dk, dv } = lay;
+  const o = new Float32Array(S * H * dv);
+  for (let i = 0; i < S; i++) {
+    const pos = past + i;
+    for (let h = 0; h < Hk; h++) groups[h].append(k.subarray((i * Hk + h) * dk, (i * Hk + h + 1) * dk), v.subarray((i * Hk + h) * dv, (i * Hk + h + 1) * dv));
+    for (let h = 0; h < Hk; h++) {
+      const qs = Array.from({ length: G }, (_, g) => q.subarray((i * H + h * G + g) * dk, (i * H + h * G + g + 1) * dk));
+      let outs: Float32Array[];
+      if (sparse) {
+        const r = groups[h].attend(qs, pos);
+        outs = r.out;
+        stats.attended += r.selected.length;
+      } else {
+        outs = groups[h].attendExact(qs, pos);
+        stats.attended += pos + 1;
+      }
+      stats.available += pos + 1;
+      outs.forEach((og, g) => o.set(og, (i * H + h * G + g) * dv));
+    }
+  }
+  return tf.matMul(tf.tensor2d(o, [S, H * dv]), P(`${p}.o_proj.weight`) as tf.Tensor2D);
+}
+
+export interface HostForwardResult {
+  /** Logits of the last position [V]. */
+  logits: Float32Array;
+  /** Mean FFN experts per token over the MoE layers. */
+  ffn: number;
+  stats: AttendStats;
+}
+
+/**
+ * Runs `ids` at positions cache.length.. through the model, appending their keys/values to the
+ * cache. `sparse`: A2ATS retrieval (decode); otherwise exact attention (prefill, calibration).
+ */
+export function hostForward(m: ServingModel, cache: A2ATSCache, ids: number[], sparse: boolean, hook?: ProjectionHook): HostForwardResult {
+  const c = m.config;
+  const P: ParamGetter = (n) => m.store.get(n);
+  const S = ids.length;
+  const past = cache.length;
+  const stats: AttendStats = { attended: 0, available: 0 };
+  return tf.tidy(() => {
+    let x = gatherRows(P('model.embed_tokens.weight') as tf.Tensor2D, Int32Array.from(ids));
+    let ffn = 0;
+    for (let l = 0; l < c.nLayers; l++) {
+      const p = `model.layers.${l}`;
+      const norm = (t: tf.Tensor, name: string) => rmsNorm(t, P(`${p}.${name}.weight`), c.rmsEps) as tf.Tensor2D;
+      const dense = (t: tf.Tensor2D, j: number) => swiglu(t, P(`${p}.mlps.${j}.gate_proj.weight`), P(`${p}.mlps.${j}.up_proj.weight`), P(`${p}.mlps.${j}.down_proj.weight`));
+      const attn = (t: tf.Tensor2D, j: number) =>
+        hostAttention(c, P, `${p}.self_attn.${j}`, t, S, past, cache.groups[l][j], sparse, stats, hook ? (q, k, v) => hook(l, j, q, k, v, S) : undefined);
+      // Same dataflow as model/scmoeLayer.ts.
+      const h1 = tf.add(x, attn(norm(x, 'input_layernorm.0'), 0)) as tf.Tensor2D;
+      const u = norm(h1, 'post_attention_layernorm.0');
+      const moe = moeLayer(c, P, `${p}.mlp`, u, m.biases[l], { B: 1, S });
+      ffn += moe.stats.ffnRows / moe.stats.tokens;
+      const h2 = (c.layerType === 'scmoe' ? tf.add(h1, dense(u, 0)) : tf.add(h1, moe.out)) as tf.Tensor2D;
+      const h3 = tf.add(h2, attn(norm(h2, 'input_layernorm.1'), 1)) as tf.Tensor2D;
+      let y = tf.add(h3, dense(norm(h3, 'post_attention_layernorm.1'), 1)) as tf.Tensor2D;
+      if (c.layerType === 'scmoe') y = tf.add(y, moe.out) as tf.Tensor2D;
+      x = y;
+    }
+    const h = rmsNorm(tf.slice(x, [S - 1, 0], [1, c.dModel]), P('model.norm.weight'), c.rmsEps) as tf.Tensor2D;
+    const logits = tf.matMul(h, P('lm_head.weight') as tf.Tensor2D).dataSync() as Float32Array;
+    return { logits: Float32Array.from(logits), ffn: ffn / c.nLayers, stats } as unknown as tf.TensorContainer;
+  }) as unknown as HostForwardResult;
+}
+
+export interface A2ATSGenerateResult extends GenerateResult {
+  /** Attended keys / available keys over all decode steps, blocks and heads. */
+  attendedShare: number;
+}
+
+/**
+ * One sequence decoded with A2ATS: `prefill` runs exact attention over the prompt, `decode`
+ * runs one token with retrieval. The engine can hold one per row instead of tensor caches.
+ */
+export class A2ATSSequence {
+  readonly cache: A2ATSCache;
+  constructor(readonly model: ServingModel, codebooks: Map<string, Codebook> | null, readonly opts: A2ATSOptions = DEFAULT_A2ATS) {
+    if (opts.ratio < 1 && !codebooks) throw new Error('A2ATS with ratio < 1 needs codebooks (run calibration first)');
+    this.cache = new A2ATSCache(model.config, codebooks, opts);
+  }
+
+  get length(): number {
+    return this.cache.length;
+  }
+
+  prefill(ids: number[]): HostForwardResult {
+    return hostForward(this.model, this.cache, ids, false);
+  }
+
+  decode(id: number): HostForwardResult {
+    return hostForward(this.model, this.cache, [id], true);
+  }
+}
+
+/** inference/generate.generate with A2ATS attention on the decode steps (batch 1). */
+export function generateA2ATS(m: ServingModel, prompt: number[], o: GenerateOptions, codebooks: Map<string, Codebook> | null, kv: Partial<A2ATSOptions> = {}): A2ATSGenerateResult {
+  if (prompt.length === 0) throw new Error('empty prompt');
+  const seq = new A2ATSSequence(m, codebooks, { ...DEFAULT_A2ATS, ...kv });
+  const out: number[] = [];
+  const logprobs: number[] = [];
+  let finish: 'stop' | 'length' = 'length';
+  let ffnSum = 0;
+  let steps = 0;
+  let attended = 0;
+  let available = 0;
+  let next: number | null = null;
+  while (out.length < o.maxTokens && seq.length + (next === null ? prompt.length : 1) <= m.config.maxSeqLen) {
+    const r = next === null ? seq.prefill(prompt) : seq.decode(next);
+    if (next !== null) {
+      attended += r.stats.attended;
+      available += r.stats.available;
+    }
+    ffnSum += r.ffn;
+    steps++;
+    const { id, logprob } = sampleToken(r.logits, o, seq.length);
+    if (o.stopIds?.includes(id)) {
+      finish = 'stop';
+      break;
+    }
+    out.push(id);
+    logprobs.push(logprob);
+    if (o.onToken?.(id, logprob) === false) {
+      finish = 'stop';
+      break;
+    }
+    if (o.stopStrings?.length && o.decode) {
+      const text = o.decode(out);
+      if (o.stopStrings.some((s) => s && text.endsWith(s))) {
+        finish = 'stop';
+        break;
+      }
+    }
+    next = id;
+  }
+  return { ids: out, logprobs, finishReason: finish, ffnExpertsPerToken: steps ? ffnSum / steps : 0, attendedShare: available ? attended / available : 1 };
+}

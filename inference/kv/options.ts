@@ -1,0 +1,29 @@
+/**
+ * `--kv a2ats --kv-ratio r` for serve/generate: validates the flags and loads the codebooks
+ * that calibration wrote beside the checkpoint, with the WRoPE b they were calibrated for.
+ */
+import { ConfigError } from '../../core/errors';
+import { A2ATSOptions, DEFAULT_A2ATS } from './attention';
+import { A2ATS_FILE, loadCodebooks } from './calibrate';
+import { Codebook } from './quantizer';
+
+export type KvMode = 'full' | 'a2ats';
+export const KV_MODES: readonly KvMode[] = ['full', 'a2ats'];
+
+export interface A2ATSServing {
+  codebooks: Map<string, Codebook>;
+  opts: A2ATSOptions;
+}
+
+/** null for `--kv full`; the codebooks and options for `--kv a2ats`. Errors name the flag. */
+export function loadKvMode(checkpoint: string, kv: string, ratio: number, extra: Partial<Pick<A2ATSOptions, 'window' | 'sinks'>> = {}): A2ATSServing | null {
+  if (!KV_MODES.includes(kv as KvMode)) throw new ConfigError(`--kv must be one of ${KV_MODES.join(', ')}, got '${kv}'`, { where: '--kv' });
+  if (kv === 'full') return null;
+  if (!(ratio > 0 && ratio <= 1)) throw new ConfigError(`--kv-ratio must be in (0, 1], got ${ratio}`, { where: '--kv-ratio' });
+  const loaded = loadCodebooks(checkpoint);
+  if (!loaded || loaded.codebooks.size === 0) {
+    throw new ConfigError(`the checkpoint has no ${A2ATS_FILE}`, { where: '--kv', hint: `run \`moecat calibrate --method a2ats --checkpoint ${checkpoint}\` first` });
+  }
+  const b = Number(loaded.meta.b ?? DEFAULT_A2ATS.b);
+  return { codebooks: loaded.codebooks, opts: { ...DEFAULT_A2ATS, ...extra, b, ratio } };
+}
