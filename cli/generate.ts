@@ -4,6 +4,8 @@ import { ConfigError } from '../core/errors';
 import { Engine } from '../inference/engine';
 import { loadForServing } from '../inference/engineLoad';
 import { backendOption, handle, startBackend } from './common';
+import { loadKvMode } from '../inference/kv/options';
+import { generateA2ATS } from '../inference/kv/model';
 
 interface GenerateArgs {
   checkpoint: string;
@@ -16,6 +18,8 @@ interface GenerateArgs {
   stop?: string[];
   chat: boolean;
   sparsity?: string;
+  kv: string;
+  'kv-ratio': number;
   backend?: string;
 }
 
@@ -33,6 +37,8 @@ export const command: CommandModule<object, GenerateArgs> = {
       .option('seed', { type: 'number', default: 0, describe: 'sampling seed (same seed, same text)' })
       .option('stop', { type: 'string', array: true, describe: 'stop strings (cut from the output)' })
       .option('chat', { type: 'boolean', default: false, describe: 'wrap the prompt in the chat template as a user message' })
+      .option('kv', { type: 'string', default: 'full', choices: ['full', 'a2ats'], describe: 'attention over the KV cache: full, or a2ats (retrieval over calibrated key codebooks, batch 1; run `moecat calibrate --method a2ats` first)' })
+      .option('kv-ratio', { type: 'number', default: 0.06, describe: 'A2ATS: share of the context retrieved per query head, in (0, 1]' })
       .option('sparsity', { type: 'string', describe: 'batch-1 activation sparsity from `moecat calibrate` thresholds: chess, chess-ffn, cats' })
       .options(backendOption) as unknown as Argv<GenerateArgs>,
   handler: handle(async (a: GenerateArgs) => {
@@ -50,6 +56,29 @@ export const command: CommandModule<object, GenerateArgs> = {
     if (promptIds.length === 0) throw new ConfigError('the prompt is empty', { where: '--prompt' });
     if (promptIds.length > model.config.maxSeqLen) {
       throw new ConfigError(`the prompt has ${promptIds.length} tokens; the model's context is ${model.config.maxSeqLen}`, { where: '--prompt' });
+    }
+    const kv = loadKvMode(model.dir, a.kv, a['kv-ratio']);
+    if (kv) {
+      const t0 = performance.now();
+      const r = generateA2ATS(
+        model,
+        promptIds,
+        {
+          maxTokens: a['max-tokens'], temperature: a.temperature, topP: a['top-p'], topK: a['top-k'], seed: a.seed,
+          stopIds: a.chat ? [tokenizer.special.end, tokenizer.special.eos] : [tokenizer.special.eos],
+          stopStrings: a.stop ?? [],
+          decode: (ids) => tokenizer.decode(ids),
+        },
+        kv.codebooks,
+        kv.opts,
+      );
+      let text = tokenizer.decode(r.ids);
+      for (const s of a.stop ?? []) if (s && text.endsWith(s)) text = text.slice(0, -s.length);
+      process.stdout.write(text + '\n');
+      const seconds = (performance.now() - t0) / 1000;
+      process.stderr.write(`${r.ids.length} tokens in ${seconds.toFixed(2)} s | A2ATS ratio ${kv.opts.ratio}: attended ${(100 * r.attendedShare).toFixed(1)}% of cached keys | FFN experts/token ${r.ffnExpertsPerToken.toFixed(2)} | finish: ${r.finishReason}\n`);
+      model.store.dispose();
+      return;
     }
     const sparse = a.sparsity ? (await import('../inference/sparse')).loadSparsity(model, a.sparsity) : undefined;
     if (sparse) process.stderr.write(sparse.describe() + '\n');

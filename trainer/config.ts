@@ -32,7 +32,21 @@ export const trainConfigSchema = z.object({
     microBatchSize: z.number().int().positive(),
     microBatches: z.number().int().positive().default(1),
     crossDocMask: z.boolean().default(false),
+    /** Supervised fine-tuning on JSONL chat conversations (data/sft.ts); replaces dir/synthetic. */
+    sft: z.object({
+      file: z.string(),
+      /** tokenizer.json to render with (default: data.dir's, else the initFrom checkpoint's). */
+      tokenizer: z.string().optional(),
+      valFraction: z.number().min(0).max(0.5).default(0.1),
+      /** Report val_loss every N steps (0: never). */
+      valEvery: z.number().int().nonnegative().default(10),
+    }).strict().optional(),
   }).strict(),
+  /** Start a new run from a checkpoint's weights and expert biases (trainer/initFrom.ts). */
+  initFrom: z.object({
+    checkpoint: z.string(),
+    optimizer: z.enum(['reset', 'keep']).default('reset'),
+  }).strict().optional(),
   optim: z.object({
     lr: z.number().positive(),
     beta1: z.number().min(0).max(1).default(0.9),
@@ -79,8 +93,11 @@ export const trainConfigSchema = z.object({
     epsWarnFactor: z.number().positive().default(10),
   }).strict().default({}),
 }).strict().superRefine((c, ctx) => {
-  if (!c.data.dir && !c.data.synthetic) {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['data', 'dir'], message: 'set data.dir (a prepared corpus) or data.synthetic' });
+  if (!c.data.dir && !c.data.synthetic && !c.data.sft) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['data', 'dir'], message: 'set data.dir (a prepared corpus), data.sft or data.synthetic' });
+  }
+  if (c.data.sft && c.data.synthetic) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['data', 'sft'], message: 'data.sft and data.synthetic exclude each other' });
   }
   if (c.data.seqLen > c.model.maxSeqLen) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['data', 'seqLen'], message: `seqLen ${c.data.seqLen} exceeds model.maxSeqLen ${c.model.maxSeqLen}` });

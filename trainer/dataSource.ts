@@ -7,6 +7,7 @@ import * as path from 'path';
 import { ConfigError } from '../core/errors';
 import { MixtureLoader, LoaderState } from '../data/loader';
 import { parseMixture } from '../data/mixture';
+import { openSftLoader, sftTokenizerPath } from '../data/sft';
 import { TrainConfig } from './config';
 import { DataSource, MarkovSource, TrainBatch } from './data';
 
@@ -32,6 +33,11 @@ export class MixtureSource implements DataSource {
 }
 
 export function makeDataSource(cfg: TrainConfig, savedState?: unknown): DataSource {
+  if (cfg.data.sft) {
+    const sft = cfg.data.sft;
+    const tokenizerPath = sftTokenizerPath({ tokenizer: sft.tokenizer, dataDir: cfg.data.dir, initFrom: cfg.initFrom?.checkpoint });
+    return openSftLoader({ file: sft.file, tokenizerPath, seed: cfg.seed, seqLen: cfg.data.seqLen, microBatchSize: cfg.data.microBatchSize, microBatches: cfg.data.microBatches, valFraction: sft.valFraction, modelVocab: cfg.model.vocabSize }, savedState);
+  }
   if (cfg.data.synthetic || !cfg.data.dir) return new MarkovSource(cfg.seed, cfg.model.vocabSize, cfg.data.microBatchSize, cfg.data.seqLen);
   if (cfg.data.mixture === undefined) throw new ConfigError('data.mixture is required with data.dir', { where: 'data.mixture' });
   const mixture = parseMixture(cfg.data.mixture, 'data.mixture');

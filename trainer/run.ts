@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import YAML from 'yaml';
 import { TrainConfig } from './config';
-import { DataSource } from './data';
+import { DataSource, TrainBatch } from './data';
 import { DataParallel } from './dataParallel';
 import { StepMetrics } from './metrics';
 import { openRun, SpikeEvent, Trainer, TrainerOptions } from './trainer';
@@ -14,6 +14,9 @@ import { loadTrainerCheckpoint, saveTrainerCheckpoint } from './checkpointing';
 import { makeDataSource } from './dataSource';
 import { latestCheckpoint } from '../core/checkpoint';
 import { ConfigError } from '../core/errors';
+import { initFromCheckpoint } from './initFrom';
+import { microbatchLoss } from './losses';
+import * as tf from '@tensorflow/tfjs';
 
 export interface RunOptions {
   outDir: string;
@@ -49,6 +52,8 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
   let trainer: Trainer;
   let data: DataSource;
   let resumedFrom: string | null = null;
+  /** Extra state.json keys carried by every checkpoint of the run (the --init-from lineage). */
+  let extraState: Record<string, unknown> | undefined;
   if (o.resume) {
     const latest = latestCheckpoint(o.outDir);
     if (!latest) throw new ConfigError(`no checkpoint to resume from in ${o.outDir}`, { where: '--resume', hint: 'train without --resume first' });
@@ -58,11 +63,15 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     data = makeDataSource(config, ck.saved.data);
     trainer = new Trainer(config, data, { dp: o.dp, moe: o.moe }, ck.state);
     resumedFrom = ck.dir;
+    if (ck.saved.lineage) extraState = { lineage: ck.saved.lineage };
     if (write) metrics.truncateAfter(ck.state.step);
   } else {
     if (!config || !rawConfig) throw new ConfigError('a config is required to start a run');
+    // The parent is loaded and checked first: a model mismatch is refused before any data work.
+    const init = config.initFrom ? initFromCheckpoint(config, config.initFrom) : null;
     data = makeDataSource(config);
-    trainer = new Trainer(config, data, { dp: o.dp, moe: o.moe });
+    if (init) extraState = { lineage: init.lineage };
+    trainer = new Trainer(config, data, { dp: o.dp, moe: o.moe }, init?.state);
     if (write) {
       metrics.truncateAfter(0);
       fs.writeFileSync(path.join(o.outDir, 'config.yaml'), YAML.stringify(rawConfig));
@@ -75,7 +84,7 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
   let last: StepMetrics | null = null;
   const save = () => {
     if (!write) return;
-    checkpoints.push(saveTrainerCheckpoint(o.outDir, trainer, { rawConfig, backend: o.backend, keepLast: config!.train.keepLast, tokenizerJson: data.tokenizerJson() }));
+    checkpoints.push(saveTrainerCheckpoint(o.outDir, trainer, { rawConfig, backend: o.backend, keepLast: config!.train.keepLast, tokenizerJson: data.tokenizerJson(), state: extraState }));
   };
   while (trainer.state.step < target) {
     const r = await trainer.step();
@@ -90,6 +99,9 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
       continue;
     }
     last = r.metrics;
+    const valEvery = config.data.sft?.valEvery ?? 0;
+    const val = (data as { validationBatches?: () => TrainBatch[] }).validationBatches;
+    if (val && valEvery > 0 && (trainer.state.step % valEvery === 0 || trainer.state.step === target)) last.val_loss = validationLoss(trainer, val.call(data), o.moe);
     if (write) metrics.append(last);
     o.onStep?.(last, trainer);
     if (every > 0 && trainer.state.step % every === 0) save();
@@ -97,4 +109,19 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
   // Always leave a checkpoint at the final step reached.
   if (last && !(every > 0 && trainer.state.step % every === 0)) save();
   return { trainer, last, checkpoints };
+}
+
+/** Mean cross-entropy over the masked tokens of held-out batches (no gradient, no bias update). */
+export function validationLoss(trainer: Trainer, batches: TrainBatch[], moe?: TrainerOptions['moe']): number {
+  let tokens = 0;
+  for (const b of batches) for (let i = 0; i < b.lossMask.length; i++) tokens += b.lossMask[i];
+  if (tokens === 0) return NaN;
+  const norms = { globalTokens: tokens, globalSeqs: batches.reduce((a, b) => a + b.batchSize, 0) };
+  let sum = 0;
+  for (const b of batches) {
+    tf.tidy(() => {
+      sum += microbatchLoss(trainer.model, (n) => trainer.store.get(n), b, norms, { biases: trainer.state.biases, moe }).lm.dataSync()[0];
+    });
+  }
+  return sum;
 }
