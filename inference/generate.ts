@@ -18,6 +18,22 @@ export interface GenerateOptions extends SamplingParams {
   onToken?: (id: number, logprob: number) => void | boolean;
 }
 
+/**
+ * Applies a sampled token to a generation: a stop id ends it unemitted; otherwise the token is
+ * appended, and the callback or a stop string may end it. Shared by every decode loop.
+ */
+export function acceptToken(o: GenerateOptions, out: number[], logprobs: number[], id: number, logprob: number): 'stop' | 'go' {
+  if (o.stopIds?.includes(id)) return 'stop';
+  out.push(id);
+  logprobs.push(logprob);
+  if (o.onToken?.(id, logprob) === false) return 'stop';
+  if (o.stopStrings?.length && o.decode) {
+    const text = o.decode(out);
+    if (o.stopStrings.some((s) => s && text.endsWith(s))) return 'stop';
+  }
+  return 'go';
+}
+
 export interface GenerateResult {
   ids: number[];
   logprobs: number[];
@@ -68,22 +84,9 @@ export function generate(m: ServingModel, prompt: number[], o: GenerateOptions):
       ffnN++;
       tf.dispose([r.logits, r.ffn]);
       const { id, logprob } = sampleToken(logits, o, past);
-      if (o.stopIds?.includes(id)) {
+      if (acceptToken(o, out, logprobs, id, logprob) === 'stop') {
         finish = 'stop';
         break;
-      }
-      out.push(id);
-      logprobs.push(logprob);
-      if (o.onToken?.(id, logprob) === false) {
-        finish = 'stop';
-        break;
-      }
-      if (o.stopStrings?.length && o.decode) {
-        const text = o.decode(out);
-        if (o.stopStrings.some((s) => s && text.endsWith(s))) {
-          finish = 'stop';
-          break;
-        }
       }
       input = [id];
     }

@@ -12,7 +12,7 @@ import { ParamGetter } from '../../model/attention';
 import { gatherRows, rmsNorm, swiglu } from '../../model/ops';
 import { moeLayer } from '../../model/moe/layer';
 import { ServingModel } from '../loadModel';
-import { GenerateOptions, GenerateResult } from '../generate';
+import { acceptToken, GenerateOptions, GenerateResult } from '../generate';
 import { sampleToken } from '../sampling';
 import { A2ATSHeadGroup, A2ATSOptions, DEFAULT_A2ATS, HeadGroupDims } from './attention';
 import { Codebook } from './quantizer';
@@ -220,22 +220,9 @@ export function generateA2ATS(m: ServingModel, prompt: number[], o: GenerateOpti
     ffnSum += r.ffn;
     steps++;
     const { id, logprob } = sampleToken(r.logits, o, seq.length);
-    if (o.stopIds?.includes(id)) {
+    if (acceptToken(o, out, logprobs, id, logprob) === 'stop') {
       finish = 'stop';
       break;
-    }
-    out.push(id);
-    logprobs.push(logprob);
-    if (o.onToken?.(id, logprob) === false) {
-      finish = 'stop';
-      break;
-    }
-    if (o.stopStrings?.length && o.decode) {
-      const text = o.decode(out);
-      if (o.stopStrings.some((s) => s && text.endsWith(s))) {
-        finish = 'stop';
-        break;
-      }
     }
     next = id;
   }

@@ -3,7 +3,7 @@
  * densely (prefill: CHESS targets the memory-bound decode), then each new token decodes with
  * the sparsity plan. Mirrors inference/generate.ts (stop ids, stop strings, sampling seeds).
  */
-import { GenerateOptions, GenerateResult } from '../generate';
+import { acceptToken, GenerateOptions, GenerateResult } from '../generate';
 import { sampleToken } from '../sampling';
 import { HostKvCache, SparseDecoder } from './decode';
 import { SparsityPlan } from './thresholds';
@@ -21,22 +21,9 @@ export function sparseGenerate(dec: SparseDecoder, plan: SparsityPlan | null, pr
   const tok0 = dec.counters.tokens;
   while (out.length < o.maxTokens) {
     const { id, logprob } = sampleToken(logits, o, cache.length);
-    if (o.stopIds?.includes(id)) {
+    if (acceptToken(o, out, logprobs, id, logprob) === 'stop') {
       finish = 'stop';
       break;
-    }
-    out.push(id);
-    logprobs.push(logprob);
-    if (o.onToken?.(id, logprob) === false) {
-      finish = 'stop';
-      break;
-    }
-    if (o.stopStrings?.length && o.decode) {
-      const text = o.decode(out);
-      if (o.stopStrings.some((s) => s && text.endsWith(s))) {
-        finish = 'stop';
-        break;
-      }
     }
     if (out.length >= o.maxTokens || cache.length >= c.maxSeqLen) break;
     logits = dec.step(id, cache, plan);
