@@ -33,9 +33,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { ParallelError } from '../core/errors';
-import { MoeOutput } from '../model/moe/layer';
+import { MoeOutput, routeTokens } from '../model/moe/layer';
 import { gatherRows, swiglu } from '../model/ops';
-import { planDispatch, selectExperts } from '../model/moe/router';
 import { balanceLoss } from '../model/moe/balanceLoss';
 import { MoeCall, MoeFn, PendingMoe } from '../model/scmoeLayer';
 import { PendingAllToAll, SyncAllToAll } from './syncComm';
@@ -87,7 +86,6 @@ export class ExpertParallel {
     const { c, P, prefix, bias, shape } = call;
     const [T, d] = u.shape;
     const N = c.moe.nExperts;
-    const E = N + c.moe.nZeroExperts;
     const K = c.moe.topK;
     const W = this.comm.worldSize;
     const me = this.comm.rank;
@@ -95,13 +93,8 @@ export class ExpertParallel {
     const npr = N / W;
 
     // Same op order as moeLayer: router, routing (host), gates, row gather, identity branch.
-    const probs = tf.softmax(tf.matMul(u, P(`${prefix}.router.classifier.weight`) as tf.Tensor2D)) as tf.Tensor2D;
-    const routing = selectExperts(probs.dataSync() as Float32Array, bias, T, E, K, N);
-    const plan = planDispatch(routing, N);
+    const { probs, routing, plan, gates } = routeTokens(c, P, prefix, u, bias);
     const nRows = plan.rowToken.length;
-    const gateIdx = new Int32Array(T * K);
-    for (let slot = 0; slot < T * K; slot++) gateIdx[slot] = Math.floor(slot / K) * E + routing.idx[slot];
-    const gates = tf.mul(gatherRows(tf.reshape(probs, [T * E, 1]) as tf.Tensor2D, gateIdx), c.moe.routedScalingFactor);
     const xs = nRows > 0 ? gatherRows(u, plan.rowToken) : (tf.zeros([0, d]) as tf.Tensor2D);
     const uId = tf.clone(u);
     const balance = call.balance && c.moe.balanceAlpha > 0 ? balanceLoss(c, probs, routing.idx, shape.B, shape.S) : undefined;

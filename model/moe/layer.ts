@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import { ModelConfig } from '../config';
 import { gatherRows, swiglu } from '../ops';
 import { ParamGetter } from '../attention';
-import { planDispatch, Routing, selectExperts } from './router';
+import { DispatchPlan, planDispatch, Routing, selectExperts } from './router';
 import { balanceLoss } from './balanceLoss';
 
 export interface MoeStats {
@@ -31,6 +31,35 @@ export interface MoeOutput {
   balance?: tf.Scalar;
 }
 
+export interface RoutedTokens {
+  /** Router probabilities [T, N+Z]. */
+  probs: tf.Tensor2D;
+  routing: Routing;
+  plan: DispatchPlan;
+  /** Gates g = s[idx]·scale per slot, [T·K, 1], differentiable through probs. */
+  gates: tf.Tensor;
+}
+
+/**
+ * Router, host-side top-K on s + b, dispatch plan and gates: the part of the layer that the
+ * single-process and expert-parallel MoE share op for op.
+ */
+export function routeTokens(c: ModelConfig, P: ParamGetter, prefix: string, u: tf.Tensor2D, bias: Float32Array): RoutedTokens {
+  const T = u.shape[0];
+  const N = c.moe.nExperts;
+  const E = N + c.moe.nZeroExperts;
+  const K = c.moe.topK;
+  // Router in float32 without bias; softmax over all N+Z experts.
+  const probs = tf.softmax(tf.matMul(u, P(`${prefix}.router.classifier.weight`) as tf.Tensor2D)) as tf.Tensor2D;
+  const routing = selectExperts(probs.dataSync() as Float32Array, bias, T, E, K, N);
+  const plan = planDispatch(routing, N);
+  // Gates g = s[idx]·scale, gathered differentiably from the flat probabilities.
+  const gateIdx = new Int32Array(T * K);
+  for (let slot = 0; slot < T * K; slot++) gateIdx[slot] = Math.floor(slot / K) * E + routing.idx[slot];
+  const gates = tf.mul(gatherRows(tf.reshape(probs, [T * E, 1]) as tf.Tensor2D, gateIdx), c.moe.routedScalingFactor);
+  return { probs, routing, plan, gates };
+}
+
 export function moeLayer(
   c: ModelConfig,
   P: ParamGetter,
@@ -44,16 +73,8 @@ export function moeLayer(
   const N = c.moe.nExperts;
   const E = N + c.moe.nZeroExperts;
   const K = c.moe.topK;
-  // Router in float32 without bias; softmax over all N+Z experts.
-  const probs = tf.softmax(tf.matMul(u, P(`${prefix}.router.classifier.weight`) as tf.Tensor2D)) as tf.Tensor2D;
-  const routing = selectExperts(probs.dataSync() as Float32Array, bias, T, E, K, N);
-  const plan = planDispatch(routing, N);
+  const { probs, routing, plan, gates } = routeTokens(c, P, prefix, u, bias);
   const nRows = plan.rowToken.length;
-
-  // Gates g = s[idx]·scale, gathered differentiably from the flat probabilities.
-  const gateIdx = new Int32Array(T * K);
-  for (let slot = 0; slot < T * K; slot++) gateIdx[slot] = Math.floor(slot / K) * E + routing.idx[slot];
-  const gates = tf.mul(gatherRows(tf.reshape(probs, [T * E, 1]) as tf.Tensor2D, gateIdx), c.moe.routedScalingFactor);
 
   let source: tf.Tensor2D = u;
   if (nRows > 0) {
