@@ -27,12 +27,12 @@ export function handle<A>(fn: (args: A) => Promise<void>): (args: A) => Promise<
     try {
       await fn(args);
     } catch (e) {
-      if (e instanceof MoecatError) {
-        process.stderr.write(`error: ${e.message}\n`);
-        process.exit(2);
-      }
-      process.stderr.write(`internal error: ${(e as Error).stack ?? String(e)}\n`);
-      process.exit(1);
+      const code = e instanceof MoecatError ? 2 : 1;
+      process.stderr.write(e instanceof MoecatError ? `error: ${e.message}\n` : `internal error: ${(e as Error).stack ?? String(e)}\n`);
+      // Linger briefly before exiting so in-flight socket writes (a data-parallel Abort naming
+      // the root cause) reach the peers; process.exit does not flush them.
+      process.exitCode = code;
+      setTimeout(() => process.exit(code), 300).unref();
     }
   };
 }
