@@ -11,7 +11,8 @@ STEPS=${2:-150}
 shift $(( $# < 2 ? $# : 2 ))
 SEEDS=("$@"); [ ${#SEEDS[@]} -eq 0 ] && SEEDS=(1234 1235)
 CLI="node ${MOECAT_CLI_DIR:-dist}/cli/main.js"
-ARMS=${ARMS:-"zero fixed seq zloss"}
+[ -f data/prepared/demo/manifest.json ] || { echo "data/prepared/demo is missing: run npm run demo first (it prepares the bundled corpus)" >&2; exit 2; }
+ARMS=${ARMS:-"zero fixed seq zloss zloss3"}
 
 arm_sets() {
   case "$1" in
