@@ -89,6 +89,11 @@ export const trainConfigSchema = z.object({
     routerRatioEvery: z.number().int().nonnegative().default(0),
     /** Halve the balance-loss alpha whenever R_g exceeds this (0: no controller). */
     routerRatioMax: z.number().nonnegative().default(0),
+    /**
+     * Silent-corruption check: every N steps (0: never) the step is computed twice from the same
+     * state and must give the same fingerprint and weights bit for bit.
+     */
+    recomputeEvery: z.number().int().nonnegative().default(0),
     /** Warn when Adam's eps comes within this factor of a group's gradient RMS. */
     epsWarnFactor: z.number().positive().default(10),
   }).strict().default({}),

@@ -13,7 +13,7 @@ import { openRun, SpikeEvent, Trainer, TrainerOptions } from './trainer';
 import { loadTrainerCheckpoint, saveTrainerCheckpoint } from './checkpointing';
 import { makeDataSource } from './dataSource';
 import { latestCheckpoint } from '../core/checkpoint';
-import { ConfigError } from '../core/errors';
+import { ConfigError, TrainingError } from '../core/errors';
 import { initFromCheckpoint } from './initFrom';
 import { microbatchLoss } from './losses';
 import * as tf from '@tensorflow/tfjs';
@@ -42,6 +42,31 @@ export interface RunResult {
   trainer: Trainer;
   last: StepMetrics | null;
   checkpoints: string[];
+}
+
+/**
+ * One step, recomputed and compared every `stability.recomputeEvery` steps: deterministic
+ * computation turns silent data corruption (a flipped bit in memory or arithmetic) into a
+ * detectable mismatch, as the LongCat-Flash report describes.
+ */
+async function stepChecked(trainer: Trainer): Promise<Awaited<ReturnType<Trainer['step']>>> {
+  const every = trainer.cfg.stability.recomputeEvery;
+  if (!(every > 0 && (trainer.state.step + 1) % every === 0)) return trainer.step();
+  const before = trainer.snapshotState();
+  const first = await trainer.step();
+  const firstHash = trainer.paramHash();
+  const after = trainer.snapshotState();
+  trainer.restoreState(before);
+  const second = await trainer.step();
+  const fp = (x: typeof first) => (x.kind === 'step' ? x.metrics.fingerprint : `spike:${x.event.reason}`);
+  if (fp(first) !== fp(second) || trainer.paramHash() !== firstHash) {
+    throw new TrainingError(`silent-corruption check failed at step ${before.step + 1}: a recomputation of the same step gave different results (${fp(first)} vs ${fp(second)})`, {
+      hint: 'suspect the hardware of this host; resume from the last checkpoint elsewhere and run moecat audit',
+    });
+  }
+  trainer.restoreState(after);
+  if (first.kind === 'step') first.metrics.recomputed = true;
+  return first;
 }
 
 export async function runTraining(o: RunOptions): Promise<RunResult> {
@@ -87,7 +112,7 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     checkpoints.push(saveTrainerCheckpoint(o.outDir, trainer, { rawConfig, backend: o.backend, keepLast: config!.train.keepLast, tokenizerJson: data.tokenizerJson(), state: extraState }));
   };
   while (trainer.state.step < target) {
-    const r = await trainer.step();
+    const r = await stepChecked(trainer);
     for (const w of trainer.takeWarnings()) o.onWarning?.(w);
     if (r.kind === 'spike') {
       // The run went back to an earlier state: its metrics after that point are replayed.

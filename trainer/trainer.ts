@@ -295,6 +295,18 @@ export class Trainer {
     return event;
   }
 
+  /** A deep copy of the full state (weights, optimizer, biases, detector window). */
+  snapshotState(): TrainerState {
+    return cloneState(this.syncDetector());
+  }
+
+  /** Restores a snapshot taken by snapshotState() (the snapshot itself stays untouched). */
+  restoreState(s: TrainerState): void {
+    this.state = cloneState(s);
+    this.detector.restore(this.state.detector);
+    this.store.assign(views(this.layout, this.state.params));
+  }
+
   /** State for checkpoints, with the detector window included. */
   checkpointState(): TrainerState {
     return this.syncDetector();
