@@ -5,7 +5,8 @@
  * fails the others with an error naming it.
  */
 import { strict as assert } from 'assert';
-import { spawn, spawnSync } from 'child_process';
+import { killRankOneDuringTraining } from '../helpers/killRank';
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -60,27 +61,14 @@ describe('expert-parallel training over sockets', function () {
     const env = { ...ENV, MOECAT_SECRET: 'ep-test-secret' };
     const out = path.join(tmp, 'kill');
     const sets = setArgs([...base(2), 'train.steps=200', 'train.checkpointEvery=1000', 'optim.schedule={warmupSteps: 1, decaySteps: 1}']);
-    const ranks = [0, 1].map((r) =>
-      spawn(process.execPath, [CLI, 'train', '--config', 'configs/tiny.yaml', '--out', out, ...sets, '--expert-parallel', '--world-size', '2', '--rank', String(r), '--master', `127.0.0.1:${port}`, '--peer-timeout', '20'], { env }),
+    const r = await killRankOneDuringTraining(
+      CLI,
+      (rank) => ['train', '--config', 'configs/tiny.yaml', '--out', out, ...sets, '--expert-parallel', '--world-size', '2', '--rank', String(rank), '--master', `127.0.0.1:${port}`, '--peer-timeout', '20'],
+      env,
+      200,
     );
-    let log0 = '';
-    ranks[0].stderr.on('data', (d) => (log0 += d));
-    ranks[0].stdout.on('data', (d) => (log0 += d));
-    try {
-      const t0 = Date.now();
-      while (!/train [2-9]\d*\/200/.test(log0)) {
-        if (Date.now() - t0 > 120000) throw new Error(`training never started:\n${log0}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      const killedAt = Date.now();
-      ranks[1].kill('SIGKILL');
-      const code = await new Promise<number | null>((resolve) => ranks[0].on('exit', (c) => resolve(c)));
-      const took = Date.now() - killedAt;
-      assert.notEqual(code, 0);
-      assert.match(log0, /error: .*rank 1/);
-      assert.ok(took < 30000, `rank 0 took ${took} ms to fail`);
-    } finally {
-      for (const p of ranks) if (p.exitCode === null) p.kill('SIGKILL');
-    }
+    assert.notEqual(r.code, 0);
+    assert.match(r.log, /error: .*rank 1/);
+    assert.ok(r.tookMs < 30000, `rank 0 took ${r.tookMs} ms to fail`);
   });
 });

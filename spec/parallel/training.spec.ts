@@ -3,11 +3,12 @@
  * lost rank fails the others clearly, and launch --max-restarts resumes to the same result.
  */
 import { strict as assert } from 'assert';
-import { spawn, spawnSync } from 'child_process';
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { freePort } from '../../parallel/launcher';
+import { killRankOneDuringTraining } from '../helpers/killRank';
 
 const CLI = path.resolve(__dirname, '..', '..', 'cli', 'main.js');
 const SETS = ['data.synthetic={}', 'data.seqLen=16', 'data.microBatchSize=2', 'data.microBatches=4', 'train.steps=6', 'train.checkpointEvery=3', 'optim.schedule={warmupSteps: 1, decaySteps: 2}'];
@@ -47,29 +48,15 @@ describe('data-parallel training over sockets', function () {
     const port = await freePort();
     const env = { ...ENV, MOECAT_SECRET: 'test-secret' };
     const out = path.join(tmp, 'kill');
-    const ranks = [0, 1].map((r) =>
-      spawn(process.execPath, [CLI, 'train', '--config', 'configs/tiny.yaml', '--out', out, ...setArgs, '--set', 'train.steps=200', '--world-size', '2', '--rank', String(r), '--master', `127.0.0.1:${port}`, '--peer-timeout', '20'], { env }),
+    const r = await killRankOneDuringTraining(
+      CLI,
+      (rank) => ['train', '--config', 'configs/tiny.yaml', '--out', out, ...setArgs, '--set', 'train.steps=200', '--world-size', '2', '--rank', String(rank), '--master', `127.0.0.1:${port}`, '--peer-timeout', '20'],
+      env,
+      200,
     );
-    let log0 = '';
-    ranks[0].stderr.on('data', (d) => (log0 += d));
-    ranks[0].stdout.on('data', (d) => (log0 += d));
-    try {
-      // Wait until training is under way (rank 0 reports a step), then kill rank 1.
-      const t0 = Date.now();
-      while (!/train [2-9]\d*\/200/.test(log0)) {
-        if (Date.now() - t0 > 120000) throw new Error(`training never started:\n${log0}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      const killedAt = Date.now();
-      ranks[1].kill('SIGKILL');
-      const code = await new Promise<number | null>((resolve) => ranks[0].on('exit', (c) => resolve(c)));
-      const took = Date.now() - killedAt;
-      assert.notEqual(code, 0);
-      assert.match(log0, /rank 1/);
-      assert.ok(took < 30000, `rank 0 took ${took} ms to fail`);
-    } finally {
-      for (const p of ranks) if (p.exitCode === null) p.kill('SIGKILL');
-    }
+    assert.notEqual(r.code, 0);
+    assert.match(r.log, /rank 1/);
+    assert.ok(r.tookMs < 30000, `rank 0 took ${r.tookMs} ms to fail`);
   });
 
   it('launch --max-restarts 1 resumes after a rank dies and ends with the uninterrupted param_hash', () => {
