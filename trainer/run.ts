@@ -8,7 +8,7 @@ import YAML from 'yaml';
 import { TrainConfig } from './config';
 import { DataSource, TrainBatch } from './data';
 import { DataParallel } from './dataParallel';
-import { StepMetrics } from './metrics';
+import { MetricsWriter, StepMetrics } from './metrics';
 import { openRun, SpikeEvent, Trainer, TrainerOptions } from './trainer';
 import { loadTrainerCheckpoint, saveTrainerCheckpoint } from './checkpointing';
 import { makeDataSource } from './dataSource';
@@ -71,7 +71,9 @@ async function stepChecked(trainer: Trainer): Promise<Awaited<ReturnType<Trainer
 
 export async function runTraining(o: RunOptions): Promise<RunResult> {
   const write = o.writeFiles ?? true;
-  const metrics = openRun(o.outDir);
+  // The run directory is created only once the config, parent checkpoint and data have been
+  // accepted, so a refused start leaves nothing behind.
+  let metrics: MetricsWriter;
   let config = o.config;
   let rawConfig = o.rawConfig;
   let trainer: Trainer;
@@ -89,6 +91,7 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     trainer = new Trainer(config, data, { dp: o.dp, moe: o.moe }, ck.state);
     resumedFrom = ck.dir;
     if (ck.saved.lineage) extraState = { lineage: ck.saved.lineage };
+    metrics = openRun(o.outDir);
     if (write) metrics.truncateAfter(ck.state.step);
   } else {
     if (!config || !rawConfig) throw new ConfigError('a config is required to start a run');
@@ -97,6 +100,7 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     data = makeDataSource(config);
     if (init) extraState = { lineage: init.lineage };
     trainer = new Trainer(config, data, { dp: o.dp, moe: o.moe }, init?.state);
+    metrics = openRun(o.outDir);
     if (write) {
       metrics.truncateAfter(0);
       fs.writeFileSync(path.join(o.outDir, 'config.yaml'), YAML.stringify(rawConfig));
