@@ -15,6 +15,7 @@
  * Usage: node dist/scripts/bench/chess.js [--checkpoint runs/demo] [--data data/prepared/demo]
  *        [--calib-tokens 2048] [--eval-tokens 1024] [--decode-tokens 192] [--rounds 5] [--backend auto]
  */
+import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { BackendChoice, selectBackend } from '../../core/backend';
 import { RngStream } from '../../core/rng';
@@ -127,7 +128,7 @@ async function main(): Promise<void> {
   const decodeTokens = Number(arg('decode-tokens', '192'));
   const decW = corpusWindows(data, Math.ceil(decodeTokens / (seqLen - PREFILL)) * seqLen, seqLen, 'tail', c.vocabSize);
   const host = hostModel(m);
-  emit({ bench: 'chess.setup', checkpoint: m.dir, step: m.step, backend: backend.name, dModel: c.dModel, ffnHidden: c.ffnHidden, expertHidden: c.moe.expertHidden, nLayers: c.nLayers, calibTokens: calib.length * seqLen, evalTokens: evalW.length * seqLen });
+  emit({ bench: 'chess.setup', checkpoint: path.relative(process.cwd(), m.dir), step: m.step, backend: backend.name, dModel: c.dModel, ffnHidden: c.ffnHidden, expertHidden: c.moe.expertHidden, nLayers: c.nLayers, calibTokens: calib.length * seqLen, evalTokens: evalW.length * seqLen });
   const t0 = performance.now();
   const stats = collectStats(host, calib);
   emit({ bench: 'chess.calibration', tokens: stats.tokens, seconds: r4((performance.now() - t0) / 1000) });
