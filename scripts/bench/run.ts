@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-const ALL = ['model', 'train', 'native', 'data', 'allreduce', 'inference', 'flgp', 'splines', 'chess', 'a2ats', 'expert'];
+const ALL = ['model', 'train', 'native', 'data', 'allreduce', 'dataParallel', 'inference', 'flgp', 'splines', 'chess', 'a2ats', 'expert'];
 const root = path.resolve(__dirname, '..', '..', '..');
 const resultsDir = path.join(root, 'bench-results');
 
