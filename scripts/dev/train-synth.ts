@@ -1,3 +1,4 @@
+/** Dev loop: a few training steps on the synthetic source, one line per step (node dist/scripts/dev/train-synth.js [backend] [steps]). */
 import { selectBackend } from '../../core/backend';
 import { loadTrainConfig } from '../../trainer/config';
 import { MarkovSource } from '../../trainer/data';
