@@ -14,6 +14,7 @@ import {
 } from '../../core/checkpoint';
 import { CheckpointError } from '../../core/errors';
 import { sha256Hex } from '../../core/hash';
+import { RngStream } from '../../core/rng';
 import { encodeSafetensors } from '../../core/safetensors';
 import { checkpointFilesFor } from '../fixtures/checkpoint-writer';
 
@@ -45,17 +46,6 @@ function expectCkError(fn: () => unknown, ...parts: string[]): CheckpointError {
 /** A pid that certainly belongs to no running process: a child that has already exited. */
 function deadPid(): number {
   return spawnSync(process.execPath, ['-e', '']).pid!;
-}
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 describe('core/checkpoint', () => {
@@ -265,7 +255,9 @@ describe('core/checkpoint', () => {
     const fixture = path.join(__dirname, '..', 'fixtures', 'checkpoint-writer.js');
     assert.ok(fs.existsSync(fixture), `compiled fixture expected at ${fixture}`);
     writeCheckpoint(run, 0, checkpointFilesFor(0), { step: 0 });
-    const rand = mulberry32(20250901);
+    // Kill delays come from a named seeded stream, like every other draw in the project.
+    const delays = RngStream.of(20250901, 'spec:checkpoint-kill-delays');
+    const rand = () => delays.next();
     const started = Date.now();
     let kills = 0;
     let lastStep = 0;
