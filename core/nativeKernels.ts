@@ -17,8 +17,10 @@
  * is part of a run's reproducibility key (see blasPolicy).
  */
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
+import { BufferPool, PoolStats } from './bufferPool';
 
 type TensorInfo = tf.TensorInfo;
 type KernelFunc = tf.KernelFunc;
@@ -38,6 +40,8 @@ export interface NativeAddon {
   transpose2d(src: Float32Array, dst: Float32Array, batch: number, rows: number, cols: number): void;
   gatherRows(x: Float32Array, idx: Int32Array, out: Float32Array, rowSize: number, nRows: number, outer: number): void;
   scatterAddRows(updates: Float32Array, idx: Int32Array, out: Float32Array, rowSize: number, nRows: number): void;
+  /** One AdamW update over slices (trainer/adamw.ts); absent in addons built before it existed. */
+  adamw?(params: Float32Array, grads: Float32Array, m: Float32Array, v: Float32Array, offsets: Int32Array, sizes: Int32Array, lrs: Float64Array, wds: Float64Array, b1: number, b2: number, c1: number, c2: number, eps: number, gradScale: number): void;
 }
 
 export interface NativeLoadOptions {
@@ -51,6 +55,8 @@ export interface NativeLoadOptions {
   mtMinFlops?: number;
   /** Register only these kernels (default: all of NATIVE_KERNELS). */
   kernels?: string[];
+  /** Size cap of the output-buffer pool in MiB (default a quarter of RAM, at most 4096; env MOECAT_POOL_MB); 0 turns it off. */
+  poolMb?: number;
 }
 
 export interface NativeLoadResult {
@@ -87,6 +93,34 @@ export function defaultAddonPath(): string {
  */
 const DEFAULT_MT_MIN_FLOPS = 1e9;
 const blasPolicy = { maxThreads: 1, mtMinFlops: DEFAULT_MT_MIN_FLOPS };
+
+/**
+ * Output buffers of the native kernels come from a pool that recycles the buffers of disposed
+ * tensors (core/bufferPool.ts). Size cap: env MOECAT_POOL_MB (default: a quarter of RAM, at most
+ * 4 GiB); 0 turns it off. The pool holds about one step's peak of activations and gradients
+ * (configs/small: 1.15 GB); a cap below that drops buffers and brings the GC back.
+ */
+const DEFAULT_POOL_MB = Math.min(4096, Math.floor(os.totalmem() / 4 / 2 ** 20));
+let pool: BufferPool | null = null;
+let detachPool: (() => void) | null = null;
+const alloc = (n: number): Float32Array => (pool ? pool.take(n) : new Float32Array(n));
+const allocZeroed = (n: number): Float32Array => (pool ? pool.takeZeroed(n) : new Float32Array(n));
+
+/** Counters of the output-buffer pool, or null when it is off. */
+export function nativePoolStats(): PoolStats | null {
+  return pool?.snapshot() ?? null;
+}
+
+function attachPool(opts: NativeLoadOptions): void {
+  if (pool) return;
+  const envMb = Number(process.env.MOECAT_POOL_MB);
+  const mb = opts.poolMb ?? (process.env.MOECAT_POOL_MB !== undefined && Number.isFinite(envMb) && envMb >= 0 ? envMb : DEFAULT_POOL_MB);
+  if (!(mb > 0)) return;
+  const backend = tf.findBackend('cpu') as unknown as Parameters<BufferPool['attach']>[0] | null;
+  if (!backend || typeof backend.readSync !== 'function' || !backend.data) return;
+  pool = new BufferPool(mb * 2 ** 20);
+  detachPool = pool.attach(backend);
+}
 
 let addon: NativeAddon | null = null;
 let addonFrom = '';
@@ -163,6 +197,7 @@ export function loadNativeKernels(opts: NativeLoadOptions = {}): NativeLoadResul
     }
     tf.registerKernel({ kernelName: name, backendName: 'cpu', kernelFunc: make(m, originals.get(name)!.kernelFunc) });
   }
+  attachPool(opts);
   return { loaded: true, kernels: nativeKernelNames(), addonPath, blas };
 }
 
@@ -173,6 +208,9 @@ export function unloadNativeKernels(): void {
     tf.registerKernel(orig);
   }
   originals.clear();
+  detachPool?.();
+  detachPool = null;
+  pool = null;
 }
 
 // ---------------------------------------------------------------------------------- helpers
@@ -246,7 +284,7 @@ function copyStrided(m: NativeAddon, src: Float32Array, so: number, ss: number[]
 /** x permuted by perm into a new contiguous array. */
 function transposeValues(m: NativeAddon, x: Float32Array, shape: number[], perm: number[]): { values: Float32Array; shape: number[] } {
   const outShape = perm.map((p) => shape[p]);
-  const out = new Float32Array(x.length);
+  const out = alloc(x.length);
   const xs = stridesOf(shape);
   const r = perm.length;
   // Fast path: swap of the last two axes with leading axes in place.
@@ -285,7 +323,7 @@ const batchMatMul = kernel((m, args) => {
   const batchA = size(A.shape.slice(0, -2));
   const batchB = size(B.shape.slice(0, -2));
   const batch = Math.max(batchA, batchB);
-  const out = new Float32Array(batch * M * N);
+  const out = alloc(batch * M * N);
   const threads = 2 * M * N * K >= blasPolicy.mtMinFlops ? blasPolicy.maxThreads : 1;
   if (batch > 0) m.sgemm(av, bv, out, batch, Math.max(1, batchA), Math.max(1, batchB), M, N, K, transposeA ? 1 : 0, transposeB ? 1 : 0, threads);
   return b.makeTensorInfo([...outer, M, N], 'float32', out);
@@ -302,7 +340,7 @@ function binaryKernel(op: number): Make {
     if (!av || !bv) return null;
     const outShape = tf.broadcast_util.assertAndGetBroadcastShape(A.shape, B.shape);
     const n = size(outShape);
-    const out = new Float32Array(n);
+    const out = alloc(n);
     if (n === 0) return b.makeTensorInfo(outShape, 'float32', out);
     const R = outShape.length;
     const bstr = (shape: number[]) => {
@@ -325,7 +363,7 @@ function unaryKernel(op: number): Make {
     const { x } = args.inputs as { x: TensorInfo };
     const xv = f32(b, x);
     if (!xv) return null;
-    const out = new Float32Array(xv.length);
+    const out = alloc(xv.length);
     m.unary(op, xv, out);
     return b.makeTensorInfo(x.shape.slice(), 'float32', out);
   });
@@ -339,7 +377,7 @@ const softmax = kernel((m, args) => {
   const { dim } = args.attrs as unknown as { dim: number };
   if (!xv || r === 0 || !(dim === -1 || dim === r - 1)) return null;
   const cols = logits.shape[r - 1];
-  const out = new Float32Array(xv.length);
+  const out = alloc(xv.length);
   if (cols > 0) m.softmax(xv, out, xv.length / cols, cols);
   return b.makeTensorInfo(logits.shape.slice(), 'float32', out);
 });
@@ -353,6 +391,7 @@ function reduceKernel(kind: keyof typeof RED): Make {
     const { x } = args.inputs as { x: TensorInfo };
     let xv = f32(b, x);
     if (!xv) return null;
+    let scratch: Float32Array | null = null;
     const attrs = args.attrs as unknown as { axis?: number | number[] | null; reductionIndices?: number | number[] | null; keepDims: boolean };
     const axisAttr = kind === 'Max' ? attrs.reductionIndices : attrs.axis;
     const r = x.shape.length;
@@ -362,22 +401,27 @@ function reduceKernel(kind: keyof typeof RED): Make {
     const perm = tf.backend_util.getAxesPermutation(axes, r);
     if (perm != null) {
       const t = transposeValues(m, xv, shape, perm);
-      xv = t.values;
+      xv = scratch = t.values;
       shape = t.shape;
     }
     const inner = size(axes.map((a) => x.shape[a]));
     const [outShape] = tf.backend_util.computeOutAndReduceShapes(shape, tf.backend_util.getInnerMostAxes(axes.length, r));
     const outer = size(outShape);
-    if (inner === 0 || (kind !== 'Sum' && kind !== 'Mean' && outer === 0)) return null;
-    const out = new Float32Array(outer);
+    if (inner === 0 || (kind !== 'Sum' && kind !== 'Mean' && outer === 0)) {
+      if (scratch) pool?.give(scratch);
+      return null;
+    }
+    const out = alloc(outer);
     if (kind === 'Mean') {
       // JS Mean divides every element by the count in float32, then sums in double.
-      const scaled = new Float32Array(xv.length);
+      const scaled = alloc(xv.length);
       m.binary(RED_DIV, xv, I([1]), Float32Array.of(inner), I([0]), scaled, I([xv.length]));
       m.reduce(RED.Sum, scaled, out, outer, inner);
+      pool?.give(scaled);
     } else {
       m.reduce(RED[kind], xv, out, outer, inner);
     }
+    if (scratch) pool?.give(scratch);
     const finalShape = attrs.keepDims ? tf.backend_util.expandShapeToKeepDim(outShape, axes) : outShape;
     return b.makeTensorInfo(finalShape, 'float32', out);
   });
@@ -402,7 +446,7 @@ const slice = kernel((m, args) => {
   const { begin, size: sz } = args.attrs as unknown as { begin: number | number[]; size: number | number[] };
   const [bg, s] = tf.slice_util.parseSliceParams(x, begin, sz);
   tf.slice_util.assertParamsValid(x, bg, s);
-  const out = new Float32Array(size(s));
+  const out = alloc(size(s));
   const xs = stridesOf(x.shape);
   copyStrided(m, xv, bg.reduce((acc, v, i) => acc + v * xs[i], 0), xs, out, 0, stridesOf(s), s);
   return b.makeTensorInfo(s, 'float32', out);
@@ -419,7 +463,7 @@ const concat = kernel((m, args) => {
   const shapes = inputs.map((t) => t.shape);
   tf.backend_util.assertParamsConsistent(shapes, ax);
   const outShape = tf.backend_util.computeOutShape(shapes, ax);
-  const out = new Float32Array(size(outShape));
+  const out = alloc(size(outShape));
   const os = stridesOf(outShape);
   let at = 0;
   inputs.forEach((t, i) => {
@@ -442,7 +486,7 @@ const splitV = kernel((m, args) => {
   return sizes.map((s) => {
     const shape = x.shape.slice();
     shape[ax] = s;
-    const out = new Float32Array(size(shape));
+    const out = alloc(size(shape));
     copyStrided(m, xv, at * xs[ax], xs, out, 0, stridesOf(shape), shape);
     at += s;
     return b.makeTensorInfo(shape, 'float32', out);
@@ -456,8 +500,8 @@ const padV2 = kernel((m, args) => {
   if (!xv) return null;
   const { paddings, constantValue } = args.attrs as unknown as { paddings: [number, number][]; constantValue: number };
   const outShape = x.shape.map((d, i) => paddings[i][0] + d + paddings[i][1]);
-  const out = new Float32Array(size(outShape));
-  if (constantValue !== 0) out.fill(constantValue);
+  const out = alloc(size(outShape));
+  out.fill(constantValue);
   const os = stridesOf(outShape);
   copyStrided(m, xv, 0, stridesOf(x.shape), out, paddings.reduce((acc, p, i) => acc + p[0] * os[i], 0), os, x.shape);
   return b.makeTensorInfo(outShape, 'float32', out);
@@ -470,7 +514,7 @@ const tile = kernel((m, args) => {
   if (!xv) return null;
   const { reps } = args.attrs as unknown as { reps: number[] };
   const outShape = x.shape.map((d, i) => d * reps[i]);
-  const out = new Float32Array(size(outShape));
+  const out = alloc(size(outShape));
   if (out.length === 0) return b.makeTensorInfo(outShape, 'float32', out);
   // One strided copy over [reps..., shape...] dims: rep dim i steps by shape[i] output rows.
   const os = stridesOf(outShape);
@@ -498,7 +542,7 @@ const gatherV2 = kernel((m, args) => {
   const outer = size(x.shape.slice(0, ax));
   const sliceSize = size(x.shape.slice(ax + 1));
   const outShape = [...x.shape.slice(0, ax), ...indices.shape, ...x.shape.slice(ax + 1)];
-  const out = new Float32Array(size(outShape));
+  const out = alloc(size(outShape));
   if (out.length > 0) m.gatherRows(xv, iv, out, sliceSize, dim, outer);
   return b.makeTensorInfo(outShape, 'float32', out);
 });
@@ -511,7 +555,7 @@ const scatterNd = kernel((m, args) => {
   if (!uv || !iv) return null;
   const { shape } = args.attrs as unknown as { shape: number[] };
   const { sliceRank, numUpdates, sliceSize, strides, outputSize } = tf.backend_util.calculateShapes(updates, indices, shape);
-  const out = new Float32Array(outputSize);
+  const out = allocZeroed(outputSize);
   if (outputSize === 0 || numUpdates === 0 || sliceSize === 0) return b.makeTensorInfo(shape, 'float32', out);
   const rows = new Int32Array(numUpdates);
   const nRows = outputSize / sliceSize;

@@ -192,7 +192,31 @@ enum { OP_ADD = 0, OP_SUB = 1, OP_MUL = 2, OP_DIV = 3, OP_MAX = 4, OP_MIN = 5, O
     O[j] = (EXPR);                                                       \
   }
 
+/*
+ * The three stride patterns of nearly every call (same shape, row or scalar broadcast) get loops
+ * with constant strides, which the compiler vectorises; the arithmetic is the same, so are the bits.
+ */
+#define BIN_CASES(EXPR)                                                  \
+  if (sa == 1 && sb == 1) {                                              \
+    for (int64_t j = 0; j < n; j++) { const float x = A[j], y = B[j]; O[j] = (EXPR); } \
+  } else if (sa == 1 && sb == 0) {                                       \
+    const float y = B[0];                                                \
+    for (int64_t j = 0; j < n; j++) { const float x = A[j]; O[j] = (EXPR); } \
+  } else if (sa == 0 && sb == 1) {                                       \
+    const float x = A[0];                                                \
+    for (int64_t j = 0; j < n; j++) { const float y = B[j]; O[j] = (EXPR); } \
+  } else {                                                               \
+    BIN_LOOP(EXPR)                                                       \
+  }
+
 static void binary_row(int op, const float* A, int64_t sa, const float* B, int64_t sb, float* O, int64_t n) {
+  switch (op) {
+    case OP_ADD: BIN_CASES(x + y); return;
+    case OP_SUB: BIN_CASES(x - y); return;
+    case OP_MUL: BIN_CASES(x * y); return;
+    case OP_DIV: BIN_CASES(x / y); return;
+    default: break;
+  }
   switch (op) {
     case OP_ADD: BIN_LOOP(x + y); break;
     case OP_SUB: BIN_LOOP(x - y); break;
@@ -513,6 +537,70 @@ static napi_value scatter_add_rows(napi_env env, napi_callback_info info) {
   return undef(env);
 }
 
+
+/* ------------------------------------------------------------------ AdamW */
+
+/*
+ * adamw(params, grads, m, v, offsets, sizes, lrs, wds, b1, b2, c1, c2, eps, gradScale)
+ * One AdamW update over parameter slices (trainer/adamw.ts): the same double expressions in the
+ * same order as the JS loop, each store rounded to float32 once, so the bits equal the JS path.
+ * The JS loop keeps m_i and v_i unrounded (the value of an assignment) for the update; so does
+ * this one.
+ */
+static napi_value adamw(napi_env env, napi_callback_info info) {
+  ARGS(14);
+  F32(0, p, np);
+  F32(1, g, ng);
+  F32(2, m, nm);
+  F32(3, v, nv);
+  I32A(4, offs, noffs);
+  I32A(5, sizes, nsizes);
+  napi_typedarray_type t;
+  size_t nlr, nwd;
+  void* lrp;
+  void* wdp;
+  napi_value ab;
+  size_t off;
+  if (napi_get_typedarray_info(env, argv[6], &t, &nlr, &lrp, &ab, &off) != napi_ok || t != napi_float64_array ||
+      napi_get_typedarray_info(env, argv[7], &t, &nwd, &wdp, &ab, &off) != napi_ok || t != napi_float64_array) {
+    napi_throw_type_error(env, NULL, "moecat_native.adamw: lrs and wds must be Float64Arrays");
+    return NULL;
+  }
+  DBL(8, b1);
+  DBL(9, b2);
+  DBL(10, c1);
+  DBL(11, c2);
+  DBL(12, eps);
+  DBL(13, gs);
+  const double* lrs = (const double*)lrp;
+  const double* wds = (const double*)wdp;
+  if (ng != np || nm != np || nv != np || nsizes != noffs || nlr != noffs || nwd != noffs) {
+    throw_range(env, "moecat_native.adamw: array lengths do not match");
+    return NULL;
+  }
+  for (size_t k = 0; k < noffs; k++) {
+    if (offs[k] < 0 || sizes[k] < 0 || (size_t)offs[k] + (size_t)sizes[k] > np) {
+      throw_range(env, "moecat_native.adamw: slice out of range");
+      return NULL;
+    }
+  }
+  const double ob1 = 1 - b1, ob2 = 1 - b2;
+  for (size_t k = 0; k < noffs; k++) {
+    const double glr = lrs[k], wd = wds[k];
+    const int64_t end = (int64_t)offs[k] + sizes[k];
+    for (int64_t i = offs[k]; i < end; i++) {
+      const double gi = (double)g[i] * gs;
+      const double mi = b1 * (double)m[i] + ob1 * gi;
+      m[i] = (float)mi;
+      const double vi = b2 * (double)v[i] + ob2 * gi * gi;
+      v[i] = (float)vi;
+      const double pi = (double)p[i];
+      p[i] = (float)(pi - glr * ((mi / c1) / (sqrt(vi / c2) + eps) + wd * pi));
+    }
+  }
+  return undef(env);
+}
+
 /* ------------------------------------------------------------------ module */
 
 static napi_value init(napi_env env, napi_value exports) {
@@ -528,6 +616,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"transpose2d", NULL, transpose2d, NULL, NULL, NULL, napi_default, NULL},
       {"gatherRows", NULL, gather_rows, NULL, NULL, NULL, napi_default, NULL},
       {"scatterAddRows", NULL, scatter_add_rows, NULL, NULL, NULL, napi_default, NULL},
+      {"adamw", NULL, adamw, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
   return exports;

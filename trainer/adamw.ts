@@ -4,6 +4,7 @@
  * Running it in plain JS keeps it deterministic on every backend and avoids tfjs' slow
  * element-wise kernels (TFJS-NOTES: AdamW alone took 2-3.6 s/step on the cpu backend).
  */
+import { nativeAddon } from '../core/nativeKernels';
 import { ParamGroup } from '../model/params';
 
 export interface AdamWConfig {
@@ -33,8 +34,37 @@ export function newAdamWState(n: number): AdamWState {
 /**
  * One update. `lrScale[group]` multiplies the base LR per group; weight decay skips norms and
  * embeddings (decoupled decay on matrices only). `gradScale` applies clipping without a copy.
+ * Runs in C when the native addon is loaded (the same expressions in the same order, so the
+ * same bits; spec/native/bufferPool.spec.ts), else in JS.
  */
 export function adamwStep(
+  params: Float32Array,
+  grads: Float32Array,
+  state: AdamWState,
+  slices: ParamSlice[],
+  lr: number,
+  cfg: AdamWConfig,
+  lrScale: Partial<Record<ParamGroup, number>>,
+  gradScale = 1,
+): void {
+  const native = nativeAddon();
+  if (!native?.adamw) {
+    adamwStepJs(params, grads, state, slices, lr, cfg, lrScale, gradScale);
+    return;
+  }
+  state.t += 1;
+  const { beta1: b1, beta2: b2, eps, weightDecay } = cfg;
+  const c1 = 1 - Math.pow(b1, state.t);
+  const c2 = 1 - Math.pow(b2, state.t);
+  const lrs = Float64Array.from(slices, (s) => lr * (lrScale[s.group] ?? 1));
+  const wds = Float64Array.from(slices, (s) => decayOf(s.group, weightDecay));
+  native.adamw(params, grads, state.m, state.v, Int32Array.from(slices, (s) => s.offset), Int32Array.from(slices, (s) => s.size), lrs, wds, b1, b2, c1, c2, eps, gradScale);
+}
+
+const decayOf = (group: ParamGroup, weightDecay: number): number => (group === 'norm' || group === 'embedding' ? 0 : weightDecay);
+
+/** The JS AdamW loop: the reference the C path reproduces bit for bit. */
+export function adamwStepJs(
   params: Float32Array,
   grads: Float32Array,
   state: AdamWState,
@@ -51,7 +81,7 @@ export function adamwStep(
   const { m, v } = state;
   for (const s of slices) {
     const glr = lr * (lrScale[s.group] ?? 1);
-    const wd = s.group === 'norm' || s.group === 'embedding' ? 0 : weightDecay;
+    const wd = decayOf(s.group, weightDecay);
     const end = s.offset + s.size;
     for (let i = s.offset; i < end; i++) {
       const g = grads[i] * gradScale;

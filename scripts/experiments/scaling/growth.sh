@@ -7,7 +7,7 @@ set -euo pipefail
 MOECAT="node ${MOECAT_JS:-dist/cli/main.js}"
 OUT=${OUT:-runs/scaling/growth}
 BACKEND=${BACKEND:-wasm}
-G=scripts/experiments/scaling/growth.yaml
+G=${GROWTH:-scripts/experiments/scaling/growth.yaml}
 GROW_AT=${GROW_AT:-150}
 SEED_SET=()
 if [ -n "${SEED:-}" ]; then SEED_SET=(--set "seed=$SEED"); fi

@@ -8,10 +8,10 @@ OUT=${OUT:-runs/scaling}
 LRS=${LRS:-1.5e-3,3e-3,6e-3,1.2e-2,2.4e-2,4.8e-2}
 STEPS=${STEPS:-100}
 BACKEND=${BACKEND:-wasm}
-P=scripts/experiments/scaling/proxy.yaml
+P=${PROXY:-scripts/experiments/scaling/proxy.yaml}
 mkdir -p "$OUT"
 # 1. The proxy sweep (width 32). Resumable: rerunning skips finished points.
-$MOECAT sweep --config $P --lr $LRS --steps $STEPS --out $OUT/w32 --backend $BACKEND
+$MOECAT sweep --config $P --lr $LRS ${INIT_STDS:+--init-std $INIT_STDS} --steps $STEPS --out $OUT/w32 --backend $BACKEND
 for D in 64 128; do
   # 2. The transfer rule: target config from the proxy's best point, then the same LR grid
   #    (the grid moves the base LR; hidden/router/unembedding LRs follow as lr/s).
