@@ -40,6 +40,10 @@ export interface NativeAddon {
   transpose2d(src: Float32Array, dst: Float32Array, batch: number, rows: number, cols: number): void;
   gatherRows(x: Float32Array, idx: Int32Array, out: Float32Array, rowSize: number, nRows: number, outer: number): void;
   scatterAddRows(updates: Float32Array, idx: Int32Array, out: Float32Array, rowSize: number, nRows: number): void;
+  /** glibc mallopt(M_MMAP_THRESHOLD / M_TRIM_THRESHOLD); false where libc is not glibc. */
+  tuneMalloc?(mmapThreshold: number, trimThreshold: number): boolean;
+  crossEntropy?(z: Float32Array, targets: Int32Array, weights: Float32Array, lse: Float32Array, rows: number, cols: number): number;
+  crossEntropyGrad?(z: Float32Array, targets: Int32Array, weights: Float32Array, lse: Float32Array, dy: number, out: Float32Array, rows: number, cols: number): void;
   /** One AdamW update over slices (trainer/adamw.ts); absent in addons built before it existed. */
   adamw?(params: Float32Array, grads: Float32Array, m: Float32Array, v: Float32Array, offsets: Int32Array, sizes: Int32Array, lrs: Float64Array, wds: Float64Array, b1: number, b2: number, c1: number, c2: number, eps: number, gradScale: number): void;
 }
@@ -106,6 +110,25 @@ let detachPool: (() => void) | null = null;
 const alloc = (n: number): Float32Array => (pool ? pool.take(n) : new Float32Array(n));
 const allocZeroed = (n: number): Float32Array => (pool ? pool.takeZeroed(n) : new Float32Array(n));
 
+/**
+ * Copies a float32 tensor's values into dst at offset. On the cpu backend it reads the backend's
+ * own array (one copy, no allocation: dataSync() would copy a pooled buffer first); elsewhere it
+ * falls back to dataSync().
+ */
+export function readInto(t: tf.Tensor, dst: Float32Array, offset: number): void {
+  if (t.dtype === 'float32' && tf.getBackend() === 'cpu') {
+    const b = tf.backend() as unknown as CpuBackendLike & { data: { has(id: object): boolean } };
+    if (b.data?.has?.(t.dataId)) {
+      const v = b.data.get(t.dataId)?.values;
+      if (v instanceof Float32Array && v.length === t.size) {
+        dst.set(v, offset);
+        return;
+      }
+    }
+  }
+  dst.set(t.dataSync() as Float32Array, offset);
+}
+
 /** Counters of the output-buffer pool, or null when it is off. */
 export function nativePoolStats(): PoolStats | null {
   return pool?.snapshot() ?? null;
@@ -122,18 +145,30 @@ function attachPool(opts: NativeLoadOptions): void {
   detachPool = pool.attach(backend);
 }
 
+/**
+ * Keeps large freed blocks mapped (native/moecat_native.c tuneMalloc): 1 GiB mmap threshold,
+ * 2 GiB trim threshold. Once per process; env MOECAT_MALLOC_TUNE=0 leaves glibc's defaults.
+ */
+let mallocTuned = false;
+function tuneMalloc(m: NativeAddon): void {
+  if (mallocTuned || process.env.MOECAT_MALLOC_TUNE === '0' || !m.tuneMalloc) return;
+  mallocTuned = m.tuneMalloc(2 ** 30, 2 ** 31 - 1);
+}
+
 let addon: NativeAddon | null = null;
 let addonFrom = '';
 const originals = new Map<string, tf.KernelConfig>();
+/** Fused kernels (no tfjs original) registered on `cpu`. */
+const fused = new Set<string>();
 
 /** The loaded addon, or null. */
 export function nativeAddon(): NativeAddon | null {
   return addon;
 }
 
-/** Names of the kernels currently replaced on `cpu`. */
+/** Names of the kernels currently served natively on `cpu` (replaced and fused ones). */
 export function nativeKernelNames(): string[] {
-  return [...originals.keys()];
+  return [...originals.keys(), ...fused];
 }
 
 /**
@@ -197,7 +232,15 @@ export function loadNativeKernels(opts: NativeLoadOptions = {}): NativeLoadResul
     }
     tf.registerKernel({ kernelName: name, backendName: 'cpu', kernelFunc: make(m, originals.get(name)!.kernelFunc) });
   }
+  for (const [name, make] of Object.entries(FUSED_KERNELS)) {
+    if ((opts.kernels && !wanted.includes(name)) || process.env.MOECAT_NATIVE_FUSED === '0') continue;
+    const f = make(m);
+    if (!f || tf.getKernel(name, 'cpu')) continue;
+    tf.registerKernel({ kernelName: name, backendName: 'cpu', kernelFunc: f });
+    fused.add(name);
+  }
   attachPool(opts);
+  tuneMalloc(m);
   return { loaded: true, kernels: nativeKernelNames(), addonPath, blas };
 }
 
@@ -208,6 +251,8 @@ export function unloadNativeKernels(): void {
     tf.registerKernel(orig);
   }
   originals.clear();
+  for (const name of fused) tf.unregisterKernel(name, 'cpu');
+  fused.clear();
   detachPool?.();
   detachPool = null;
   pool = null;
@@ -590,4 +635,55 @@ export const NATIVE_KERNELS: Record<string, Make> = {
   Tile: tile,
   GatherV2: gatherV2,
   ScatterNd: scatterNd,
+};
+
+// ---------------------------------------------------------------------------------- fused kernels
+
+/** Kernel names of the fused ops model/ops.ts calls when the current backend has them. */
+export const CE_KERNEL = 'MoecatCrossEntropy';
+export const CE_GRAD_KERNEL = 'MoecatCrossEntropyGrad';
+
+/**
+ * Fused weighted cross-entropy (model/ops.ts weightedCrossEntropy): inputs logits [T, V],
+ * targets int32 [T], weights [T]; outputs the scalar loss and the row log-sum-exp [T] that the
+ * gradient kernel reuses. Replaces oneHot + logSumExp + mul + sum + softmax + sub + 2 mul
+ * (two [T, V] one-hot fills among them) with two passes over the logits.
+ */
+const crossEntropyKernel = (m: NativeAddon): KernelFunc | null =>
+  m.crossEntropy
+    ? (args) => {
+        const b = be(args);
+        const { logits, targets, weights } = args.inputs as { logits: TensorInfo; targets: TensorInfo; weights: TensorInfo };
+        const z = f32(b, logits);
+        const y = i32(b, targets);
+        const w = f32(b, weights);
+        if (!z || !y || !w) throw new Error(`${CE_KERNEL}: expects float32 logits, int32 targets, float32 weights`);
+        const [T, V] = logits.shape;
+        const lse = alloc(T);
+        const total = m.crossEntropy!(z, y, w, lse, T, V);
+        return [b.makeTensorInfo([], 'float32', Float32Array.of(total)), b.makeTensorInfo([T], 'float32', lse)];
+      }
+    : null;
+
+const crossEntropyGradKernel = (m: NativeAddon): KernelFunc | null =>
+  m.crossEntropyGrad
+    ? (args) => {
+        const b = be(args);
+        const { logits, targets, weights, lse, dy } = args.inputs as Record<string, TensorInfo>;
+        const z = f32(b, logits);
+        const y = i32(b, targets);
+        const w = f32(b, weights);
+        const l = f32(b, lse);
+        const d = f32(b, dy);
+        if (!z || !y || !w || !l || !d) throw new Error(`${CE_GRAD_KERNEL}: bad input dtypes`);
+        const [T, V] = logits.shape;
+        const out = alloc(T * V);
+        m.crossEntropyGrad!(z, y, w, l, d[0], out, T, V);
+        return b.makeTensorInfo([T, V], 'float32', out);
+      }
+    : null;
+
+const FUSED_KERNELS: Record<string, (m: NativeAddon) => KernelFunc | null> = {
+  [CE_KERNEL]: crossEntropyKernel,
+  [CE_GRAD_KERNEL]: crossEntropyGradKernel,
 };

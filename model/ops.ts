@@ -5,6 +5,7 @@
  * closed-form gradient; RMSNorm is computed in float32 with eps inside the root.
  */
 import * as tf from '@tensorflow/tfjs';
+import { CE_GRAD_KERNEL, CE_KERNEL } from '../core/nativeKernels';
 
 type GradFn = (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[];
 
@@ -32,6 +33,7 @@ export function gatherRows(x: tf.Tensor2D, idx: Int32Array): tf.Tensor2D {
  */
 export function weightedCrossEntropy(logits: tf.Tensor2D, targets: Int32Array, weights: Float32Array): tf.Scalar {
   const [T, V] = logits.shape;
+  if (tf.getKernel(CE_KERNEL, tf.getBackend()) && tf.getKernel(CE_GRAD_KERNEL, tf.getBackend())) return fusedCrossEntropy(logits, targets, weights);
   // wasm's OneHot kernel returns zeros when asked for float32 output: build int32, then cast.
   const onehot = () => tf.cast(tf.oneHot(tf.tensor1d(targets, 'int32'), V), 'float32');
   const w = () => tf.tensor2d(weights, [T, 1]);
@@ -46,6 +48,26 @@ export function weightedCrossEntropy(logits: tf.Tensor2D, targets: Int32Array, w
         const p = tf.softmax(zs);
         return [tf.mul(tf.mul(tf.sub(p, onehot()), w()), dy)];
       },
+    };
+  });
+  return f(logits) as tf.Scalar;
+}
+
+/**
+ * The same loss through the fused kernels of the native cpu path (core/nativeKernels.ts): two
+ * passes over the logits forward, one backward, no one-hot. Its bits differ from the composite
+ * (log-sum-exp in double); it is used whenever the backend has the kernels, so a run's bits
+ * depend only on its backend, as everywhere else.
+ */
+function fusedCrossEntropy(logits: tf.Tensor2D, targets: Int32Array, weights: Float32Array): tf.Scalar {
+  const y = () => tf.tensor1d(targets, 'int32');
+  const w = () => tf.tensor1d(weights, 'float32');
+  const f = customGrad1((z, save) => {
+    const [loss, lse] = tf.engine().runKernel(CE_KERNEL, { logits: z, targets: y(), weights: w() }, {}) as tf.Tensor[];
+    save([z, lse]);
+    return {
+      value: loss,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => [tf.engine().runKernel(CE_GRAD_KERNEL, { logits: saved[0], targets: y(), weights: w(), lse: saved[1], dy }, {}) as tf.Tensor],
     };
   });
   return f(logits) as tf.Scalar;

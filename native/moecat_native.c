@@ -22,6 +22,9 @@
 #include <string.h>
 #include <node_api.h>
 #include <cblas.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #define MAXR 8
 
@@ -538,6 +541,88 @@ static napi_value scatter_add_rows(napi_env env, napi_callback_info info) {
 }
 
 
+
+/* ------------------------------------------------------------------ fused cross-entropy */
+
+/*
+ * crossEntropy(z, targets, weights, lse, rows, cols) -> sum_t w_t (lse_t - z_t[y_t])
+ * One pass for the row max, one for sum exp(z - max) in double; lse_t = max + log(sum) is
+ * stored (float32) for the backward pass. Rows with weight 0 still get their lse. The total is
+ * accumulated in double in row order.
+ */
+static napi_value cross_entropy(napi_env env, napi_callback_info info) {
+  ARGS(6);
+  F32(0, z, nz);
+  I32A(1, y, ny);
+  F32(2, w, nw);
+  F32(3, lse, nl);
+  INT(4, rows);
+  INT(5, cols);
+  if (rows < 0 || cols < 1 || (size_t)(rows * cols) > nz || (size_t)rows > ny || (size_t)rows > nw || (size_t)rows > nl) {
+    throw_range(env, "moecat_native.crossEntropy: sizes do not match the arrays");
+    return NULL;
+  }
+  double total = 0;
+  for (int64_t i = 0; i < rows; i++) {
+    if (y[i] < 0 || y[i] >= cols) {
+      throw_range(env, "moecat_native.crossEntropy: target out of range");
+      return NULL;
+    }
+    const float* r = z + i * cols;
+    float m = r[0];
+    for (int64_t j = 1; j < cols; j++) {
+      const float v = r[j];
+      if (v != v || v > m) m = v;
+    }
+    double s = 0;
+    for (int64_t j = 0; j < cols; j++) s += exp((double)r[j] - (double)m);
+    const double l = (double)m + log(s);
+    lse[i] = (float)l;
+    if (w[i] != 0) total += (double)w[i] * (l - (double)r[y[i]]);
+  }
+  napi_value out;
+  CHECK(napi_create_double(env, total, &out));
+  return out;
+}
+
+/*
+ * crossEntropyGrad(z, targets, weights, lse, dy, out, rows, cols)
+ * out_tj = (exp(z_tj - lse_t) - [j == y_t]) * w_t * dy, in double, rounded once; zero rows
+ * where w_t = 0.
+ */
+static napi_value cross_entropy_grad(napi_env env, napi_callback_info info) {
+  ARGS(8);
+  F32(0, z, nz);
+  I32A(1, y, ny);
+  F32(2, w, nw);
+  F32(3, lse, nl);
+  DBL(4, dy);
+  F32(5, o, no);
+  INT(6, rows);
+  INT(7, cols);
+  if (rows < 0 || cols < 1 || (size_t)(rows * cols) > nz || (size_t)(rows * cols) > no || (size_t)rows > ny || (size_t)rows > nw || (size_t)rows > nl) {
+    throw_range(env, "moecat_native.crossEntropyGrad: sizes do not match the arrays");
+    return NULL;
+  }
+  for (int64_t i = 0; i < rows; i++) {
+    const float* r = z + i * cols;
+    float* g = o + i * cols;
+    if (w[i] == 0) {
+      memset(g, 0, sizeof(float) * (size_t)cols);
+      continue;
+    }
+    if (y[i] < 0 || y[i] >= cols) {
+      throw_range(env, "moecat_native.crossEntropyGrad: target out of range");
+      return NULL;
+    }
+    const double sc = (double)w[i] * dy;
+    const double l = (double)lse[i];
+    for (int64_t j = 0; j < cols; j++) g[j] = (float)(exp((double)r[j] - l) * sc);
+    g[y[i]] = (float)((exp((double)r[y[i]] - l) - 1.0) * sc);
+  }
+  return undef(env);
+}
+
 /* ------------------------------------------------------------------ AdamW */
 
 /*
@@ -601,6 +686,33 @@ static napi_value adamw(napi_env env, napi_callback_info info) {
   return undef(env);
 }
 
+
+/* ------------------------------------------------------------------ malloc */
+
+/*
+ * tuneMalloc(mmapThreshold, trimThreshold) -> boolean
+ * glibc serves blocks above M_MMAP_THRESHOLD (dynamic, at most 32 MiB) with fresh mmap()s and
+ * gives freed heap tops back to the kernel above M_TRIM_THRESHOLD. A training step allocates
+ * and frees the same large ArrayBuffers every step, so every one of them page-faults afresh
+ * (kernel page clearing was 10% of a configs/small step). Raising both keeps the memory mapped
+ * and reused. Returns false where the C library is not glibc.
+ */
+static napi_value tune_malloc(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  INT(0, mmap_threshold);
+  INT(1, trim_threshold);
+  napi_value r;
+#ifdef __GLIBC__
+  int ok = mallopt(M_MMAP_THRESHOLD, (int)mmap_threshold) == 1 && mallopt(M_TRIM_THRESHOLD, (int)trim_threshold) == 1;
+  CHECK(napi_get_boolean(env, ok, &r));
+#else
+  (void)mmap_threshold;
+  (void)trim_threshold;
+  CHECK(napi_get_boolean(env, 0, &r));
+#endif
+  return r;
+}
+
 /* ------------------------------------------------------------------ module */
 
 static napi_value init(napi_env env, napi_value exports) {
@@ -617,6 +729,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"gatherRows", NULL, gather_rows, NULL, NULL, NULL, napi_default, NULL},
       {"scatterAddRows", NULL, scatter_add_rows, NULL, NULL, NULL, napi_default, NULL},
       {"adamw", NULL, adamw, NULL, NULL, NULL, napi_default, NULL},
+      {"crossEntropy", NULL, cross_entropy, NULL, NULL, NULL, napi_default, NULL},
+      {"crossEntropyGrad", NULL, cross_entropy_grad, NULL, NULL, NULL, napi_default, NULL},
+      {"tuneMalloc", NULL, tune_malloc, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
   return exports;

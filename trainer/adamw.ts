@@ -47,7 +47,7 @@ export function adamwStep(
   lrScale: Partial<Record<ParamGroup, number>>,
   gradScale = 1,
 ): void {
-  const native = nativeAddon();
+  const native = process.env.MOECAT_NATIVE_ADAMW === '0' ? null : nativeAddon();
   if (!native?.adamw) {
     adamwStepJs(params, grads, state, slices, lr, cfg, lrScale, gradScale);
     return;

@@ -3,6 +3,7 @@
  * experts that received no tokens) and the scalar parts read inside the tape.
  */
 import * as tf from '@tensorflow/tfjs';
+import { readInto } from '../core/nativeKernels';
 import { ModelConfig } from '../model/config';
 import { FlatLayout } from '../model/flatParams';
 import { ParamStore } from '../model/params';
@@ -49,7 +50,7 @@ export function microbatchGrad(
   const grad = new Float32Array(layout.total);
   for (const s of layout.specs) {
     const g = grads[store.get(s.name).name];
-    if (g) grad.set(g.dataSync() as Float32Array, layout.offsets.get(s.name)!);
+    if (g) readInto(g, grad, layout.offsets.get(s.name)!);
   }
   tf.dispose(value);
   tf.dispose(grads);
