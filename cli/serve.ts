@@ -4,6 +4,8 @@ import { ConfigError } from '../core/errors';
 import { defaultModelId, loadForServing } from '../inference/engineLoad';
 import { startServer } from '../inference/server';
 import { backendOption, handle, startBackend } from './common';
+import { KV_MODES, loadKvMode } from '../inference/kv/options';
+import { a2atsEngineSteps } from '../inference/kv/engineSteps';
 
 interface ServeArgs {
   checkpoint: string;
@@ -16,6 +18,8 @@ interface ServeArgs {
   'model-name'?: string;
   quiet: boolean;
   sparsity?: string;
+  kv: string;
+  'kv-ratio': number;
   backend?: string;
 }
 
@@ -34,14 +38,20 @@ export const command: CommandModule<object, ServeArgs> = {
       .option('model-name', { type: 'string', describe: 'model id clients send (default: the run name)' })
       .option('quiet', { type: 'boolean', default: false, describe: 'no per-request log lines' })
       .option('sparsity', { type: 'string', describe: 'activation sparsity from `moecat calibrate` thresholds (chess, chess-ffn, cats); decodes each row with batch-1 JS kernels' })
+      .option('kv', { type: 'string', default: 'full', choices: [...KV_MODES], describe: 'attention over the KV cache: full, or a2ats (retrieval over calibrated key codebooks, K/V on the host; run `moecat calibrate --method a2ats` first)' })
+      .option('kv-ratio', { type: 'number', default: 0.06, describe: 'A2ATS: share of the context retrieved per query head, in (0, 1]' })
       .options(backendOption) as unknown as Argv<ServeArgs>,
   handler: handle(async (a: ServeArgs) => {
     for (const [flag, v, min] of [['--port', a.port, 0], ['--max-batch', a['max-batch'], 1], ['--max-queue', a['max-queue'], 0], ['--max-body-bytes', a['max-body-bytes'], 1]] as const) {
       if (!Number.isInteger(v) || v < min || (flag === '--port' && v > 65535)) throw new ConfigError(`${flag} must be an integer >= ${min}, got ${v}`, { where: flag });
     }
+    if (a.kv === 'a2ats' && a.sparsity) throw new ConfigError('--kv a2ats cannot be combined with --sparsity (each replaces the decode step); use one of them');
     await startBackend(a.backend);
     const { model, tokenizer } = loadForServing(a.checkpoint);
     const modelId = a['model-name'] ?? defaultModelId(model.dir);
+    const kv = loadKvMode(model.dir, a.kv, a['kv-ratio']);
+    const a2ats = kv ? a2atsEngineSteps(model, kv) : undefined;
+    if (a2ats) process.stderr.write(a2ats.describe() + '\n');
     const sparse = a.sparsity ? (await import('../inference/sparse')).loadSparsity(model, a.sparsity) : undefined;
     if (sparse) process.stderr.write(sparse.describe() + '\n');
     const srv = await startServer({
@@ -53,11 +63,12 @@ export const command: CommandModule<object, ServeArgs> = {
       maxBatch: a['max-batch'],
       maxQueue: a['max-queue'],
       maxBodyBytes: a['max-body-bytes'],
-      steps: sparse?.steps,
+      steps: a2ats ?? sparse?.steps,
       modelId,
       log: a.quiet ? undefined : (line) => process.stderr.write(`${new Date().toISOString()} ${line}\n`),
     });
-    process.stderr.write(`serving '${modelId}' (${model.dir}, step ${model.step}) at ${srv.url}/v1 | max batch ${a['max-batch']}${a['api-key'] ?? process.env.MOECAT_API_KEY ? ' | API key required' : ''}\n`);
+    const mode = kv ? ` | kv a2ats ratio ${kv.opts.ratio}` : '';
+    process.stderr.write(`serving '${modelId}' (${model.dir}, step ${model.step}) at ${srv.url}/v1 | max batch ${a['max-batch']}${mode}${a['api-key'] ?? process.env.MOECAT_API_KEY ? ' | API key required' : ''}\n`);
     await new Promise<void>((resolve) => {
       const stop = (sig: string) => {
         process.stderr.write(`${sig}: shutting down\n`);

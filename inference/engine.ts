@@ -7,8 +7,9 @@
  *      token;
  *   3. every other running sequence decodes one token in one batched step (engineStep.ts).
  * A sequence leaves the batch when it hits max tokens, a stop id, a stop string or the context
- * end; its cache tensors are disposed at once. Sampling is seeded per (seed, position), so a
- * request's text does not depend on what else is batched with it.
+ * end; its cache tensors are disposed at once (and the steps' `release` hook is told, so state
+ * that replacement steps keep beside the caches goes too). Sampling is seeded per (seed,
+ * position), so a request's text does not depend on what else is batched with it.
  */
 import * as crypto from 'crypto';
 import { MoecatError } from '../core/errors';
@@ -78,12 +79,28 @@ export interface RequestHandle {
   cancel(): void;
 }
 
+/**
+ * Replacement forward passes (e.g. CHESS sparse decode, inference/sparse; A2ATS retrieval
+ * attention, inference/kv/engineSteps.ts). The optional hooks let steps that keep per-sequence
+ * state beside the caches they return free it and report it.
+ */
+export interface EngineStepHooks {
+  prefill: typeof prefill;
+  decodeBatch: typeof decodeBatch;
+  /** Called each time the engine disposes caches these steps returned: after a decode step (the old ones), and on finish, cancel or failure. */
+  release?(caches: LayerCaches): void;
+  /** Bytes one sequence holds, for the KV-cache gauge (default: its cache tensors' bytes). */
+  cacheBytes?(caches: LayerCaches): number;
+  /** Adds the steps' own metrics to the engine's registry (served on /metrics). */
+  registerMetrics?(r: Registry): void;
+}
+
 export interface EngineOptions {
   maxBatch: number;
   maxQueue: number;
   prefillTokens: number;
-  /** Replacement forward passes (e.g. CHESS sparse decode, inference/sparse); default engineStep's. */
-  steps?: { prefill: typeof prefill; decodeBatch: typeof decodeBatch };
+  /** Replacement forward passes; default engineStep's. */
+  steps?: EngineStepHooks;
 }
 
 /** A request the engine cannot take (bad ids, queue full, engine closed). */
@@ -141,7 +158,7 @@ export class Engine {
     kvBytes: Gauge;
   };
 
-  private readonly steps: NonNullable<EngineOptions['steps']>;
+  private readonly steps: EngineStepHooks;
 
   constructor(readonly model: ServingModel, readonly tokenizer: EngineTokenizer, opts: Partial<EngineOptions> = {}) {
     const o: EngineOptions = { maxBatch: 8, maxQueue: 256, prefillTokens: 512, ...opts };
@@ -169,6 +186,7 @@ export class Engine {
     r.gauge('moecat_requests_running', 'Sequences in the decode batch.', () => this.batcher.running.length);
     r.gauge('moecat_requests_waiting', 'Requests queued for the batch.', () => this.batcher.waiting.length);
     r.gauge('moecat_max_batch', 'Most sequences decoded per step.', () => o.maxBatch);
+    this.steps.registerMetrics?.(r);
   }
 
   get running(): number {
@@ -184,7 +202,8 @@ export class Engine {
   }
 
   kvCacheBytes(): number {
-    return this.batcher.running.reduce((n, s) => n + (s.caches ? cacheBytes(s.caches) : 0), 0);
+    const bytes = this.steps.cacheBytes ?? cacheBytes;
+    return this.batcher.running.reduce((n, s) => n + (s.caches ? bytes(s.caches) : 0), 0);
   }
 
   /** Queues a request; it joins the running batch at the next engine step. */
@@ -299,7 +318,7 @@ export class Engine {
       r.logits.dispose();
       const rows = r.caches;
       batch.forEach((s, b) => {
-        disposeCaches(s.caches);
+        this.dispose(s.caches);
         s.caches = rows[b];
         s.past += 1;
         s.ffnRows += r.rowFfnRows[b];
@@ -365,7 +384,7 @@ export class Engine {
   private finish(s: Sequence, reason: FinishReason): void {
     if (s.done) return;
     s.done = true;
-    disposeCaches(s.caches);
+    this.dispose(s.caches);
     s.caches = undefined;
     this.m.requests.inc({ finish_reason: reason });
     if (reason !== 'cancelled') {
@@ -387,11 +406,18 @@ export class Engine {
     for (const s of seqs) {
       if (s.done) continue;
       s.done = true;
-      disposeCaches(s.caches);
+      this.dispose(s.caches);
       s.caches = undefined;
       this.m.requests.inc({ finish_reason: 'error' });
       s.settle(e instanceof Error ? e : new Error(String(e)));
     }
+  }
+
+  /** Disposes a sequence's caches and tells the steps (their per-sequence state goes too). */
+  private dispose(c: LayerCaches | undefined): void {
+    if (!c) return;
+    disposeCaches(c);
+    this.steps.release?.(c);
   }
 
   private recentTokensPerSecond(): number {

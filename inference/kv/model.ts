@@ -1,10 +1,12 @@
 /**
- * Batch-1 decoding of a whole model with A2ATS attention (DESIGN.md section 8). The layer math
- * mirrors model/scmoeLayer.ts and model/attention.ts, but each attention block computes its
- * pre-RoPE queries/keys/values with tfjs and then attends on the host (kv/attention.ts), so the
- * full K/V live in plain arrays (the host tier). The prompt is prefilled with exact attention;
- * decode steps use A2ATS retrieval. Greedy output matches inference/generate.ts when every key
- * is selected (ratio 1), up to float rounding (host attention accumulates in float64).
+ * Decoding of a whole model with A2ATS attention (DESIGN.md section 8). The layer math mirrors
+ * model/scmoeLayer.ts and model/attention.ts, but each attention block computes its pre-RoPE
+ * queries/keys/values with tfjs and then attends on the host (kv/attention.ts), so the full K/V
+ * live in plain arrays (the host tier). The prompt is prefilled with exact attention; decode
+ * steps use A2ATS retrieval. `generateA2ATS` is batch 1; `hostForwardBatch` runs several
+ * sequences per forward (the serving engine's steps, kv/engineSteps.ts). Greedy output matches
+ * inference/generate.ts when every key is selected (ratio 1), up to float rounding (host
+ * attention accumulates in float64).
  */
 import * as tf from '@tensorflow/tfjs';
 import { ModelConfig } from '../../model/config';
@@ -96,34 +98,45 @@ export interface AttendStats {
   available: number;
 }
 
+/** One sequence's part of a host forward: `ids` run at positions cache.length.. of `cache`. */
+export interface HostSegment {
+  cache: A2ATSCache;
+  ids: number[];
+}
+
 function hostAttention(
-  c: ModelConfig, P: ParamGetter, p: string, x: tf.Tensor2D, S: number, past: number,
-  groups: A2ATSHeadGroup[], sparse: boolean, stats: AttendStats, hook?: (q: Float32Array, k: Float32Array, v: Float32Array) => void,
+  c: ModelConfig, P: ParamGetter, p: string, x: tf.Tensor2D, segs: HostSegment[], past: number[], l: number, j: number,
+  sparse: boolean, stats: AttendStats, hook?: (q: Float32Array, k: Float32Array, v: Float32Array, S: number) => void,
 ): tf.Tensor2D {
   const lay = blockLayout(c);
-  const { q, k, v } = project(c, P, p, x, S);
-  hook?.(q, k, v);
+  const N = x.shape[0];
+  const { q, k, v } = project(c, P, p, x, N);
+  hook?.(q, k, v, N);
   const { nHeads: H, nKvHeads: Hk, groupSize: G, dk, dv } = lay;
-  const o = new Float32Array(S * H * dv);
-  for (let i = 0; i < S; i++) {
-    const pos = past + i;
-    for (let h = 0; h < Hk; h++) groups[h].append(k.subarray((i * Hk + h) * dk, (i * Hk + h + 1) * dk), v.subarray((i * Hk + h) * dv, (i * Hk + h + 1) * dv));
-    for (let h = 0; h < Hk; h++) {
-      const qs = Array.from({ length: G }, (_, g) => q.subarray((i * H + h * G + g) * dk, (i * H + h * G + g + 1) * dk));
-      let outs: Float32Array[];
-      if (sparse) {
-        const r = groups[h].attend(qs, pos);
-        outs = r.out;
-        stats.attended += r.selected.length;
-      } else {
-        outs = groups[h].attendExact(qs, pos);
-        stats.attended += pos + 1;
+  const o = new Float32Array(N * H * dv);
+  let row = 0;
+  segs.forEach((seg, n) => {
+    const groups = seg.cache.groups[l][j];
+    for (let i = 0; i < seg.ids.length; i++, row++) {
+      const pos = past[n] + i;
+      for (let h = 0; h < Hk; h++) groups[h].append(k.subarray((row * Hk + h) * dk, (row * Hk + h + 1) * dk), v.subarray((row * Hk + h) * dv, (row * Hk + h + 1) * dv));
+      for (let h = 0; h < Hk; h++) {
+        const qs = Array.from({ length: G }, (_, g) => q.subarray((row * H + h * G + g) * dk, (row * H + h * G + g + 1) * dk));
+        let outs: Float32Array[];
+        if (sparse) {
+          const r = groups[h].attend(qs, pos);
+          outs = r.out;
+          stats.attended += r.selected.length;
+        } else {
+          outs = groups[h].attendExact(qs, pos);
+          stats.attended += pos + 1;
+        }
+        stats.available += pos + 1;
+        outs.forEach((og, g) => o.set(og, (row * H + h * G + g) * dv));
       }
-      stats.available += pos + 1;
-      outs.forEach((og, g) => o.set(og, (i * H + h * G + g) * dv));
     }
-  }
-  return tf.matMul(tf.tensor2d(o, [S, H * dv]), P(`${p}.o_proj.weight`) as tf.Tensor2D);
+  });
+  return tf.matMul(tf.tensor2d(o, [N, H * dv]), P(`${p}.o_proj.weight`) as tf.Tensor2D);
 }
 
 export interface HostForwardResult {
@@ -134,40 +147,83 @@ export interface HostForwardResult {
   stats: AttendStats;
 }
 
+export interface HostBatchResult {
+  /** Logits of each segment's last position, [segments, V] row-major. */
+  logits: Float32Array;
+  /** FFN-expert rows run per MoE layer, and tokens routed per MoE layer. */
+  layerFfnRows: number[];
+  layerTokens: number[];
+  /** FFN-expert rows run for each segment's tokens, summed over layers. */
+  segmentFfnRows: number[];
+  stats: AttendStats;
+}
+
 /**
- * Runs `ids` at positions cache.length.. through the model, appending their keys/values to the
- * cache. `sparse`: A2ATS retrieval (decode); otherwise exact attention (prefill, calibration).
+ * Runs several sequences through the model in one forward: every per-token part (embeddings,
+ * norms, projections, dense FFNs, router and MoE experts, lm_head) runs once on all their rows,
+ * and attention runs per row against that sequence's own host cache, appending its keys/values.
+ * `sparse`: A2ATS retrieval (decode); otherwise exact attention (prefill, calibration).
  */
-export function hostForward(m: ServingModel, cache: A2ATSCache, ids: number[], sparse: boolean, hook?: ProjectionHook): HostForwardResult {
+export function hostForwardBatch(m: ServingModel, segs: HostSegment[], sparse: boolean, hook?: ProjectionHook): HostBatchResult {
   const c = m.config;
   const P: ParamGetter = (n) => m.store.get(n);
-  const S = ids.length;
-  const past = cache.length;
+  if (segs.length === 0 || segs.some((s) => s.ids.length === 0)) throw new Error('hostForwardBatch needs at least one sequence and one token per sequence');
+  const ids = segs.flatMap((s) => s.ids);
+  const N = ids.length;
+  const past = segs.map((s) => s.cache.length);
+  const rowSeg = Int32Array.from(segs.flatMap((s, n) => s.ids.map(() => n)));
+  const lastRows = new Int32Array(segs.length);
+  let end = -1;
+  segs.forEach((s, n) => {
+    end += s.ids.length;
+    lastRows[n] = end;
+  });
   const stats: AttendStats = { attended: 0, available: 0 };
-  return tf.tidy(() => {
+  const layerFfnRows: number[] = [];
+  const layerTokens: number[] = [];
+  const segmentFfnRows = new Array<number>(segs.length).fill(0);
+  const NE = c.moe.nExperts;
+  const K = c.moe.topK;
+  const logits = tf.tidy(() => {
     let x = gatherRows(P('model.embed_tokens.weight') as tf.Tensor2D, Int32Array.from(ids));
-    let ffn = 0;
     for (let l = 0; l < c.nLayers; l++) {
       const p = `model.layers.${l}`;
       const norm = (t: tf.Tensor, name: string) => rmsNorm(t, P(`${p}.${name}.weight`), c.rmsEps) as tf.Tensor2D;
       const dense = (t: tf.Tensor2D, j: number) => swiglu(t, P(`${p}.mlps.${j}.gate_proj.weight`), P(`${p}.mlps.${j}.up_proj.weight`), P(`${p}.mlps.${j}.down_proj.weight`));
       const attn = (t: tf.Tensor2D, j: number) =>
-        hostAttention(c, P, `${p}.self_attn.${j}`, t, S, past, cache.groups[l][j], sparse, stats, hook ? (q, k, v) => hook(l, j, q, k, v, S) : undefined);
+        hostAttention(c, P, `${p}.self_attn.${j}`, t, segs, past, l, j, sparse, stats, hook ? (q, k, v, S) => hook(l, j, q, k, v, S) : undefined);
       // Same dataflow as model/scmoeLayer.ts.
       const h1 = tf.add(x, attn(norm(x, 'input_layernorm.0'), 0)) as tf.Tensor2D;
       const u = norm(h1, 'post_attention_layernorm.0');
-      const moe = moeLayer(c, P, `${p}.mlp`, u, m.biases[l], { B: 1, S });
-      ffn += moe.stats.ffnRows / moe.stats.tokens;
+      // (The shape only feeds the balance loss, which inference does not compute.)
+      const moe = moeLayer(c, P, `${p}.mlp`, u, m.biases[l], { B: 1, S: N });
+      layerFfnRows.push(moe.stats.ffnRows);
+      layerTokens.push(moe.stats.tokens);
+      for (let slot = 0; slot < N * K; slot++) if (moe.routing.idx[slot] < NE) segmentFfnRows[rowSeg[Math.floor(slot / K)]]++;
       const h2 = (c.layerType === 'scmoe' ? tf.add(h1, dense(u, 0)) : tf.add(h1, moe.out)) as tf.Tensor2D;
       const h3 = tf.add(h2, attn(norm(h2, 'input_layernorm.1'), 1)) as tf.Tensor2D;
       let y = tf.add(h3, dense(norm(h3, 'post_attention_layernorm.1'), 1)) as tf.Tensor2D;
       if (c.layerType === 'scmoe') y = tf.add(y, moe.out) as tf.Tensor2D;
       x = y;
     }
-    const h = rmsNorm(tf.slice(x, [S - 1, 0], [1, c.dModel]), P('model.norm.weight'), c.rmsEps) as tf.Tensor2D;
-    const logits = tf.matMul(h, P('lm_head.weight') as tf.Tensor2D).dataSync() as Float32Array;
-    return { logits: Float32Array.from(logits), ffn: ffn / c.nLayers, stats } as unknown as tf.TensorContainer;
-  }) as unknown as HostForwardResult;
+    const last = segs.length === 1 ? tf.slice(x, [N - 1, 0], [1, c.dModel]) : gatherRows(x, lastRows);
+    const h = rmsNorm(last, P('model.norm.weight'), c.rmsEps) as tf.Tensor2D;
+    return tf.matMul(h, P('lm_head.weight') as tf.Tensor2D);
+  });
+  const out = Float32Array.from(logits.dataSync() as Float32Array);
+  logits.dispose();
+  return { logits: out, layerFfnRows, layerTokens, segmentFfnRows, stats };
+}
+
+/**
+ * Runs `ids` at positions cache.length.. through the model, appending their keys/values to the
+ * cache. `sparse`: A2ATS retrieval (decode); otherwise exact attention (prefill, calibration).
+ */
+export function hostForward(m: ServingModel, cache: A2ATSCache, ids: number[], sparse: boolean, hook?: ProjectionHook): HostForwardResult {
+  const r = hostForwardBatch(m, [{ cache, ids }], sparse, hook);
+  let ffn = 0;
+  for (let l = 0; l < r.layerFfnRows.length; l++) ffn += r.layerFfnRows[l] / r.layerTokens[l];
+  return { logits: r.logits, ffn: ffn / m.config.nLayers, stats: r.stats };
 }
 
 export interface A2ATSGenerateResult extends GenerateResult {
