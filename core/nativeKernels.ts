@@ -44,6 +44,10 @@ export interface NativeAddon {
   tuneMalloc?(mmapThreshold: number, trimThreshold: number): boolean;
   crossEntropy?(z: Float32Array, targets: Int32Array, weights: Float32Array, lse: Float32Array, rows: number, cols: number): number;
   crossEntropyGrad?(z: Float32Array, targets: Int32Array, weights: Float32Array, lse: Float32Array, dy: number, out: Float32Array, rows: number, cols: number): void;
+  rmsNorm?(x: Float32Array, w: Float32Array, y: Float32Array, rinv: Float32Array, rows: number, cols: number, eps: number): void;
+  rmsNormGrad?(x: Float32Array, w: Float32Array, rinv: Float32Array, dy: Float32Array, dx: Float32Array, dw: Float32Array, rows: number, cols: number): void;
+  siluMul?(g: Float32Array, u: Float32Array, out: Float32Array, n: number): void;
+  siluMulGrad?(g: Float32Array, u: Float32Array, da: Float32Array, dg: Float32Array, du: Float32Array, n: number): void;
   /** One AdamW update over slices (trainer/adamw.ts); absent in addons built before it existed. */
   adamw?(params: Float32Array, grads: Float32Array, m: Float32Array, v: Float32Array, offsets: Int32Array, sizes: Int32Array, lrs: Float64Array, wds: Float64Array, b1: number, b2: number, c1: number, c2: number, eps: number, gradScale: number): void;
 }
@@ -683,7 +687,79 @@ const crossEntropyGradKernel = (m: NativeAddon): KernelFunc | null =>
       }
     : null;
 
+export const RMS_KERNEL = 'MoecatRmsNorm';
+export const RMS_GRAD_KERNEL = 'MoecatRmsNormGrad';
+export const SILU_MUL_KERNEL = 'MoecatSiluMul';
+export const SILU_MUL_GRAD_KERNEL = 'MoecatSiluMulGrad';
+
+const lastDim = (t: TensorInfo) => t.shape[t.shape.length - 1];
+
+/** RMSNorm over the last axis: inputs x, w [d]; attr eps; outputs y and 1/rms per row. */
+const rmsNormKernel = (m: NativeAddon): KernelFunc | null =>
+  m.rmsNorm
+    ? (args) => {
+        const b = be(args);
+        const { x, w } = args.inputs as { x: TensorInfo; w: TensorInfo };
+        const xv = f32(b, x);
+        const wv = f32(b, w);
+        const d = lastDim(x);
+        if (!xv || !wv || wv.length !== d) throw new Error(`${RMS_KERNEL}: expects float32 x [..., d] and w [d]`);
+        const rows = xv.length / d;
+        const y = alloc(xv.length);
+        const rinv = alloc(rows);
+        m.rmsNorm!(xv, wv, y, rinv, rows, d, (args.attrs as unknown as { eps: number }).eps);
+        return [b.makeTensorInfo(x.shape.slice(), 'float32', y), b.makeTensorInfo([rows], 'float32', rinv)];
+      }
+    : null;
+
+const rmsNormGradKernel = (m: NativeAddon): KernelFunc | null =>
+  m.rmsNormGrad
+    ? (args) => {
+        const b = be(args);
+        const { x, w, rinv, dy } = args.inputs as Record<string, TensorInfo>;
+        const [xv, wv, rv, gv] = [f32(b, x), f32(b, w), f32(b, rinv), f32(b, dy)];
+        if (!xv || !wv || !rv || !gv) throw new Error(`${RMS_GRAD_KERNEL}: bad input dtypes`);
+        const d = lastDim(x);
+        const dx = alloc(xv.length);
+        const dw = alloc(d);
+        m.rmsNormGrad!(xv, wv, rv, gv, dx, dw, xv.length / d, d);
+        return [b.makeTensorInfo(x.shape.slice(), 'float32', dx), b.makeTensorInfo([d], 'float32', dw)];
+      }
+    : null;
+
+/** silu(g) * u, the SwiGLU activation: inputs g, u of one shape. */
+const siluMulKernel = (m: NativeAddon): KernelFunc | null =>
+  m.siluMul
+    ? (args) => {
+        const b = be(args);
+        const { g, u } = args.inputs as { g: TensorInfo; u: TensorInfo };
+        const [gv, uv] = [f32(b, g), f32(b, u)];
+        if (!gv || !uv || gv.length !== uv.length) throw new Error(`${SILU_MUL_KERNEL}: expects two float32 tensors of one shape`);
+        const out = alloc(gv.length);
+        m.siluMul!(gv, uv, out, gv.length);
+        return b.makeTensorInfo(g.shape.slice(), 'float32', out);
+      }
+    : null;
+
+const siluMulGradKernel = (m: NativeAddon): KernelFunc | null =>
+  m.siluMulGrad
+    ? (args) => {
+        const b = be(args);
+        const { g, u, dy } = args.inputs as Record<string, TensorInfo>;
+        const [gv, uv, av] = [f32(b, g), f32(b, u), f32(b, dy)];
+        if (!gv || !uv || !av) throw new Error(`${SILU_MUL_GRAD_KERNEL}: bad input dtypes`);
+        const dg = alloc(gv.length);
+        const du = alloc(gv.length);
+        m.siluMulGrad!(gv, uv, av, dg, du, gv.length);
+        return [b.makeTensorInfo(g.shape.slice(), 'float32', dg), b.makeTensorInfo(g.shape.slice(), 'float32', du)];
+      }
+    : null;
+
 const FUSED_KERNELS: Record<string, (m: NativeAddon) => KernelFunc | null> = {
   [CE_KERNEL]: crossEntropyKernel,
   [CE_GRAD_KERNEL]: crossEntropyGradKernel,
+  [RMS_KERNEL]: rmsNormKernel,
+  [RMS_GRAD_KERNEL]: rmsNormGradKernel,
+  [SILU_MUL_KERNEL]: siluMulKernel,
+  [SILU_MUL_GRAD_KERNEL]: siluMulGradKernel,
 };

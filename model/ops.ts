@@ -5,7 +5,7 @@
  * closed-form gradient; RMSNorm is computed in float32 with eps inside the root.
  */
 import * as tf from '@tensorflow/tfjs';
-import { CE_GRAD_KERNEL, CE_KERNEL } from '../core/nativeKernels';
+import { CE_GRAD_KERNEL, CE_KERNEL, RMS_GRAD_KERNEL, RMS_KERNEL, SILU_MUL_GRAD_KERNEL, SILU_MUL_KERNEL } from '../core/nativeKernels';
 
 type GradFn = (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[];
 
@@ -33,7 +33,7 @@ export function gatherRows(x: tf.Tensor2D, idx: Int32Array): tf.Tensor2D {
  */
 export function weightedCrossEntropy(logits: tf.Tensor2D, targets: Int32Array, weights: Float32Array): tf.Scalar {
   const [T, V] = logits.shape;
-  if (tf.getKernel(CE_KERNEL, tf.getBackend()) && tf.getKernel(CE_GRAD_KERNEL, tf.getBackend())) return fusedCrossEntropy(logits, targets, weights);
+  if (hasKernels(CE_KERNEL, CE_GRAD_KERNEL)) return fusedCrossEntropy(logits, targets, weights);
   // wasm's OneHot kernel returns zeros when asked for float32 output: build int32, then cast.
   const onehot = () => tf.cast(tf.oneHot(tf.tensor1d(targets, 'int32'), V), 'float32');
   const w = () => tf.tensor2d(weights, [T, 1]);
@@ -73,8 +73,28 @@ function fusedCrossEntropy(logits: tf.Tensor2D, targets: Int32Array, weights: Fl
   return f(logits) as tf.Scalar;
 }
 
-/** RMSNorm over the last axis: x · rsqrt(mean(x²) + eps) · w. */
+/** True when the current backend registers both kernels (the fused native cpu path). */
+const hasKernels = (a: string, b: string) => !!tf.getKernel(a, tf.getBackend()) && !!tf.getKernel(b, tf.getBackend());
+
+/** A two-input customGrad. */
+function customGrad2(fn: (a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => { value: tf.Tensor; gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[] }): (a: tf.Tensor, b: tf.Tensor) => tf.Tensor {
+  const g = tf.customGrad(((...args: (tf.Tensor | tf.GradSaveFunc)[]) => fn(args[0] as tf.Tensor, args[1] as tf.Tensor, args[2] as tf.GradSaveFunc)) as unknown as Parameters<typeof tf.customGrad>[0]);
+  return (a: tf.Tensor, b: tf.Tensor) => g(a, b);
+}
+
+/**
+ * RMSNorm over the last axis: x · rsqrt(mean(x²) + eps) · w. On the native cpu path one fused
+ * kernel each way (sums in double; bits differ from the composite, like every backend's).
+ */
 export function rmsNorm(x: tf.Tensor, w: tf.Tensor, eps: number): tf.Tensor {
+  if (hasKernels(RMS_KERNEL, RMS_GRAD_KERNEL)) {
+    const f = customGrad2((xi, wi, save) => {
+      const [y, rinv] = tf.engine().runKernel(RMS_KERNEL, { x: xi, w: wi }, { eps } as unknown as tf.NamedAttrMap) as tf.Tensor[];
+      save([xi, wi, rinv]);
+      return { value: y, gradFunc: (dy, s) => tf.engine().runKernel(RMS_GRAD_KERNEL, { x: s[0], w: s[1], rinv: s[2], dy }, {}) as tf.Tensor[] };
+    });
+    return f(x, w);
+  }
   const ms = tf.mean(tf.square(x), -1, true);
   return tf.mul(tf.mul(x, tf.rsqrt(tf.add(ms, eps))), w);
 }
@@ -83,8 +103,21 @@ export function rmsNorm(x: tf.Tensor, w: tf.Tensor, eps: number): tf.Tensor {
 export function swiglu(x: tf.Tensor2D, wg: tf.Tensor, wu: tf.Tensor, wd: tf.Tensor): tf.Tensor2D {
   const g = tf.matMul(x, wg as tf.Tensor2D);
   const u = tf.matMul(x, wu as tf.Tensor2D);
-  const act = tf.mul(tf.mul(g, tf.sigmoid(g)), u) as tf.Tensor2D;
+  const act = siluMul(g, u) as tf.Tensor2D;
   return tf.matMul(act, wd as tf.Tensor2D);
+}
+
+/** silu(g) · u; one fused kernel each way on the native cpu path. */
+export function siluMul(g: tf.Tensor, u: tf.Tensor): tf.Tensor {
+  if (!hasKernels(SILU_MUL_KERNEL, SILU_MUL_GRAD_KERNEL)) return tf.mul(tf.mul(g, tf.sigmoid(g)), u);
+  const f = customGrad2((gi, ui, save) => {
+    save([gi, ui]);
+    return {
+      value: tf.engine().runKernel(SILU_MUL_KERNEL, { g: gi, u: ui }, {}) as tf.Tensor,
+      gradFunc: (dy, s) => tf.engine().runKernel(SILU_MUL_GRAD_KERNEL, { g: s[0], u: s[1], dy }, {}) as tf.Tensor[],
+    };
+  });
+  return f(g, u);
 }
 
 /** cos/sin tables [S, dim/2] for positions offset..offset+S−1 (float64 math, then float32). */

@@ -623,6 +623,123 @@ static napi_value cross_entropy_grad(napi_env env, napi_callback_info info) {
   return undef(env);
 }
 
+
+/* ------------------------------------------------------------------ fused RMSNorm */
+
+/*
+ * rmsNorm(x, w, y, rinv, rows, cols, eps): rinv_t = 1 / sqrt(sum_j x_tj^2 / cols + eps) in
+ * double; y_tj = x_tj * rinv_t * w_j, rounded once. rinv is kept (float32) for the backward.
+ */
+static napi_value rms_norm(napi_env env, napi_callback_info info) {
+  ARGS(7);
+  F32(0, x, nx);
+  F32(1, w, nw);
+  F32(2, y, ny);
+  F32(3, rinv, nr);
+  INT(4, rows);
+  INT(5, cols);
+  DBL(6, eps);
+  if (rows < 0 || cols < 1 || (size_t)(rows * cols) > nx || (size_t)(rows * cols) > ny || (size_t)cols > nw || (size_t)rows > nr) {
+    throw_range(env, "moecat_native.rmsNorm: sizes do not match the arrays");
+    return NULL;
+  }
+  for (int64_t i = 0; i < rows; i++) {
+    const float* xr = x + i * cols;
+    float* yr = y + i * cols;
+    double ss = 0;
+    for (int64_t j = 0; j < cols; j++) ss += (double)xr[j] * (double)xr[j];
+    const double r = 1.0 / sqrt(ss / (double)cols + eps);
+    rinv[i] = (float)r;
+    for (int64_t j = 0; j < cols; j++) yr[j] = (float)((double)xr[j] * r * (double)w[j]);
+  }
+  return undef(env);
+}
+
+/*
+ * rmsNormGrad(x, w, rinv, dy, dx, dw, rows, cols): with r = rinv_t,
+ *   dx_tj = r (dy_tj w_j) - x_tj r^3 / cols * sum_k dy_tk w_k x_tk,
+ *   dw_j  = sum_t dy_tj x_tj r (double, in row order).
+ */
+static napi_value rms_norm_grad(napi_env env, napi_callback_info info) {
+  ARGS(8);
+  F32(0, x, nx);
+  F32(1, w, nw);
+  F32(2, rinv, nr);
+  F32(3, dy, nd);
+  F32(4, dx, ndx);
+  F32(5, dw, ndw);
+  INT(6, rows);
+  INT(7, cols);
+  if (rows < 0 || cols < 1 || (size_t)(rows * cols) > nx || (size_t)(rows * cols) > nd || (size_t)(rows * cols) > ndx ||
+      (size_t)cols > nw || (size_t)cols > ndw || (size_t)rows > nr) {
+    throw_range(env, "moecat_native.rmsNormGrad: sizes do not match the arrays");
+    return NULL;
+  }
+  double* acc = (double*)calloc((size_t)cols, sizeof(double));
+  if (!acc) {
+    napi_throw_error(env, NULL, "moecat_native.rmsNormGrad: out of memory");
+    return NULL;
+  }
+  for (int64_t i = 0; i < rows; i++) {
+    const float* xr = x + i * cols;
+    const float* gr = dy + i * cols;
+    float* dr = dx + i * cols;
+    const double r = (double)rinv[i];
+    double dot = 0;
+    for (int64_t j = 0; j < cols; j++) dot += (double)gr[j] * (double)w[j] * (double)xr[j];
+    const double c = r * r * r * dot / (double)cols;
+    for (int64_t j = 0; j < cols; j++) {
+      dr[j] = (float)(r * (double)gr[j] * (double)w[j] - (double)xr[j] * c);
+      acc[j] += (double)gr[j] * (double)xr[j] * r;
+    }
+  }
+  for (int64_t j = 0; j < cols; j++) dw[j] = (float)acc[j];
+  free(acc);
+  return undef(env);
+}
+
+/* ------------------------------------------------------------------ fused SwiGLU activation */
+
+/* siluMul(g, u, out, n): out = g * sigmoid(g) * u, in double, rounded once. */
+static napi_value silu_mul(napi_env env, napi_callback_info info) {
+  ARGS(4);
+  F32(0, g, ng);
+  F32(1, u, nu);
+  F32(2, o, no);
+  INT(3, n);
+  if (n < 0 || (size_t)n > ng || (size_t)n > nu || (size_t)n > no) {
+    throw_range(env, "moecat_native.siluMul: sizes do not match the arrays");
+    return NULL;
+  }
+  for (int64_t i = 0; i < n; i++) {
+    const double gi = g[i];
+    o[i] = (float)(gi / (1.0 + exp(-gi)) * (double)u[i]);
+  }
+  return undef(env);
+}
+
+/* siluMulGrad(g, u, da, dg, du, n): s = sigmoid(g); dg = da u s (1 + g (1 - s)); du = da g s. */
+static napi_value silu_mul_grad(napi_env env, napi_callback_info info) {
+  ARGS(6);
+  F32(0, g, ng);
+  F32(1, u, nu);
+  F32(2, da, nda);
+  F32(3, dg, ndg);
+  F32(4, du, ndu);
+  INT(5, n);
+  if (n < 0 || (size_t)n > ng || (size_t)n > nu || (size_t)n > nda || (size_t)n > ndg || (size_t)n > ndu) {
+    throw_range(env, "moecat_native.siluMulGrad: sizes do not match the arrays");
+    return NULL;
+  }
+  for (int64_t i = 0; i < n; i++) {
+    const double gi = g[i], ui = u[i], ai = da[i];
+    const double sg = 1.0 / (1.0 + exp(-gi));
+    dg[i] = (float)(ai * ui * sg * (1.0 + gi * (1.0 - sg)));
+    du[i] = (float)(ai * gi * sg);
+  }
+  return undef(env);
+}
+
 /* ------------------------------------------------------------------ AdamW */
 
 /*
@@ -731,6 +848,10 @@ static napi_value init(napi_env env, napi_value exports) {
       {"adamw", NULL, adamw, NULL, NULL, NULL, napi_default, NULL},
       {"crossEntropy", NULL, cross_entropy, NULL, NULL, NULL, napi_default, NULL},
       {"crossEntropyGrad", NULL, cross_entropy_grad, NULL, NULL, NULL, napi_default, NULL},
+      {"rmsNorm", NULL, rms_norm, NULL, NULL, NULL, napi_default, NULL},
+      {"rmsNormGrad", NULL, rms_norm_grad, NULL, NULL, NULL, napi_default, NULL},
+      {"siluMul", NULL, silu_mul, NULL, NULL, NULL, napi_default, NULL},
+      {"siluMulGrad", NULL, silu_mul_grad, NULL, NULL, NULL, napi_default, NULL},
       {"tuneMalloc", NULL, tune_malloc, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;

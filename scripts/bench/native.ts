@@ -10,9 +10,12 @@
  *
  *   native-torch      the same for scripts/bench/torch_reference.py (PyTorch, same matmul shapes)
  *   native-summary    tokens/s ratios and the share of the native sgemm peak reached in training
+ *   native-levers     small.yaml step time with each cpu+native lever switched off in turn
+ *                     (output-buffer pool, glibc malloc thresholds, fused kernels, AdamW in
+ *                     C), interleaved over rounds so machine noise hits every variant alike
  *
  *   node dist/scripts/bench/native.js                 # everything
- *   node dist/scripts/bench/native.js sgemm train     # a subset (sgemm, train, torch)
+ *   node dist/scripts/bench/native.js sgemm train     # a subset (sgemm, train, torch, levers)
  *   node dist/scripts/bench/native.js --quick         # fewer steps / repeats
  *   node dist/scripts/bench/native.js --coretype X    # OPENBLAS_CORETYPE for the children
  *   node dist/scripts/bench/native.js --child <json>  # internal
@@ -38,6 +41,8 @@ interface ChildTask {
   config?: ConfigName;
   steps?: number;
   quick?: boolean;
+  /** Lever label: only the native-train row is printed, tagged with it. */
+  lever?: string;
 }
 
 function emit(row: Record<string, unknown>): void {
@@ -128,7 +133,9 @@ async function childTrain(task: ChildTask): Promise<void> {
   const cfg = benchConfig(name);
   const t = new Trainer(cfg, new MarkovSource(cfg.seed, cfg.model.vocabSize, cfg.data.microBatchSize, cfg.data.seqLen));
   const tokensPerStep = cfg.data.microBatchSize * cfg.data.seqLen * cfg.data.microBatches;
-  await t.step(); // warm-up: kernel set-up, buffer pools, JIT
+  // Warm-up: kernel set-up, JIT, and the output-buffer pool, which reaches its steady state
+  // (nearly every output a reuse) on the third step.
+  for (let i = 0; i < 3; i++) await t.step();
   // Timed steps first (uninstrumented), then one instrumented step for the kernel table.
   const wall: number[] = [];
   const cpu: number[] = [];
@@ -139,6 +146,12 @@ async function childTrain(task: ChildTask): Promise<void> {
     if (r.kind !== 'step') throw new Error('spike');
     wall.push(Number(process.hrtime.bigint() - s0) / 1e6);
     cpu.push(cpuMsSince(c0));
+  }
+  if (task.lever) {
+    t.dispose();
+    const wMs = median(wall);
+    emit({ bench: 'native-levers-raw', config: name, lever: task.lever, steps: wall.length, step_ms_median: +wMs.toFixed(1), step_cpu_ms_median: +median(cpu).toFixed(1) });
+    return;
   }
   const ins = instrument(tf.getBackend());
   const c0 = process.cpuUsage();
@@ -265,8 +278,8 @@ function passThrough(out: string): void {
   }
 }
 
-function runChild(task: ChildTask): void {
-  const r = spawnSync(process.execPath, [__filename, '--child', JSON.stringify(task)], { env: childEnv, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 64 << 20 });
+function runChild(task: ChildTask, extraEnv: NodeJS.ProcessEnv = {}): void {
+  const r = spawnSync(process.execPath, [__filename, '--child', JSON.stringify(task)], { env: { ...childEnv, ...extraEnv }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 64 << 20 });
   if (r.status !== 0) emit({ bench: 'native-errors', task: JSON.stringify(task), exit: r.status });
   passThrough(r.stdout ?? '');
 }
@@ -287,6 +300,43 @@ function runTorch(quick: boolean): void {
     });
     if (r.status !== 0) emit({ bench: 'native-errors', task: `torch threads ${threads}`, exit: r.status });
     passThrough(r.stdout ?? '');
+  }
+}
+
+/**
+ * Each lever of the cpu+native path switched off alone, and all together, against all on:
+ * small.yaml, `rounds` interleaved rounds, median step time per variant over its rounds' medians.
+ */
+const LEVERS: { lever: string; env: NodeJS.ProcessEnv }[] = [
+  { lever: 'all levers on', env: {} },
+  { lever: 'output-buffer pool off', env: { MOECAT_POOL_MB: '0' } },
+  { lever: 'malloc thresholds off', env: { MOECAT_MALLOC_TUNE: '0' } },
+  { lever: 'fused kernels off (cross-entropy, RMSNorm, SwiGLU)', env: { MOECAT_NATIVE_FUSED: '0' } },
+  { lever: 'AdamW in JS', env: { MOECAT_NATIVE_ADAMW: '0' } },
+  { lever: 'all four off', env: { MOECAT_POOL_MB: '0', MOECAT_MALLOC_TUNE: '0', MOECAT_NATIVE_FUSED: '0', MOECAT_NATIVE_ADAMW: '0' } },
+];
+
+function runLevers(quick: boolean): void {
+  const rounds = quick ? 1 : 3;
+  for (let r = 0; r < rounds; r++) {
+    for (const l of LEVERS) runChild({ kind: 'train', variant: 'cpu+native', config: 'small', steps: quick ? 4 : 9, lever: l.lever }, l.env);
+  }
+  const raw = rows.filter((x) => x.bench === 'native-levers-raw');
+  const med = (lever: string) => median(raw.filter((x) => x.lever === lever).map((x) => x.step_ms_median as number));
+  const base = med(LEVERS[0].lever);
+  for (const l of LEVERS) {
+    const ms = med(l.lever);
+    if (!Number.isFinite(ms)) continue;
+    emit({
+      bench: 'native-levers',
+      config: 'small',
+      lever: l.lever,
+      env: Object.entries(l.env).map(([k, v]) => `${k}=${v}`).join(' ') || '(defaults)',
+      rounds: raw.filter((x) => x.lever === l.lever).length,
+      step_ms_median: +ms.toFixed(1),
+      tokens_per_s: +((1024 / ms) * 1000).toFixed(0),
+      slowdown_vs_all_on: +(ms / base).toFixed(2),
+    });
   }
 }
 
@@ -345,6 +395,7 @@ async function main(): Promise<void> {
     }
   }
   if (want('torch')) runTorch(quick);
+  if (want('levers') && native.loaded) runLevers(quick);
   summary();
 }
 
