@@ -46,8 +46,8 @@ export interface NativeAddon {
   crossEntropyGrad?(z: Float32Array, targets: Int32Array, weights: Float32Array, lse: Float32Array, dy: number, out: Float32Array, rows: number, cols: number): void;
   rmsNorm?(x: Float32Array, w: Float32Array, y: Float32Array, rinv: Float32Array, rows: number, cols: number, eps: number): void;
   rmsNormGrad?(x: Float32Array, w: Float32Array, rinv: Float32Array, dy: Float32Array, dx: Float32Array, dw: Float32Array, rows: number, cols: number): void;
-  siluMul?(g: Float32Array, u: Float32Array, out: Float32Array, n: number): void;
-  siluMulGrad?(g: Float32Array, u: Float32Array, da: Float32Array, dg: Float32Array, du: Float32Array, n: number): void;
+  siluMul?(g: Float32Array, u: Float32Array, out: Float32Array, sig: Float32Array, n: number): void;
+  siluMulGrad?(g: Float32Array, u: Float32Array, sig: Float32Array, da: Float32Array, dg: Float32Array, du: Float32Array, n: number): void;
   /** One AdamW update over slices (trainer/adamw.ts); absent in addons built before it existed. */
   adamw?(params: Float32Array, grads: Float32Array, m: Float32Array, v: Float32Array, offsets: Int32Array, sizes: Int32Array, lrs: Float64Array, wds: Float64Array, b1: number, b2: number, c1: number, c2: number, eps: number, gradScale: number): void;
 }
@@ -727,7 +727,7 @@ const rmsNormGradKernel = (m: NativeAddon): KernelFunc | null =>
       }
     : null;
 
-/** silu(g) * u, the SwiGLU activation: inputs g, u of one shape. */
+/** silu(g) * u, the SwiGLU activation: inputs g, u of one shape; outputs it and sigmoid(g). */
 const siluMulKernel = (m: NativeAddon): KernelFunc | null =>
   m.siluMul
     ? (args) => {
@@ -736,8 +736,9 @@ const siluMulKernel = (m: NativeAddon): KernelFunc | null =>
         const [gv, uv] = [f32(b, g), f32(b, u)];
         if (!gv || !uv || gv.length !== uv.length) throw new Error(`${SILU_MUL_KERNEL}: expects two float32 tensors of one shape`);
         const out = alloc(gv.length);
-        m.siluMul!(gv, uv, out, gv.length);
-        return b.makeTensorInfo(g.shape.slice(), 'float32', out);
+        const sig = alloc(gv.length);
+        m.siluMul!(gv, uv, out, sig, gv.length);
+        return [b.makeTensorInfo(g.shape.slice(), 'float32', out), b.makeTensorInfo(g.shape.slice(), 'float32', sig)];
       }
     : null;
 
@@ -745,12 +746,12 @@ const siluMulGradKernel = (m: NativeAddon): KernelFunc | null =>
   m.siluMulGrad
     ? (args) => {
         const b = be(args);
-        const { g, u, dy } = args.inputs as Record<string, TensorInfo>;
-        const [gv, uv, av] = [f32(b, g), f32(b, u), f32(b, dy)];
-        if (!gv || !uv || !av) throw new Error(`${SILU_MUL_GRAD_KERNEL}: bad input dtypes`);
+        const { g, u, sig, dy } = args.inputs as Record<string, TensorInfo>;
+        const [gv, uv, sv, av] = [f32(b, g), f32(b, u), f32(b, sig), f32(b, dy)];
+        if (!gv || !uv || !sv || !av) throw new Error(`${SILU_MUL_GRAD_KERNEL}: bad input dtypes`);
         const dg = alloc(gv.length);
         const du = alloc(gv.length);
-        m.siluMulGrad!(gv, uv, av, dg, du, gv.length);
+        m.siluMulGrad!(gv, uv, sv, av, dg, du, gv.length);
         return [b.makeTensorInfo(g.shape.slice(), 'float32', dg), b.makeTensorInfo(g.shape.slice(), 'float32', du)];
       }
     : null;

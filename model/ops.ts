@@ -111,11 +111,9 @@ export function swiglu(x: tf.Tensor2D, wg: tf.Tensor, wu: tf.Tensor, wd: tf.Tens
 export function siluMul(g: tf.Tensor, u: tf.Tensor): tf.Tensor {
   if (!hasKernels(SILU_MUL_KERNEL, SILU_MUL_GRAD_KERNEL)) return tf.mul(tf.mul(g, tf.sigmoid(g)), u);
   const f = customGrad2((gi, ui, save) => {
-    save([gi, ui]);
-    return {
-      value: tf.engine().runKernel(SILU_MUL_KERNEL, { g: gi, u: ui }, {}) as tf.Tensor,
-      gradFunc: (dy, s) => tf.engine().runKernel(SILU_MUL_GRAD_KERNEL, { g: s[0], u: s[1], dy }, {}) as tf.Tensor[],
-    };
+    const [a, sig] = tf.engine().runKernel(SILU_MUL_KERNEL, { g: gi, u: ui }, {}) as tf.Tensor[];
+    save([gi, ui, sig]);
+    return { value: a, gradFunc: (dy, s) => tf.engine().runKernel(SILU_MUL_GRAD_KERNEL, { g: s[0], u: s[1], sig: s[2], dy }, {}) as tf.Tensor[] };
   });
   return f(g, u);
 }

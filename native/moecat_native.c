@@ -700,40 +700,44 @@ static napi_value rms_norm_grad(napi_env env, napi_callback_info info) {
 
 /* ------------------------------------------------------------------ fused SwiGLU activation */
 
-/* siluMul(g, u, out, n): out = g * sigmoid(g) * u, in double, rounded once. */
+/* siluMul(g, u, out, sig, n): sig = sigmoid(g) (kept for the backward), out = g * sig * u, in double, rounded once. */
 static napi_value silu_mul(napi_env env, napi_callback_info info) {
-  ARGS(4);
+  ARGS(5);
   F32(0, g, ng);
   F32(1, u, nu);
   F32(2, o, no);
-  INT(3, n);
-  if (n < 0 || (size_t)n > ng || (size_t)n > nu || (size_t)n > no) {
+  F32(3, sig, ns);
+  INT(4, n);
+  if (n < 0 || (size_t)n > ng || (size_t)n > nu || (size_t)n > no || (size_t)n > ns) {
     throw_range(env, "moecat_native.siluMul: sizes do not match the arrays");
     return NULL;
   }
   for (int64_t i = 0; i < n; i++) {
     const double gi = g[i];
-    o[i] = (float)(gi / (1.0 + exp(-gi)) * (double)u[i]);
+    const double sg = 1.0 / (1.0 + exp(-gi));
+    sig[i] = (float)sg;
+    o[i] = (float)(gi * sg * (double)u[i]);
   }
   return undef(env);
 }
 
-/* siluMulGrad(g, u, da, dg, du, n): s = sigmoid(g); dg = da u s (1 + g (1 - s)); du = da g s. */
+/* siluMulGrad(g, u, sig, da, dg, du, n): with s = sig (float32 sigmoid(g) from the forward),
+ * dg = da u s (1 + g (1 - s)); du = da g s; in double, rounded once. */
 static napi_value silu_mul_grad(napi_env env, napi_callback_info info) {
-  ARGS(6);
+  ARGS(7);
   F32(0, g, ng);
   F32(1, u, nu);
-  F32(2, da, nda);
-  F32(3, dg, ndg);
-  F32(4, du, ndu);
-  INT(5, n);
-  if (n < 0 || (size_t)n > ng || (size_t)n > nu || (size_t)n > nda || (size_t)n > ndg || (size_t)n > ndu) {
+  F32(2, sig, ns);
+  F32(3, da, nda);
+  F32(4, dg, ndg);
+  F32(5, du, ndu);
+  INT(6, n);
+  if (n < 0 || (size_t)n > ng || (size_t)n > nu || (size_t)n > ns || (size_t)n > nda || (size_t)n > ndg || (size_t)n > ndu) {
     throw_range(env, "moecat_native.siluMulGrad: sizes do not match the arrays");
     return NULL;
   }
   for (int64_t i = 0; i < n; i++) {
-    const double gi = g[i], ui = u[i], ai = da[i];
-    const double sg = 1.0 / (1.0 + exp(-gi));
+    const double gi = g[i], ui = u[i], ai = da[i], sg = sig[i];
     dg[i] = (float)(ai * ui * sg * (1.0 + gi * (1.0 - sg)));
     du[i] = (float)(ai * gi * sg);
   }
