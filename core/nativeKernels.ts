@@ -756,6 +756,9 @@ const siluMulGradKernel = (m: NativeAddon): KernelFunc | null =>
       }
     : null;
 
+/** Names of the fused kernels (registered under new names, not replacing tfjs kernels). */
+export const FUSED_KERNEL_NAMES = [CE_KERNEL, CE_GRAD_KERNEL, RMS_KERNEL, RMS_GRAD_KERNEL, SILU_MUL_KERNEL, SILU_MUL_GRAD_KERNEL];
+
 const FUSED_KERNELS: Record<string, (m: NativeAddon) => KernelFunc | null> = {
   [CE_KERNEL]: crossEntropyKernel,
   [CE_GRAD_KERNEL]: crossEntropyGradKernel,

@@ -14,7 +14,7 @@
 import { strict as assert } from 'assert';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../../core/backend';
-import { loadNativeKernels, nativeKernelNames, unloadNativeKernels, NATIVE_KERNELS } from '../../core/nativeKernels';
+import { FUSED_KERNEL_NAMES, loadNativeKernels, nativeKernelNames, unloadNativeKernels, NATIVE_KERNELS } from '../../core/nativeKernels';
 import { useTestBackend } from '../helpers/backend';
 
 const probe = loadNativeKernels({ register: false });
@@ -137,7 +137,7 @@ describe(probe.loaded ? 'native cpu kernels' : `native cpu kernels [skipped: ${s
   it('loads, names every kernel it registers, and reports the BLAS core type and threads', () => {
     const r = loadNativeKernels();
     assert.ok(r.loaded);
-    assert.deepEqual([...r.kernels].sort(), Object.keys(NATIVE_KERNELS).sort());
+    assert.deepEqual([...r.kernels].sort(), [...Object.keys(NATIVE_KERNELS), ...FUSED_KERNEL_NAMES].sort());
     assert.ok(r.blas && r.blas.corename.length > 0 && r.blas.threads >= 1);
   });
 

@@ -21,4 +21,4 @@ for OPT in stack reset; do
   $MOECAT grow --checkpoint $OUT/small --factor 2 --optimizer $OPT --out $OUT/grown-$OPT
   $MOECAT train --resume $OUT/grown-$OPT --backend $BACKEND
 done
-node ${PLOT_JS:-dist/scripts/experiments/scaling/plot.js} growth "$OUT"
+node ${PLOT_JS:-dist/scripts/experiments/scaling/plot.js} growth "$OUT" docs/img ${PLOT_NAME:-scaling-growth.svg}

@@ -1,6 +1,6 @@
 /**
  * Plots and tables for docs/scaling.md from the experiment directories.
- *   node dist/scripts/experiments/scaling/plot.js width  <out dir> [img dir]
+ *   node dist/scripts/experiments/scaling/plot.js width  <out dir> [img dir] [file prefix]
  *   node dist/scripts/experiments/scaling/plot.js growth <out dir> [img dir] [file name]
  *   node dist/scripts/experiments/scaling/plot.js coord  <coord.json> [img dir]
  */
@@ -34,7 +34,7 @@ function width(): void {
   for (const [name, keys] of [['transfer', ['w32', 'mu-w64', 'mu-w128']], ['sp', ['w32', 'sp-w64', 'sp-w128']]] as const) {
     const s = keys.filter((k) => res.has(k)).map((k) => series(k, arms.find((a) => a.key === k)!.label, k === 'w32'));
     const title = name === 'transfer' ? 'transfer rule (hidden LR lr/s, init std/sqrt(s))' : 'plain SP (same LR and init at every width)';
-    fs.writeFileSync(path.join(img, `scaling-lr-${name}.svg`), svgLineChart(s, { title: `${title}, ${steps} steps`, xLabel: 'base peak LR', yLabel: 'final lm_loss (mean of last 10%)', logX: true, yRange }));
+    fs.writeFileSync(path.join(img, `${nameArg ?? 'scaling-lr'}-${name}.svg`), svgLineChart(s, { title: `${title}, ${steps} steps`, xLabel: 'base peak LR', yLabel: 'final lm_loss (mean of last 10%)', logX: true, yRange }));
   }
   const lrs = [...new Set([...res.values()].flatMap((r) => r.points.map((p) => p.lr)))].sort((a, b) => a - b);
   const out: string[] = [`| LR | ${arms.map((a) => a.label).join(' | ')} |`, `|---|${arms.map(() => '---').join('|')}|`];

@@ -21,4 +21,4 @@ for D in 64 128; do
   $MOECAT sweep --config $OUT/transfer-w$D.yaml --lr $LRS --steps $STEPS --out $OUT/sp-w$D --backend $BACKEND \
     --set 'optim.lrScale={}' --set 'optim.initScale={}'
 done
-node ${PLOT_JS:-dist/scripts/experiments/scaling/plot.js} width "$OUT"
+node ${PLOT_JS:-dist/scripts/experiments/scaling/plot.js} width "$OUT" docs/img ${PLOT_PREFIX:-scaling-lr}
