@@ -133,9 +133,9 @@ async function childTrain(task: ChildTask): Promise<void> {
   const cfg = benchConfig(name);
   const t = new Trainer(cfg, new MarkovSource(cfg.seed, cfg.model.vocabSize, cfg.data.microBatchSize, cfg.data.seqLen));
   const tokensPerStep = cfg.data.microBatchSize * cfg.data.seqLen * cfg.data.microBatches;
-  // Warm-up: kernel set-up, JIT, and the output-buffer pool, which reaches its steady state
-  // (nearly every output a reuse) on the third step.
-  for (let i = 0; i < 3; i++) await t.step();
+  // Warm-up: kernel set-up, JIT, and (cpu+native) the output-buffer pool, which reaches its
+  // steady state (nearly every output a reuse) on the third step.
+  for (let i = 0; i < (task.variant === 'cpu+native' ? 3 : 1); i++) await t.step();
   // Timed steps first (uninstrumented), then one instrumented step for the kernel table.
   const wall: number[] = [];
   const cpu: number[] = [];
