@@ -37,7 +37,14 @@ export function gradRmsByGroup(grad: Float32Array, slices: ParamSlice[], scale =
   const sq = new Map<ParamGroup, { s: number; n: number }>();
   for (const sl of slices) {
     const e = sq.get(sl.group) ?? { s: 0, n: 0 };
-    for (let i = sl.offset; i < sl.offset + sl.size; i++) e.s += (grad[i] * scale) ** 2;
+    // A local accumulator and x·x: the loop runs over every parameter each step.
+    let acc = e.s;
+    const end = sl.offset + sl.size;
+    for (let i = sl.offset; i < end; i++) {
+      const g = grad[i] * scale;
+      acc += g * g;
+    }
+    e.s = acc;
     e.n += sl.size;
     sq.set(sl.group, e);
   }
