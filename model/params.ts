@@ -117,6 +117,12 @@ export class ParamStore {
   readonly specs: ParamSpec[];
   readonly vars = new Map<string, tf.Variable>();
   private readonly byName = new Map<string, ParamSpec>();
+  /**
+   * `get` as one long-lived function. Hot paths pass it as the model's parameter getter: a fresh
+   * closure per step is inlined into optimised code and then dies, which made V8 throw that code
+   * away (a "weak objects" deopt of routeTokens) and recompile it every step.
+   */
+  readonly getter = (name: string): tf.Variable => this.get(name);
 
   constructor(specs: ParamSpec[], values: Map<string, Float32Array>) {
     this.specs = specs;

@@ -37,7 +37,7 @@ export function microbatchGrad(
   let moe: MoeStats[] = [];
   const vars = layout.specs.map((s) => store.get(s.name));
   const { value, grads } = tf.variableGrads(() => {
-    const parts = microbatchLoss(c, (n) => store.get(n), mb, norms, opts);
+    const parts = microbatchLoss(c, store.getter, mb, norms, opts);
     // Scalars are read inside the tape: intermediates are released when it closes.
     lm = parts.lm.dataSync()[0];
     balance = parts.balance ? parts.balance.dataSync()[0] : 0;

@@ -62,7 +62,7 @@ export function routerGradRatio(c: ModelConfig, store: ParamStore, mb: MicroBatc
   const vars = names.map((n) => store.get(n));
   const normOf = (which: 'lm' | 'balance'): number[] => {
     const { value, grads } = tf.variableGrads(() => {
-      const parts = microbatchLoss(c, (n) => store.get(n), mb, norms, { biases });
+      const parts = microbatchLoss(c, store.getter, mb, norms, { biases });
       return (which === 'lm' ? parts.lm : parts.balance ?? tf.scalar(0)) as tf.Scalar;
     }, vars);
     const out = vars.map((v) => {
