@@ -44,6 +44,8 @@ export interface NativeAddon {
   tuneMalloc?(mmapThreshold: number, trimThreshold: number): boolean;
   crossEntropy?(z: Float32Array, targets: Int32Array, weights: Float32Array, lse: Float32Array, rows: number, cols: number): number;
   crossEntropyGrad?(z: Float32Array, targets: Int32Array, weights: Float32Array, lse: Float32Array, dy: number, out: Float32Array, rows: number, cols: number): void;
+  softmaxFused?(x: Float32Array, y: Float32Array, rows: number, cols: number): void;
+  softmaxFusedGrad?(y: Float32Array, dy: Float32Array, dx: Float32Array, rows: number, cols: number): void;
   rmsNorm?(x: Float32Array, w: Float32Array, y: Float32Array, rinv: Float32Array, rows: number, cols: number, eps: number): void;
   rmsNormGrad?(x: Float32Array, w: Float32Array, rinv: Float32Array, dy: Float32Array, dx: Float32Array, dw: Float32Array, rows: number, cols: number): void;
   siluMul?(g: Float32Array, u: Float32Array, out: Float32Array, sig: Float32Array, n: number): void;
@@ -687,6 +689,38 @@ const crossEntropyGradKernel = (m: NativeAddon): KernelFunc | null =>
       }
     : null;
 
+export const SOFTMAX_KERNEL = 'MoecatSoftmax';
+export const SOFTMAX_GRAD_KERNEL = 'MoecatSoftmaxGrad';
+
+/** Softmax over the last axis with the fast exp (attention); the gradient kernel takes y and dy. */
+const softmaxFusedKernel = (m: NativeAddon): KernelFunc | null =>
+  m.softmaxFused
+    ? (args) => {
+        const b = be(args);
+        const { x } = args.inputs as { x: TensorInfo };
+        const xv = f32(b, x);
+        if (!xv) throw new Error(`${SOFTMAX_KERNEL}: expects float32`);
+        const d = lastDim(x);
+        const y = alloc(xv.length);
+        if (xv.length > 0) m.softmaxFused!(xv, y, xv.length / d, d);
+        return b.makeTensorInfo(x.shape.slice(), 'float32', y);
+      }
+    : null;
+
+const softmaxFusedGradKernel = (m: NativeAddon): KernelFunc | null =>
+  m.softmaxFusedGrad
+    ? (args) => {
+        const b = be(args);
+        const { y, dy } = args.inputs as { y: TensorInfo; dy: TensorInfo };
+        const [yv, gv] = [f32(b, y), f32(b, dy)];
+        if (!yv || !gv) throw new Error(`${SOFTMAX_GRAD_KERNEL}: expects float32`);
+        const d = lastDim(y);
+        const dx = alloc(yv.length);
+        if (yv.length > 0) m.softmaxFusedGrad!(yv, gv, dx, yv.length / d, d);
+        return b.makeTensorInfo(y.shape.slice(), 'float32', dx);
+      }
+    : null;
+
 export const RMS_KERNEL = 'MoecatRmsNorm';
 export const RMS_GRAD_KERNEL = 'MoecatRmsNormGrad';
 export const SILU_MUL_KERNEL = 'MoecatSiluMul';
@@ -757,11 +791,13 @@ const siluMulGradKernel = (m: NativeAddon): KernelFunc | null =>
     : null;
 
 /** Names of the fused kernels (registered under new names, not replacing tfjs kernels). */
-export const FUSED_KERNEL_NAMES = [CE_KERNEL, CE_GRAD_KERNEL, RMS_KERNEL, RMS_GRAD_KERNEL, SILU_MUL_KERNEL, SILU_MUL_GRAD_KERNEL];
+export const FUSED_KERNEL_NAMES = [CE_KERNEL, CE_GRAD_KERNEL, SOFTMAX_KERNEL, SOFTMAX_GRAD_KERNEL, RMS_KERNEL, RMS_GRAD_KERNEL, SILU_MUL_KERNEL, SILU_MUL_GRAD_KERNEL];
 
 const FUSED_KERNELS: Record<string, (m: NativeAddon) => KernelFunc | null> = {
   [CE_KERNEL]: crossEntropyKernel,
   [CE_GRAD_KERNEL]: crossEntropyGradKernel,
+  [SOFTMAX_KERNEL]: softmaxFusedKernel,
+  [SOFTMAX_GRAD_KERNEL]: softmaxFusedGradKernel,
   [RMS_KERNEL]: rmsNormKernel,
   [RMS_GRAD_KERNEL]: rmsNormGradKernel,
   [SILU_MUL_KERNEL]: siluMulKernel,

@@ -14,11 +14,11 @@
 import * as tf from '@tensorflow/tfjs';
 import { ModelConfig } from '../model/config';
 import { AttnCache, ParamGetter } from '../model/attention';
-import { applyRope, rmsNorm } from '../model/ops';
+import { applyRope, rmsNorm, softmaxLast } from '../model/ops';
 
 function sdpa(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale: number): tf.Tensor4D {
   const scores = tf.mul(tf.matMul(q, k, false, true), scale);
-  return tf.matMul(tf.softmax(scores), v) as tf.Tensor4D;
+  return tf.matMul(softmaxLast(scores), v) as tf.Tensor4D;
 }
 
 function repeatKv(x: tf.Tensor4D, groups: number): tf.Tensor4D {

@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { ModelConfig } from './config';
-import { applyRope, rmsNorm } from './ops';
+import { applyRope, rmsNorm, softmaxLast } from './ops';
 
 export type ParamGetter = (name: string) => tf.Tensor;
 
@@ -57,7 +57,7 @@ function toHeads(x: tf.Tensor, B: number, S: number, H: number, D: number): tf.T
 function sdpa(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale: number, mask: tf.Tensor | null): tf.Tensor4D {
   let scores = tf.mul(tf.matMul(q, k, false, true), scale);
   if (mask) scores = tf.add(scores, mask);
-  return tf.matMul(tf.softmax(scores), v) as tf.Tensor4D;
+  return tf.matMul(softmaxLast(scores), v) as tf.Tensor4D;
 }
 
 function withCache(k: tf.Tensor4D, v: tf.Tensor4D, cache?: AttnCache): AttnCache {

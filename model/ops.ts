@@ -5,7 +5,7 @@
  * closed-form gradient; RMSNorm is computed in float32 with eps inside the root.
  */
 import * as tf from '@tensorflow/tfjs';
-import { CE_GRAD_KERNEL, CE_KERNEL, RMS_GRAD_KERNEL, RMS_KERNEL, SILU_MUL_GRAD_KERNEL, SILU_MUL_KERNEL } from '../core/nativeKernels';
+import { CE_GRAD_KERNEL, CE_KERNEL, RMS_GRAD_KERNEL, RMS_KERNEL, SILU_MUL_GRAD_KERNEL, SILU_MUL_KERNEL, SOFTMAX_GRAD_KERNEL, SOFTMAX_KERNEL } from '../core/nativeKernels';
 
 type GradFn = (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[];
 
@@ -105,6 +105,20 @@ export function swiglu(x: tf.Tensor2D, wg: tf.Tensor, wu: tf.Tensor, wd: tf.Tens
   const u = tf.matMul(x, wu as tf.Tensor2D);
   const act = siluMul(g, u) as tf.Tensor2D;
   return tf.matMul(act, wd as tf.Tensor2D);
+}
+
+/**
+ * Softmax over the last axis (attention scores). On the native cpu path one fused kernel each
+ * way (fast exp; the gradient y·(dy − Σ dy·y) in one pass instead of four kernels).
+ */
+export function softmaxLast(x: tf.Tensor): tf.Tensor {
+  if (!hasKernels(SOFTMAX_KERNEL, SOFTMAX_GRAD_KERNEL)) return tf.softmax(x);
+  const f = customGrad1((xi, save) => {
+    const y = tf.engine().runKernel(SOFTMAX_KERNEL, { x: xi }, {}) as tf.Tensor;
+    save([y]);
+    return { value: y, gradFunc: (dy: tf.Tensor, s: tf.Tensor[]) => [tf.engine().runKernel(SOFTMAX_GRAD_KERNEL, { y: s[0], dy }, {}) as tf.Tensor] };
+  });
+  return f(x);
 }
 
 /** silu(g) · u; one fused kernel each way on the native cpu path. */

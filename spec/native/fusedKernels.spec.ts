@@ -3,14 +3,17 @@
  *  - weightedCrossEntropy: loss and gradient agree to float32 rounding (the fused kernels take
  *    log-sum-exp in double), masked rows get zero gradient, a bad target is refused;
  *  - rmsNorm: output, dx and dw agree within a few float32 ulps of their scale;
- *  - siluMul (SwiGLU activation): output, dg and du likewise.
+ *  - siluMul (SwiGLU activation): output, dg and du likewise;
+ *  - softmaxLast (attention): output and gradient, with a causal −1e9 mask giving exact zeros.
+ * The fused kernels compute exp with a branch-free polynomial (about 2e-7 relative error), so the
+ * bounds are a few float32 ulps of the tensor's scale.
  * Skips, with the reason, only when the addon has not been built.
  */
 import { strict as assert } from 'assert';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../../core/backend';
-import { CE_KERNEL, loadNativeKernels, nativeKernelNames, RMS_KERNEL, SILU_MUL_KERNEL, unloadNativeKernels } from '../../core/nativeKernels';
-import { rmsNorm, siluMul, weightedCrossEntropy } from '../../model/ops';
+import { CE_KERNEL, loadNativeKernels, nativeKernelNames, RMS_KERNEL, SILU_MUL_KERNEL, SOFTMAX_KERNEL, unloadNativeKernels } from '../../core/nativeKernels';
+import { rmsNorm, siluMul, softmaxLast, weightedCrossEntropy } from '../../model/ops';
 import { useTestBackend } from '../helpers/backend';
 
 const probe = loadNativeKernels({ register: false });
@@ -134,5 +137,29 @@ describe(probe.loaded ? 'fused kernels (native cpu)' : `fused kernels (native cp
     const got = valueAndGrads2(siluMul, g, u, cot);
     ['a', 'dg', 'du'].forEach((name, i) => assert.ok(maxRelDiff(got[i], ref[i]) < 2e-6, `${name}: relative difference ${maxRelDiff(got[i], ref[i])}`));
     tf.dispose([g, u, cot]);
+  });
+
+  it('softmaxLast: output and gradient match the composite; masked entries are exactly 0', () => {
+    const [B, H, S] = [2, 3, 40];
+    const maskVals = new Float32Array(S * S);
+    for (let i = 0; i < S; i++) for (let j = i + 1; j < S; j++) maskVals[i * S + j] = -1e9;
+    const scores = tf.tidy(() => tf.add(tf.tensor4d(lcg(B * H * S * S, 17, 20), [B, H, S, S]), tf.tensor2d(maskVals, [S, S])));
+    const cot = tf.tensor4d(lcg(B * H * S * S, 18, 1), [B, H, S, S]);
+    const f = (a: tf.Tensor) => softmaxLast(a);
+    const run = () =>
+      tf.tidy(() => {
+        const { value, grad } = tf.valueAndGrad((x: tf.Tensor) => tf.sum(tf.mul(f(x), cot)))(scores);
+        void value;
+        return [f(scores), grad].map((t) => Float32Array.from(t.dataSync()));
+      });
+    unloadNativeKernels();
+    assert.equal(tf.getKernel(SOFTMAX_KERNEL, 'cpu'), undefined);
+    const ref = run();
+    assert.ok(loadNativeKernels().loaded && tf.getKernel(SOFTMAX_KERNEL, 'cpu'));
+    const got = run();
+    assert.ok(maxRelDiff(got[0], ref[0]) < 1e-6, `y: ${maxRelDiff(got[0], ref[0])}`);
+    assert.ok(maxRelDiff(got[1], ref[1]) < 1e-5, `dx: ${maxRelDiff(got[1], ref[1])}`);
+    for (let r = 0; r < B * H; r++) for (let i = 0; i < S; i++) for (let j = i + 1; j < S; j++) assert.equal(got[0][(r * S + i) * S + j], 0);
+    tf.dispose([scores, cot]);
   });
 });
