@@ -31,11 +31,19 @@ export function newAdamWState(n: number): AdamWState {
   return { t: 0, m: new Float32Array(n), v: new Float32Array(n) };
 }
 
+/** Advances Adam's step counter and returns the bias corrections 1 − β^t. */
+function advance(state: AdamWState, cfg: AdamWConfig): { c1: number; c2: number } {
+  state.t += 1;
+  return { c1: 1 - Math.pow(cfg.beta1, state.t), c2: 1 - Math.pow(cfg.beta2, state.t) };
+}
+
+const decayOf = (group: ParamGroup, weightDecay: number): number => (group === 'norm' || group === 'embedding' ? 0 : weightDecay);
+
 /**
  * One update. `lrScale[group]` multiplies the base LR per group; weight decay skips norms and
  * embeddings (decoupled decay on matrices only). `gradScale` applies clipping without a copy.
  * Runs in C when the native addon is loaded (the same expressions in the same order, so the
- * same bits; spec/native/bufferPool.spec.ts), else in JS.
+ * same bits; spec/native/bufferPool.spec.ts), else in JS. MOECAT_NATIVE_ADAMW=0 forces JS.
  */
 export function adamwStep(
   params: Float32Array,
@@ -52,16 +60,11 @@ export function adamwStep(
     adamwStepJs(params, grads, state, slices, lr, cfg, lrScale, gradScale);
     return;
   }
-  state.t += 1;
-  const { beta1: b1, beta2: b2, eps, weightDecay } = cfg;
-  const c1 = 1 - Math.pow(b1, state.t);
-  const c2 = 1 - Math.pow(b2, state.t);
+  const { c1, c2 } = advance(state, cfg);
   const lrs = Float64Array.from(slices, (s) => lr * (lrScale[s.group] ?? 1));
-  const wds = Float64Array.from(slices, (s) => decayOf(s.group, weightDecay));
-  native.adamw(params, grads, state.m, state.v, Int32Array.from(slices, (s) => s.offset), Int32Array.from(slices, (s) => s.size), lrs, wds, b1, b2, c1, c2, eps, gradScale);
+  const wds = Float64Array.from(slices, (s) => decayOf(s.group, cfg.weightDecay));
+  native.adamw(params, grads, state.m, state.v, Int32Array.from(slices, (s) => s.offset), Int32Array.from(slices, (s) => s.size), lrs, wds, cfg.beta1, cfg.beta2, c1, c2, cfg.eps, gradScale);
 }
-
-const decayOf = (group: ParamGroup, weightDecay: number): number => (group === 'norm' || group === 'embedding' ? 0 : weightDecay);
 
 /** The JS AdamW loop: the reference the C path reproduces bit for bit. */
 export function adamwStepJs(
@@ -74,10 +77,8 @@ export function adamwStepJs(
   lrScale: Partial<Record<ParamGroup, number>>,
   gradScale = 1,
 ): void {
-  state.t += 1;
+  const { c1, c2 } = advance(state, cfg);
   const { beta1: b1, beta2: b2, eps, weightDecay } = cfg;
-  const c1 = 1 - Math.pow(b1, state.t);
-  const c2 = 1 - Math.pow(b2, state.t);
   const { m, v } = state;
   for (const s of slices) {
     const glr = lr * (lrScale[s.group] ?? 1);
