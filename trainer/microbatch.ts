@@ -27,7 +27,7 @@ export function microbatchGrad(
   layout: FlatLayout,
   mb: MicroBatch,
   norms: LossNorms,
-  opts: { biases: Float32Array[]; zLossCoef: number; moe?: ForwardOptions['moe'] },
+  opts: { biases: Float32Array[]; zLossCoef: number; moe?: ForwardOptions['moe']; gradOut?: Float32Array },
 ): MicrobatchResult {
   let lm = 0;
   let balance = 0;
@@ -47,7 +47,9 @@ export function microbatchGrad(
     moe = parts.moe;
     return parts.total;
   }, vars);
-  const grad = new Float32Array(layout.total);
+  // A caller's buffer (zeroed here) saves a fresh 4·params-byte allocation per microbatch, whose
+  // first touch page-faults every page.
+  const grad = opts.gradOut?.length === layout.total ? opts.gradOut.fill(0) : new Float32Array(layout.total);
   for (const s of layout.specs) {
     const g = grads[store.get(s.name).name];
     if (g) readInto(g, grad, layout.offsets.get(s.name)!);

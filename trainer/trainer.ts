@@ -118,6 +118,15 @@ export class Trainer {
   }
 
   /** The model config with the balance alpha scaled by the R_g controller. */
+  /**
+   * Host gradient buffers, one per microbatch slot of a step, reused from step to step: nothing
+   * holds a step's gradients once the step returns (the optimizer update has been applied).
+   */
+  private readonly gradBuffers: Float32Array[] = [];
+  private gradBuffer(i: number): Float32Array {
+    return (this.gradBuffers[i] ??= new Float32Array(this.layout.total));
+  }
+
   private effectiveModel(): ModelConfig {
     if (this.state.balanceScale === 1) return this.model;
     return { ...this.model, moe: { ...this.model.moe, balanceAlpha: this.model.moe.balanceAlpha * this.state.balanceScale } };
@@ -153,7 +162,7 @@ export class Trainer {
     const scal = new Float64Array(6 * M + L * N + 2 * L);
     const acc = new TreeAccumulator();
     batches.forEach((b, i) => {
-      const r = microbatchGrad(model, this.store, this.layout, b, norms, { biases: this.state.biases, zLossCoef: cfg.train.zLossCoef, moe: this.moe });
+      const r = microbatchGrad(model, this.store, this.layout, b, norms, { biases: this.state.biases, zLossCoef: cfg.train.zLossCoef, moe: this.moe, gradOut: this.gradBuffer(i) });
       acc.push(r.grad);
       const m = first + i;
       scal[m] = r.lm;
