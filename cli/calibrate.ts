@@ -16,13 +16,14 @@ interface CalibrateArgs {
   sparsity: number;
   tokens: number;
   'seq-len'?: number;
+  'codebook-size'?: number;
   backend?: string;
 }
 
 type CalibrationFn = (
   m: ServingModel,
   data: PreparedData,
-  o: { sparsity: number; tokens: number; seqLen?: number; log?: (line: string) => void },
+  o: { sparsity: number; tokens: number; seqLen?: number; codebookSize?: number; log?: (line: string) => void },
 ) => { file: string; summary: Record<string, unknown> };
 
 /** Method name -> loader of its calibration function (add a method with one line here). */
@@ -44,6 +45,7 @@ export const command: CommandModule<object, CalibrateArgs> = {
       .option('sparsity', { type: 'number', default: 0.5, describe: 'chess: target fraction of activations dropped, in [0, 1)' })
       .option('tokens', { type: 'number', default: 4096, describe: 'calibration tokens' })
       .option('seq-len', { type: 'number', describe: 'tokens per calibration window (default: chess 64, a2ats the model context)' })
+      .option('codebook-size', { type: 'number', describe: 'a2ats: centroids per codebook, in [2, --tokens] (default: a power of two near tokens/16, at most 4096)' })
       .options(backendOption) as unknown as Argv<CalibrateArgs>,
   handler: handle(async (a: CalibrateArgs) => {
     const run = METHODS[a.method];
@@ -52,11 +54,16 @@ export const command: CommandModule<object, CalibrateArgs> = {
     for (const [flag, v] of [['--tokens', a.tokens], ['--seq-len', a['seq-len']]] as const) {
       if (v !== undefined && (!Number.isInteger(v) || v < 2)) throw new ConfigError(`${flag} must be an integer >= 2, got ${v}`, { where: flag });
     }
+    const M = a['codebook-size'];
+    if (M !== undefined) {
+      if (a.method !== 'a2ats') throw new ConfigError(`--codebook-size applies to --method a2ats only`, { where: '--codebook-size' });
+      if (!Number.isInteger(M) || M < 2 || M > a.tokens) throw new ConfigError(`--codebook-size must be an integer in [2, --tokens = ${a.tokens}], got ${M}`, { where: '--codebook-size' });
+    }
     await startBackend(a.backend);
     const model = loadServingModel(a.checkpoint);
     try {
       const data = loadPrepared(a.data);
-      const r = run()(model, data, { sparsity: a.sparsity, tokens: a.tokens, seqLen: a['seq-len'], log: (l) => process.stderr.write(l + '\n') });
+      const r = run()(model, data, { sparsity: a.sparsity, tokens: a.tokens, seqLen: a['seq-len'], codebookSize: M, log: (l) => process.stderr.write(l + '\n') });
       process.stderr.write(`wrote ${r.file}\n`);
       process.stdout.write(JSON.stringify({ method: a.method, file: r.file, ...r.summary }) + '\n');
     } finally {

@@ -3,6 +3,7 @@
  * at ratio 1 (head group and whole model), seeded k-means++, and calibration files.
  */
 import { strict as assert } from 'assert';
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { RngStream } from '../../core/rng';
@@ -239,11 +240,29 @@ describe('A2ATS whole-model decode', function () {
         assert.equal(r.summary.codebookSize, defaultCodebookSize(512));
         assert.equal(defaultCodebookSize(512), 32);
         assert.equal(loadCodebooks(dir)!.codebooks.size, 8);
+        const sized = calibrateA2ATSMethod(m, data, { tokens: 512, seqLen: 64, seed: 2, codebookSize: 16 });
+        assert.equal(sized.summary.codebookSize, 16);
+        assert.equal((loadCodebooks(dir)!.codebooks.values().next().value as { M: number }).M, 16);
       } finally {
         m.store.dispose();
       }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('`moecat calibrate --codebook-size` is refused before any loading when out of range or with chess (one line, exit 2)', () => {
+    const cli = path.join(__dirname, '..', '..', 'cli', 'main.js');
+    const run = (extra: string[]) => spawnSync(process.execPath, [cli, 'calibrate', '--checkpoint', 'no-such-run', '--data', 'no-such-data', '--tokens', '512', ...extra], { encoding: 'utf8', timeout: 30000 });
+    for (const [extra, msg] of [
+      [['--method', 'a2ats', '--codebook-size', '1'], /--codebook-size must be an integer in \[2, --tokens = 512\], got 1/],
+      [['--method', 'a2ats', '--codebook-size', '1024'], /--codebook-size must be an integer in \[2, --tokens = 512\], got 1024/],
+      [['--method', 'chess', '--codebook-size', '64'], /--codebook-size applies to --method a2ats only/],
+    ] as const) {
+      const r = run([...extra]);
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, msg);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
     }
   });
 });
