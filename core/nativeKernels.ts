@@ -51,7 +51,7 @@ export interface NativeAddon {
   siluMul?(g: Float32Array, u: Float32Array, out: Float32Array, sig: Float32Array, n: number): void;
   siluMulGrad?(g: Float32Array, u: Float32Array, sig: Float32Array, da: Float32Array, dg: Float32Array, du: Float32Array, n: number): void;
   /** One AdamW update over slices (trainer/adamw.ts); absent in addons built before it existed. */
-  adamw?(params: Float32Array, grads: Float32Array, m: Float32Array, v: Float32Array, offsets: Int32Array, sizes: Int32Array, lrs: Float64Array, wds: Float64Array, b1: number, b2: number, c1: number, c2: number, eps: number, gradScale: number): void;
+  adamw?(params: Float32Array, grads: Float32Array, m: Float32Array, v: Float32Array, offsets: Int32Array, sizes: Int32Array, lrs: Float64Array, wds: Float64Array, b1: number, b2: number, c1: number, c2: number, eps: number, gradScale: number, threads: number): void;
 }
 
 export interface NativeLoadOptions {

@@ -4,7 +4,7 @@
       "target_name": "moecat_native",
       "sources": ["moecat_native.c"],
       "include_dirs": ["<!@(node -p \"process.env.MOECAT_CBLAS_INCLUDE || ''\")"],
-      "libraries": ["-lopenblas", "-lm"],
+      "libraries": ["-lopenblas", "-lm", "-lpthread"],
       "cflags": ["-O3", "-std=c11", "-fno-fast-math", "-ffp-contract=off", "-Wall", "-Wno-unused-function"],
       "cflags_cc": ["-O3"],
       "xcode_settings": { "OTHER_CFLAGS": ["-O3", "-ffp-contract=off"] }

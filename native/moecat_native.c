@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <node_api.h>
+#include <pthread.h>
 #include <cblas.h>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -826,14 +827,50 @@ static napi_value silu_mul_grad(napi_env env, napi_callback_info info) {
 /* ------------------------------------------------------------------ AdamW */
 
 /*
- * adamw(params, grads, m, v, offsets, sizes, lrs, wds, b1, b2, c1, c2, eps, gradScale)
+ * adamw(params, grads, m, v, offsets, sizes, lrs, wds, b1, b2, c1, c2, eps, gradScale, threads)
  * One AdamW update over parameter slices (trainer/adamw.ts): the same double expressions in the
  * same order as the JS loop, each store rounded to float32 once, so the bits equal the JS path.
  * The JS loop keeps m_i and v_i unrounded (the value of an assignment) for the update; so does
- * this one.
+ * this one. Every element is independent, so splitting the elements between `threads` threads
+ * (1 or 2) cannot change a bit.
  */
+typedef struct {
+  float *p, *m, *v;
+  const float* g;
+  const int32_t *offs, *sizes;
+  const double *lrs, *wds;
+  size_t nslices;
+  double b1, b2, c1, c2, eps, gs;
+  int64_t lo, hi; /* element range [lo, hi) of the concatenated slices */
+} AdamTask;
+
+static void* adamw_run(void* arg) {
+  const AdamTask* t = (const AdamTask*)arg;
+  const double ob1 = 1 - t->b1, ob2 = 1 - t->b2;
+  int64_t base = 0;
+  for (size_t k = 0; k < t->nslices; k++) {
+    const int64_t n = t->sizes[k];
+    const int64_t a = t->lo > base ? t->lo - base : 0;
+    const int64_t b = t->hi - base < n ? t->hi - base : n;
+    const double glr = t->lrs[k], wd = t->wds[k];
+    for (int64_t j = a; j < b; j++) {
+      const int64_t i = t->offs[k] + j;
+      const double gi = (double)t->g[i] * t->gs;
+      const double mi = t->b1 * (double)t->m[i] + ob1 * gi;
+      t->m[i] = (float)mi;
+      const double vi = t->b2 * (double)t->v[i] + ob2 * gi * gi;
+      t->v[i] = (float)vi;
+      const double pi = (double)t->p[i];
+      t->p[i] = (float)(pi - glr * ((mi / t->c1) / (sqrt(vi / t->c2) + t->eps) + wd * pi));
+    }
+    base += n;
+    if (base >= t->hi) break;
+  }
+  return NULL;
+}
+
 static napi_value adamw(napi_env env, napi_callback_info info) {
-  ARGS(14);
+  ARGS(15);
   F32(0, p, np);
   F32(1, g, ng);
   F32(2, m, nm);
@@ -857,35 +894,35 @@ static napi_value adamw(napi_env env, napi_callback_info info) {
   DBL(11, c2);
   DBL(12, eps);
   DBL(13, gs);
-  const double* lrs = (const double*)lrp;
-  const double* wds = (const double*)wdp;
+  INT(14, threads);
   if (ng != np || nm != np || nv != np || nsizes != noffs || nlr != noffs || nwd != noffs) {
     throw_range(env, "moecat_native.adamw: array lengths do not match");
     return NULL;
   }
+  int64_t total = 0;
   for (size_t k = 0; k < noffs; k++) {
     if (offs[k] < 0 || sizes[k] < 0 || (size_t)offs[k] + (size_t)sizes[k] > np) {
       throw_range(env, "moecat_native.adamw: slice out of range");
       return NULL;
     }
+    total += sizes[k];
   }
-  const double ob1 = 1 - b1, ob2 = 1 - b2;
-  for (size_t k = 0; k < noffs; k++) {
-    const double glr = lrs[k], wd = wds[k];
-    const int64_t end = (int64_t)offs[k] + sizes[k];
-    for (int64_t i = offs[k]; i < end; i++) {
-      const double gi = (double)g[i] * gs;
-      const double mi = b1 * (double)m[i] + ob1 * gi;
-      m[i] = (float)mi;
-      const double vi = b2 * (double)v[i] + ob2 * gi * gi;
-      v[i] = (float)vi;
-      const double pi = (double)p[i];
-      p[i] = (float)(pi - glr * ((mi / c1) / (sqrt(vi / c2) + eps) + wd * pi));
+  AdamTask a = {p, m, v, g, offs, sizes, (const double*)lrp, (const double*)wdp, noffs, b1, b2, c1, c2, eps, gs, 0, total};
+  if (threads >= 2 && total >= 2) {
+    AdamTask b = a;
+    a.hi = total / 2;
+    b.lo = total / 2;
+    pthread_t th;
+    if (pthread_create(&th, NULL, adamw_run, &b) == 0) {
+      adamw_run(&a);
+      pthread_join(th, NULL);
+      return undef(env);
     }
+    a.hi = total; /* no thread: do it all here */
   }
+  adamw_run(&a);
   return undef(env);
 }
-
 
 /* ------------------------------------------------------------------ malloc */
 

@@ -4,6 +4,7 @@
  * Running it in plain JS keeps it deterministic on every backend and avoids tfjs' slow
  * element-wise kernels (TFJS-NOTES: AdamW alone took 2-3.6 s/step on the cpu backend).
  */
+import * as os from 'os';
 import { nativeAddon } from '../core/nativeKernels';
 import { ParamGroup } from '../model/params';
 
@@ -63,7 +64,17 @@ export function adamwStep(
   const { c1, c2 } = advance(state, cfg);
   const lrs = Float64Array.from(slices, (s) => lr * (lrScale[s.group] ?? 1));
   const wds = Float64Array.from(slices, (s) => decayOf(s.group, cfg.weightDecay));
-  native.adamw(params, grads, state.m, state.v, Int32Array.from(slices, (s) => s.offset), Int32Array.from(slices, (s) => s.size), lrs, wds, cfg.beta1, cfg.beta2, c1, c2, cfg.eps, gradScale);
+  native.adamw(params, grads, state.m, state.v, Int32Array.from(slices, (s) => s.offset), Int32Array.from(slices, (s) => s.size), lrs, wds, cfg.beta1, cfg.beta2, c1, c2, cfg.eps, gradScale, adamwThreads(params.length));
+}
+
+/**
+ * Threads for the C update: 2 from 2^18 parameters on a machine with 2+ cores (env
+ * MOECAT_ADAMW_THREADS overrides). Elements are independent, so the bits never depend on it.
+ */
+function adamwThreads(n: number): number {
+  const env = Number(process.env.MOECAT_ADAMW_THREADS);
+  if (Number.isInteger(env) && env >= 1) return Math.min(env, 2);
+  return n >= 2 ** 18 && os.cpus().length >= 2 ? 2 : 1;
 }
 
 /** The JS AdamW loop: the reference the C path reproduces bit for bit. */

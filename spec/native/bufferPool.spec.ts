@@ -170,15 +170,17 @@ describe('buffer pool on the cpu backend with native kernels', function () {
     assert.equal(hashes[0], hashes[1]);
   });
 
-  it('the C AdamW gives the JS AdamW bits, with per-group LR, decay and clipping', () => {
+  it('the C AdamW (two threads) gives the JS AdamW bits, with per-group LR, decay and clipping', () => {
     const native = nativeAddon();
     assert.ok(native?.adamw, 'addon exports adamw');
-    const n = 5000;
+    // Above 2^18 parameters the C update splits the elements between two threads.
+    const n = 300000;
     const slices: ParamSlice[] = [
       { offset: 0, size: 1000, group: 'embedding' },
-      { offset: 1000, size: 3000, group: 'hidden' },
-      { offset: 4000, size: 900, group: 'norm' },
-      { offset: 4900, size: 100, group: 'router' },
+      { offset: 1000, size: 150000, group: 'hidden' },
+      { offset: 151000, size: 900, group: 'norm' },
+      { offset: 151900, size: 148000, group: 'hidden' },
+      { offset: 299900, size: 100, group: 'router' },
     ];
     const mk = (seed: number) => {
       let s = seed;
