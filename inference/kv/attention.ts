@@ -102,6 +102,16 @@ export class A2ATSHeadGroup {
     return out;
   }
 
+  /**
+   * Scores by which `select` ranks the far keys for one pre-RoPE query at position pos (index by
+   * position; only far positions are read). A2ATS: the codebook lookup `approxScores`. A subclass
+   * can rank differently (scripts/bench/a2atsLong.ts ranks by exact scores for its oracle bound).
+   */
+  protected farScores(q: ArrayLike<number>, pos: number): ArrayLike<number> {
+    void pos;
+    return this.approxScores(q);
+  }
+
   /** The attended positions for the group's queries at position pos (keys 0..pos). */
   select(qs: ArrayLike<number>[], pos: number, ratio = this.opts.ratio): Int32Array {
     const n = Math.min(this.length, pos + 1);
@@ -114,7 +124,7 @@ export class A2ATSHeadGroup {
       for (const s of far) take[s] = 1;
     } else if (K > 0) {
       for (const q of qs) {
-        const sc = this.approxScores(q);
+        const sc = this.farScores(q, pos);
         const order = far.slice().sort((a, b) => sc[b] - sc[a] || a - b);
         for (let i = 0; i < K; i++) take[order[i]] = 1;
       }

@@ -52,7 +52,7 @@ import { loadServingModel, ServingModel } from '../../inference/loadModel';
 import { step } from '../../inference/generate';
 import { argmax } from '../../inference/sampling';
 import { forward } from '../../model/transformer';
-import { A2ATSHeadGroup, A2ATSOptions, DEFAULT_A2ATS, isPinned } from '../../inference/kv/attention';
+import { A2ATSHeadGroup, A2ATSOptions, DEFAULT_A2ATS } from '../../inference/kv/attention';
 import { dot, rotate } from '../../inference/kv/linalg';
 import { A2ATSCache, blockLayout, hostForward } from '../../inference/kv/model';
 import { calibrateModel, loadCodebooks } from '../../inference/kv/calibrate';
@@ -89,25 +89,14 @@ interface Method {
   oracle?: boolean;
 }
 
-/** Selects the exact top-K far keys (scores q_pos·k_s with RoPE): A2ATS's selection bound. */
+/** Ranks far keys by their exact scores q_pos·k_s with RoPE: A2ATS's selection bound at the same K. */
 class OracleHeadGroup extends A2ATSHeadGroup {
-  override select(qs: ArrayLike<number>[], pos: number, ratio = this.opts.ratio): Int32Array {
+  protected override farScores(q: ArrayLike<number>, pos: number): Float64Array {
     const n = Math.min(this.length, pos + 1);
-    const far: number[] = [];
-    for (let s = 0; s < n; s++) if (!isPinned(s, pos, this.opts)) far.push(s);
-    const K = Math.min(far.length, Math.ceil(ratio * n));
-    const take = new Uint8Array(n);
-    for (let s = 0; s < n; s++) if (isPinned(s, pos, this.opts)) take[s] = 1;
-    for (const q of qs) {
-      const qr = rotate(q, pos, this.dims.rope);
-      const sc = new Float64Array(n);
-      for (const s of far) sc[s] = dot(qr, 0, this.keysRot[s], 0, this.dims.dk);
-      const order = far.slice().sort((a, b) => sc[b] - sc[a] || a - b);
-      for (let i = 0; i < K; i++) take[order[i]] = 1;
-    }
-    const sel: number[] = [];
-    for (let s = 0; s < n; s++) if (take[s]) sel.push(s);
-    return Int32Array.from(sel);
+    const qr = rotate(q, pos, this.dims.rope);
+    const sc = new Float64Array(n);
+    for (let s = 0; s < n; s++) sc[s] = dot(qr, 0, this.keysRot[s], 0, this.dims.dk);
+    return sc;
   }
 }
 
