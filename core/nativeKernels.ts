@@ -125,8 +125,8 @@ export function readInto(t: tf.Tensor, dst: Float32Array, offset: number): void 
   if (t.dtype === 'float32' && tf.getBackend() === 'cpu') {
     const b = tf.backend() as unknown as CpuBackendLike & { data: { has(id: object): boolean } };
     if (b.data?.has?.(t.dataId)) {
-      const v = b.data.get(t.dataId)?.values;
-      if (v instanceof Float32Array && v.length === t.size) {
+      const v = f32(b, t);
+      if (v && v.length === t.size) {
         dst.set(v, offset);
         return;
       }

@@ -9,10 +9,10 @@ import { CE_GRAD_KERNEL, CE_KERNEL, RMS_GRAD_KERNEL, RMS_KERNEL, SILU_MUL_GRAD_K
 
 type GradFn = (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[];
 
-/** tf.customGrad for a one-input function, with the input and save function typed. */
-function customGrad1(fn: (x: tf.Tensor, save: tf.GradSaveFunc) => { value: tf.Tensor; gradFunc: GradFn }): (x: tf.Tensor) => tf.Tensor {
-  const g = tf.customGrad(((...args: (tf.Tensor | tf.GradSaveFunc)[]) => fn(args[0] as tf.Tensor, args[1] as tf.GradSaveFunc)) as unknown as Parameters<typeof tf.customGrad>[0]);
-  return (x: tf.Tensor) => g(x);
+/** tf.customGrad with the inputs (any number) handed to `fn` as one array and `save` typed. */
+function customGradN(fn: (xs: tf.Tensor[], save: tf.GradSaveFunc) => { value: tf.Tensor; gradFunc: GradFn }): (...xs: tf.Tensor[]) => tf.Tensor {
+  const g = tf.customGrad(((...args: (tf.Tensor | tf.GradSaveFunc)[]) => fn(args.slice(0, -1) as tf.Tensor[], args[args.length - 1] as tf.GradSaveFunc)) as unknown as Parameters<typeof tf.customGrad>[0]);
+  return (...xs: tf.Tensor[]) => g(...xs);
 }
 
 /** out[i] = x[idx[i]] for a 2-D x; the gradient scatter-adds rows back (duplicates summed). */
@@ -20,7 +20,7 @@ export function gatherRows(x: tf.Tensor2D, idx: Int32Array): tf.Tensor2D {
   const n = x.shape[0];
   // Tensors made inside the forward are rebuilt in gradFunc instead of saved: on wasm a saved
   // intermediate's memory can be reused before the backward pass reads it.
-  const f = customGrad1((xi) => ({
+  const f = customGradN(([xi]) => ({
     value: tf.gather(xi, tf.tensor1d(idx, 'int32')),
     gradFunc: (dy: tf.Tensor) => [tf.scatterND(tf.tensor2d(idx, [idx.length, 1], 'int32'), dy, [n, xi.shape[1]!])],
   }));
@@ -37,7 +37,7 @@ export function weightedCrossEntropy(logits: tf.Tensor2D, targets: Int32Array, w
   // wasm's OneHot kernel returns zeros when asked for float32 output: build int32, then cast.
   const onehot = () => tf.cast(tf.oneHot(tf.tensor1d(targets, 'int32'), V), 'float32');
   const w = () => tf.tensor2d(weights, [T, 1]);
-  const f = customGrad1((z, save) => {
+  const f = customGradN(([z], save) => {
     save([z]);
     const lse = tf.logSumExp(z, 1, true);
     const picked = tf.sum(tf.mul(z, onehot()), 1, true);
@@ -62,7 +62,7 @@ export function weightedCrossEntropy(logits: tf.Tensor2D, targets: Int32Array, w
 function fusedCrossEntropy(logits: tf.Tensor2D, targets: Int32Array, weights: Float32Array): tf.Scalar {
   const y = () => tf.tensor1d(targets, 'int32');
   const w = () => tf.tensor1d(weights, 'float32');
-  const f = customGrad1((z, save) => {
+  const f = customGradN(([z], save) => {
     const [loss, lse] = tf.engine().runKernel(CE_KERNEL, { logits: z, targets: y(), weights: w() }, {}) as tf.Tensor[];
     save([z, lse]);
     return {
@@ -76,19 +76,13 @@ function fusedCrossEntropy(logits: tf.Tensor2D, targets: Int32Array, weights: Fl
 /** True when the current backend registers both kernels (the fused native cpu path). */
 const hasKernels = (a: string, b: string) => !!tf.getKernel(a, tf.getBackend()) && !!tf.getKernel(b, tf.getBackend());
 
-/** A two-input customGrad. */
-function customGrad2(fn: (a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => { value: tf.Tensor; gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[] }): (a: tf.Tensor, b: tf.Tensor) => tf.Tensor {
-  const g = tf.customGrad(((...args: (tf.Tensor | tf.GradSaveFunc)[]) => fn(args[0] as tf.Tensor, args[1] as tf.Tensor, args[2] as tf.GradSaveFunc)) as unknown as Parameters<typeof tf.customGrad>[0]);
-  return (a: tf.Tensor, b: tf.Tensor) => g(a, b);
-}
-
 /**
  * RMSNorm over the last axis: x · rsqrt(mean(x²) + eps) · w. On the native cpu path one fused
  * kernel each way (sums in double; bits differ from the composite, like every backend's).
  */
 export function rmsNorm(x: tf.Tensor, w: tf.Tensor, eps: number): tf.Tensor {
   if (hasKernels(RMS_KERNEL, RMS_GRAD_KERNEL)) {
-    const f = customGrad2((xi, wi, save) => {
+    const f = customGradN(([xi, wi], save) => {
       const [y, rinv] = tf.engine().runKernel(RMS_KERNEL, { x: xi, w: wi }, { eps } as unknown as tf.NamedAttrMap) as tf.Tensor[];
       save([xi, wi, rinv]);
       return { value: y, gradFunc: (dy, s) => tf.engine().runKernel(RMS_GRAD_KERNEL, { x: s[0], w: s[1], rinv: s[2], dy }, {}) as tf.Tensor[] };
@@ -113,7 +107,7 @@ export function swiglu(x: tf.Tensor2D, wg: tf.Tensor, wu: tf.Tensor, wd: tf.Tens
  */
 export function softmaxLast(x: tf.Tensor): tf.Tensor {
   if (!hasKernels(SOFTMAX_KERNEL, SOFTMAX_GRAD_KERNEL)) return tf.softmax(x);
-  const f = customGrad1((xi, save) => {
+  const f = customGradN(([xi], save) => {
     const y = tf.engine().runKernel(SOFTMAX_KERNEL, { x: xi }, {}) as tf.Tensor;
     save([y]);
     return { value: y, gradFunc: (dy: tf.Tensor, s: tf.Tensor[]) => [tf.engine().runKernel(SOFTMAX_GRAD_KERNEL, { y: s[0], dy }, {}) as tf.Tensor] };
@@ -124,7 +118,7 @@ export function softmaxLast(x: tf.Tensor): tf.Tensor {
 /** silu(g) · u; one fused kernel each way on the native cpu path. */
 export function siluMul(g: tf.Tensor, u: tf.Tensor): tf.Tensor {
   if (!hasKernels(SILU_MUL_KERNEL, SILU_MUL_GRAD_KERNEL)) return tf.mul(tf.mul(g, tf.sigmoid(g)), u);
-  const f = customGrad2((gi, ui, save) => {
+  const f = customGradN(([gi, ui], save) => {
     const [a, sig] = tf.engine().runKernel(SILU_MUL_KERNEL, { g: gi, u: ui }, {}) as tf.Tensor[];
     save([gi, ui, sig]);
     return { value: a, gradFunc: (dy, s) => tf.engine().runKernel(SILU_MUL_GRAD_KERNEL, { g: s[0], u: s[1], sig: s[2], dy }, {}) as tf.Tensor[] };

@@ -74,8 +74,10 @@ export function adamwStep(
 function adamwThreads(n: number): number {
   const env = Number(process.env.MOECAT_ADAMW_THREADS);
   if (Number.isInteger(env) && env >= 1) return Math.min(env, 2);
-  return n >= 2 ** 18 && os.cpus().length >= 2 ? 2 : 1;
+  cores ??= os.cpus().length; // read once: os.cpus() parses /proc on every call
+  return n >= 2 ** 18 && cores >= 2 ? 2 : 1;
 }
+let cores: number | undefined;
 
 /** The JS AdamW loop: the reference the C path reproduces bit for bit. */
 export function adamwStepJs(
