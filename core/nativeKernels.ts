@@ -21,6 +21,7 @@ import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
 import { BufferPool, PoolStats } from './bufferPool';
+import { COMBINE_GRAD_KERNEL, COMBINE_KERNEL, EXPERTS_GRAD_KERNEL, EXPERTS_KERNEL, KernelHelpers, combineGradKernel, combineKernel, expertsGradKernel, expertsKernel } from './moeKernels';
 
 type TensorInfo = tf.TensorInfo;
 type KernelFunc = tf.KernelFunc;
@@ -50,6 +51,8 @@ export interface NativeAddon {
   rmsNormGrad?(x: Float32Array, w: Float32Array, rinv: Float32Array, dy: Float32Array, dx: Float32Array, dw: Float32Array, rows: number, cols: number): void;
   siluMul?(g: Float32Array, u: Float32Array, out: Float32Array, sig: Float32Array, n: number): void;
   siluMulGrad?(g: Float32Array, u: Float32Array, sig: Float32Array, da: Float32Array, dg: Float32Array, du: Float32Array, n: number): void;
+  moeCombine?(src: Float32Array, slot: Int32Array, gates: Float32Array, out: Float32Array, T: number, K: number, d: number): void;
+  moeCombineGrad?(src: Float32Array, slot: Int32Array, gates: Float32Array, dy: Float32Array, dsrc: Float32Array, dgates: Float32Array, T: number, K: number, d: number): void;
   /** One AdamW update over slices (trainer/adamw.ts); absent in addons built before it existed. */
   adamw?(params: Float32Array, grads: Float32Array, m: Float32Array, v: Float32Array, offsets: Int32Array, sizes: Int32Array, lrs: Float64Array, wds: Float64Array, b1: number, b2: number, c1: number, c2: number, eps: number, gradScale: number, threads: number): void;
 }
@@ -725,6 +728,7 @@ export const RMS_KERNEL = 'MoecatRmsNorm';
 export const RMS_GRAD_KERNEL = 'MoecatRmsNormGrad';
 export const SILU_MUL_KERNEL = 'MoecatSiluMul';
 export const SILU_MUL_GRAD_KERNEL = 'MoecatSiluMulGrad';
+export { COMBINE_GRAD_KERNEL, COMBINE_KERNEL, EXPERTS_GRAD_KERNEL, EXPERTS_KERNEL };
 
 const lastDim = (t: TensorInfo) => t.shape[t.shape.length - 1];
 
@@ -790,8 +794,29 @@ const siluMulGradKernel = (m: NativeAddon): KernelFunc | null =>
       }
     : null;
 
+const helpers: KernelHelpers = {
+  alloc,
+  allocZeroed,
+  f32,
+  i32,
+  threadsFor: (flops) => (flops >= blasPolicy.mtMinFlops ? blasPolicy.maxThreads : 1),
+};
+
 /** Names of the fused kernels (registered under new names, not replacing tfjs kernels). */
-export const FUSED_KERNEL_NAMES = [CE_KERNEL, CE_GRAD_KERNEL, SOFTMAX_KERNEL, SOFTMAX_GRAD_KERNEL, RMS_KERNEL, RMS_GRAD_KERNEL, SILU_MUL_KERNEL, SILU_MUL_GRAD_KERNEL];
+export const FUSED_KERNEL_NAMES = [
+  CE_KERNEL,
+  CE_GRAD_KERNEL,
+  SOFTMAX_KERNEL,
+  SOFTMAX_GRAD_KERNEL,
+  RMS_KERNEL,
+  RMS_GRAD_KERNEL,
+  SILU_MUL_KERNEL,
+  SILU_MUL_GRAD_KERNEL,
+  EXPERTS_KERNEL,
+  EXPERTS_GRAD_KERNEL,
+  COMBINE_KERNEL,
+  COMBINE_GRAD_KERNEL,
+];
 
 const FUSED_KERNELS: Record<string, (m: NativeAddon) => KernelFunc | null> = {
   [CE_KERNEL]: crossEntropyKernel,
@@ -802,4 +827,8 @@ const FUSED_KERNELS: Record<string, (m: NativeAddon) => KernelFunc | null> = {
   [RMS_GRAD_KERNEL]: rmsNormGradKernel,
   [SILU_MUL_KERNEL]: siluMulKernel,
   [SILU_MUL_GRAD_KERNEL]: siluMulGradKernel,
+  [EXPERTS_KERNEL]: (m) => expertsKernel(m, helpers),
+  [EXPERTS_GRAD_KERNEL]: (m) => expertsGradKernel(m, helpers),
+  [COMBINE_KERNEL]: (m) => combineKernel(m, helpers),
+  [COMBINE_GRAD_KERNEL]: (m) => combineGradKernel(m, helpers),
 };

@@ -96,16 +96,18 @@ function mla(c: ModelConfig, P: ParamGetter, p: string, x: tf.Tensor2D, ctx: Att
   // Query latent: q = Wqb·RMS(Wqa·h), scaled by sqrt(d_model/q_lora) (LongCat-Flash MLA scale).
   const qa = rmsNorm(tf.matMul(x, P(`${p}.q_a_proj.weight`) as tf.Tensor2D), P(`${p}.q_a_layernorm.weight`), c.rmsEps) as tf.Tensor2D;
   const q = tf.reshape(tf.mul(tf.matMul(qa, P(`${p}.q_b_proj.weight`) as tf.Tensor2D), Math.sqrt(c.dModel / a.qLoraRank)), [B, S, H, dn + dr]) as tf.Tensor4D;
-  const qNope = tf.slice(q, [0, 0, 0, 0], [B, S, H, dn]);
-  const qRope = applyRope(tf.slice(q, [0, 0, 0, dn], [B, S, H, dr]) as tf.Tensor4D, ctx.cos, ctx.sin);
+  // Splits rather than slices: a split's gradient is one concat, a slice's a padded copy.
+  const [qNope, qPe] = tf.split(q, [dn, dr], 3);
+  const qRope = applyRope(qPe as tf.Tensor4D, ctx.cos, ctx.sin);
   // KV latent c = RMS(Wkva·h)[:kv_lora]·sqrt(d_model/kv_lora), plus one shared rope key.
   const kva = tf.matMul(x, P(`${p}.kv_a_proj_with_mqa.weight`) as tf.Tensor2D);
-  const latent = tf.mul(rmsNorm(tf.slice(kva, [0, 0], [B * S, a.kvLoraRank]), P(`${p}.kv_a_layernorm.weight`), c.rmsEps), Math.sqrt(c.dModel / a.kvLoraRank)) as tf.Tensor2D;
-  const kRope = applyRope(tf.reshape(tf.slice(kva, [0, a.kvLoraRank], [B * S, dr]), [B, S, 1, dr]) as tf.Tensor4D, ctx.cos, ctx.sin);
+  const [kvLat, kPe] = tf.split(kva, [a.kvLoraRank, dr], 1);
+  const latent = tf.mul(rmsNorm(kvLat, P(`${p}.kv_a_layernorm.weight`), c.rmsEps), Math.sqrt(c.dModel / a.kvLoraRank)) as tf.Tensor2D;
+  const kRope = applyRope(tf.reshape(kPe, [B, S, 1, dr]) as tf.Tensor4D, ctx.cos, ctx.sin);
   const kvb = tf.reshape(tf.matMul(latent, P(`${p}.kv_b_proj.weight`) as tf.Tensor2D), [B, S, H, dn + a.vHeadDim]);
-  const kNope = tf.slice(kvb, [0, 0, 0, 0], [B, S, H, dn]);
-  const v = tf.slice(kvb, [0, 0, 0, dn], [B, S, H, a.vHeadDim]);
-  const k = tf.concat([kNope, tf.tile(kRope, [1, 1, H, 1])], 3);
+  const [kNope, v] = tf.split(kvb, [dn, a.vHeadDim], 3);
+  // broadcastTo's gradient is one sum over heads (Tile's: one slice and add per head).
+  const k = tf.concat([kNope, tf.broadcastTo(kRope, [B, S, H, dr])], 3);
   const qFull = tf.transpose(tf.concat([qNope, qRope], 3), [0, 2, 1, 3]) as tf.Tensor4D;
   const kv = withCache(tf.transpose(k, [0, 2, 1, 3]) as tf.Tensor4D, tf.transpose(v, [0, 2, 1, 3]) as tf.Tensor4D, cache);
   const o = sdpa(qFull, kv.k, kv.v, 1 / Math.sqrt(dn + dr), ctx.mask);

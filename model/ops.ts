@@ -6,6 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { CE_GRAD_KERNEL, CE_KERNEL, RMS_GRAD_KERNEL, RMS_KERNEL, SILU_MUL_GRAD_KERNEL, SILU_MUL_KERNEL, SOFTMAX_GRAD_KERNEL, SOFTMAX_KERNEL } from '../core/nativeKernels';
+import { COMBINE_GRAD_KERNEL, COMBINE_KERNEL, EXPERTS_GRAD_KERNEL, EXPERTS_KERNEL } from '../core/moeKernels';
 
 type GradFn = (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[];
 
@@ -102,6 +103,68 @@ export function swiglu(x: tf.Tensor2D, wg: tf.Tensor, wu: tf.Tensor, wd: tf.Tens
 }
 
 /**
+ * All FFN experts of a MoE layer on their row blocks of xs (rows sorted by expert; expert e owns
+ * rows offsets[e]..offsets[e+1]); `weights` holds gate, up, down of expert 0, then expert 1, ...
+ * On the native cpu path one fused kernel each way with the composite's exact arithmetic
+ * (core/moeKernels.ts); elsewhere one split and a SwiGLU per expert with rows.
+ */
+export function expertsFfn(xs: tf.Tensor2D, weights: tf.Tensor[], offsets: Int32Array, composite = false): tf.Tensor2D {
+  const N = offsets.length - 1;
+  if (weights.length !== 3 * N) throw new Error(`expertsFfn: ${weights.length} weights for ${N} experts`);
+  if (!composite && hasKernels(EXPERTS_KERNEL, EXPERTS_GRAD_KERNEL)) {
+    const attrs = { offsets: Array.from(offsets) } as unknown as tf.NamedAttrMap;
+    const named = (x: tf.Tensor, ws: tf.Tensor[]) => Object.fromEntries([['x', x], ...ws.map((w, i) => [`w${i}`, w])]);
+    const f = customGradN(([x, ...ws], save) => {
+      const [y, g, u, sig, a] = tf.engine().runKernel(EXPERTS_KERNEL, named(x, ws), attrs) as tf.Tensor[];
+      save([x, ...ws, g, u, sig, a]);
+      return {
+        value: y,
+        gradFunc: (dy, s) => {
+          const [g2, u2, sig2, a2] = s.slice(1 + 3 * N);
+          return tf.engine().runKernel(EXPERTS_GRAD_KERNEL, { ...named(s[0], s.slice(1, 1 + 3 * N)), g: g2, u: u2, sig: sig2, a: a2, dy }, attrs) as tf.Tensor[];
+        },
+      };
+    });
+    return f(xs, ...weights) as tf.Tensor2D;
+  }
+  // One split into the experts' row blocks (its gradient is one concat; per-expert slices would
+  // each pad their gradient back to all rows and add them up).
+  const experts: number[] = [];
+  const sizes: number[] = [];
+  for (let e = 0; e < N; e++) {
+    const n = offsets[e + 1] - offsets[e];
+    if (n > 0) experts.push(e), sizes.push(n);
+  }
+  if (experts.length === 0) return xs;
+  const blocks = experts.length === 1 ? [xs] : tf.split(xs, sizes, 0);
+  const outs = experts.map((e, i) => swiglu(blocks[i] as tf.Tensor2D, weights[3 * e], weights[3 * e + 1], weights[3 * e + 2]));
+  return outs.length === 1 ? outs[0] : (tf.concat(outs, 0) as tf.Tensor2D);
+}
+
+/**
+ * MoE weighted combine: out[t] = Σ_k gates[t·K+k] · source[slotSource[t·K+k]], [T, d]. One
+ * fused kernel each way on the native cpu path (the composite's arithmetic, without its [T,K,d]
+ * intermediates); elsewhere gather -> mul -> sum over k.
+ */
+export function moeCombine(source: tf.Tensor2D, slotSource: Int32Array, gates: tf.Tensor, T: number, K: number, composite = false): tf.Tensor2D {
+  const d = source.shape[1];
+  if (!composite && hasKernels(COMBINE_KERNEL, COMBINE_GRAD_KERNEL)) {
+    const slot = () => tf.tensor1d(slotSource, 'int32');
+    const attrs = { K } as unknown as tf.NamedAttrMap;
+    const f = customGradN(([src, g], save) => {
+      save([src, g]);
+      return {
+        value: tf.engine().runKernel(COMBINE_KERNEL, { src, slot: slot(), gates: g }, attrs) as tf.Tensor,
+        gradFunc: (dy, s) => tf.engine().runKernel(COMBINE_GRAD_KERNEL, { src: s[0], slot: slot(), gates: s[1], dy }, attrs) as tf.Tensor[],
+      };
+    });
+    return f(source, gates) as tf.Tensor2D;
+  }
+  const slotOut = gatherRows(source, slotSource);
+  return tf.sum(tf.reshape(tf.mul(slotOut, gates), [T, K, d]), 1) as tf.Tensor2D;
+}
+
+/**
  * Softmax over the last axis (attention scores). On the native cpu path one fused kernel each
  * way (fast exp; the gradient y·(dy − Σ dy·y) in one pass instead of four kernels).
  */
@@ -150,7 +213,6 @@ export function applyRope(x: tf.Tensor4D, cos: tf.Tensor, sin: tf.Tensor): tf.Te
   const half = D / 2;
   const c = cos.rank === 2 ? tf.reshape(cos, [1, S, 1, half]) : tf.reshape(cos, [B, S, 1, half]);
   const s = sin.rank === 2 ? tf.reshape(sin, [1, S, 1, half]) : tf.reshape(sin, [B, S, 1, half]);
-  const x1 = tf.slice(x, [0, 0, 0, 0], [B, S, H, half]);
-  const x2 = tf.slice(x, [0, 0, 0, half], [B, S, H, half]);
+  const [x1, x2] = tf.split(x, 2, 3);
   return tf.concat([tf.sub(tf.mul(x1, c), tf.mul(x2, s)), tf.add(tf.mul(x2, c), tf.mul(x1, s))], 3) as tf.Tensor4D;
 }

@@ -824,6 +824,91 @@ static napi_value silu_mul_grad(napi_env env, napi_callback_info info) {
   return undef(env);
 }
 
+/* ------------------------------------------------------------------ MoE weighted combine */
+
+/* True when every slot[i] < rows (and >= 0); otherwise throws a RangeError with `what`. */
+static int slots_in_range(napi_env env, const int32_t* slot, int64_t n, int64_t rows, const char* what) {
+  for (int64_t i = 0; i < n; i++) {
+    if (slot[i] < 0 || slot[i] >= rows) {
+      throw_range(env, what);
+      return 0;
+    }
+  }
+  return 1;
+}
+
+/*
+ * moeCombine(src, slot, gates, out, T, K, d): out[t] = sum_k gates[t*K+k] * src[slot[t*K+k]],
+ * with the arithmetic of the composite gather -> mul -> sum over k: each product rounded to
+ * float32, the K products summed in double from zero, rounded once.
+ */
+static napi_value moe_combine(napi_env env, napi_callback_info info) {
+  ARGS(7);
+  F32(0, src, nsrc);
+  I32A(1, slot, nslot);
+  F32(2, gates, ng);
+  F32(3, out, no);
+  INT(4, T);
+  INT(5, K);
+  INT(6, d);
+  if (T < 0 || K < 1 || d < 1 || (size_t)(T * K) > nslot || (size_t)(T * K) > ng || (size_t)(T * d) > no) {
+    throw_range(env, "moecat_native.moeCombine: sizes do not match the arrays");
+    return NULL;
+  }
+  if (!slots_in_range(env, slot, T * K, (int64_t)(nsrc / (size_t)d), "moecat_native.moeCombine: slot source out of range")) return NULL;
+  for (int64_t t = 0; t < T; t++) {
+    float* o = out + t * d;
+    for (int64_t j = 0; j < d; j++) {
+      double acc = 0;
+      for (int64_t k = 0; k < K; k++) {
+        const float p = gates[t * K + k] * src[(int64_t)slot[t * K + k] * d + j];
+        acc += p;
+      }
+      o[j] = (float)acc;
+    }
+  }
+  return undef(env);
+}
+
+/*
+ * moeCombineGrad(src, slot, gates, dy, dsrc, dgates, T, K, d): the composite's gradient.
+ * dgates[i] = sum_j float32(dy[t,j] * src[slot[i],j]) in double, rounded once; dsrc (zeroed by
+ * the caller) [slot[i]] += float32(dy[t] * gates[i]), in slot order, in float32 (ScatterNd's order).
+ */
+static napi_value moe_combine_grad(napi_env env, napi_callback_info info) {
+  ARGS(9);
+  F32(0, src, nsrc);
+  I32A(1, slot, nslot);
+  F32(2, gates, ng);
+  F32(3, dy, ndy);
+  F32(4, dsrc, nds);
+  F32(5, dgates, ndg);
+  INT(6, T);
+  INT(7, K);
+  INT(8, d);
+  if (T < 0 || K < 1 || d < 1 || (size_t)(T * K) > nslot || (size_t)(T * K) > ng || (size_t)(T * K) > ndg ||
+      (size_t)(T * d) > ndy || nds < nsrc) {
+    throw_range(env, "moecat_native.moeCombineGrad: sizes do not match the arrays");
+    return NULL;
+  }
+  if (!slots_in_range(env, slot, T * K, (int64_t)(nsrc / (size_t)d), "moecat_native.moeCombineGrad: slot source out of range")) return NULL;
+  for (int64_t i = 0; i < T * K; i++) {
+    const float* g = dy + (i / K) * d;
+    const float* s = src + (int64_t)slot[i] * d;
+    float* ds = dsrc + (int64_t)slot[i] * d;
+    const float w = gates[i];
+    double acc = 0;
+    for (int64_t j = 0; j < d; j++) {
+      const float p = g[j] * s[j];
+      acc += p;
+      const float q = g[j] * w;
+      ds[j] = ds[j] + q;
+    }
+    dgates[i] = (float)acc;
+  }
+  return undef(env);
+}
+
 /* ------------------------------------------------------------------ AdamW */
 
 /*
@@ -974,6 +1059,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"rmsNormGrad", NULL, rms_norm_grad, NULL, NULL, NULL, napi_default, NULL},
       {"siluMul", NULL, silu_mul, NULL, NULL, NULL, napi_default, NULL},
       {"siluMulGrad", NULL, silu_mul_grad, NULL, NULL, NULL, napi_default, NULL},
+      {"moeCombine", NULL, moe_combine, NULL, NULL, NULL, napi_default, NULL},
+      {"moeCombineGrad", NULL, moe_combine_grad, NULL, NULL, NULL, napi_default, NULL},
       {"tuneMalloc", NULL, tune_malloc, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;

@@ -34,7 +34,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { ParallelError } from '../core/errors';
 import { MoeOutput, routeTokens } from '../model/moe/layer';
-import { gatherRows, swiglu } from '../model/ops';
+import { gatherRows, moeCombine, swiglu } from '../model/ops';
 import { balanceLoss } from '../model/moe/balanceLoss';
 import { MoeCall, MoeFn, PendingMoe } from '../model/scmoeLayer';
 import { PendingAllToAll, SyncAllToAll } from './syncComm';
@@ -173,8 +173,7 @@ export class ExpertParallel {
       // same gradient all-to-alls; slots index past it.
       const slotSource = pad ? plan.slotSource.map((v) => v + pad) : plan.slotSource;
       const source = tf.concat([ys, uId], 0) as tf.Tensor2D;
-      const slotOut = gatherRows(source, slotSource);
-      const outT = tf.sum(tf.reshape(tf.mul(slotOut, gates), [T, K, d]), 1) as tf.Tensor2D;
+      const outT = moeCombine(source, slotSource, gates, T, K);
       const result: MoeOutput = {
         out: outT,
         probs,

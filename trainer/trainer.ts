@@ -56,12 +56,24 @@ export interface TrainerOptions {
 
 export type StepOutcome = { kind: 'step'; metrics: StepMetrics } | { kind: 'spike'; event: SpikeEvent };
 
-function cloneState(s: TrainerState): TrainerState {
+/** Copy of src, written into reuse when its length matches (no fresh pages), else a new array. */
+function copyF32(src: Float32Array, reuse?: Float32Array): Float32Array {
+  if (!reuse || reuse.length !== src.length) return Float32Array.from(src);
+  reuse.set(src);
+  return reuse;
+}
+
+/**
+ * Deep copy of a trainer state. `reuse` (a copy this trainer owns, e.g. the previous spike
+ * snapshot) donates its arrays: a snapshot of small's 6.85M parameters and Adam moments is
+ * 82 MB, and fresh arrays page-faulted every tenth step (20k faults, +400 ms).
+ */
+function cloneState(s: TrainerState, reuse?: TrainerState | null): TrainerState {
   return {
     ...s,
-    params: Float32Array.from(s.params),
-    opt: { t: s.opt.t, m: Float32Array.from(s.opt.m), v: Float32Array.from(s.opt.v) },
-    biases: s.biases.map((b) => Float32Array.from(b)),
+    params: copyF32(s.params, reuse?.params),
+    opt: { t: s.opt.t, m: copyF32(s.opt.m, reuse?.opt.m), v: copyF32(s.opt.v, reuse?.opt.v) },
+    biases: s.biases.map((b, i) => copyF32(b, reuse?.biases[i])),
     skipped: [...s.skipped],
     spikes: [...s.spikes],
     detector: { loss: [...s.detector.loss], grad: [...s.detector.grad] },
@@ -139,7 +151,7 @@ export class Trainer {
     const model = this.effectiveModel();
     const spikeCfg = cfg.stability.spike;
     if (spikeCfg.enabled && (this.snapshot === null || this.state.step % spikeCfg.snapshotEvery === 0)) {
-      if (this.snapshot?.step !== this.state.step) this.snapshot = cloneState(this.syncDetector());
+      if (this.snapshot?.step !== this.state.step) this.snapshot = cloneState(this.syncDetector(), this.snapshot);
     }
     while (this.state.skipped.includes(this.state.dataStep)) this.state.dataStep++;
     const step = this.state.step;

@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { ModelConfig } from '../config';
-import { gatherRows, swiglu } from '../ops';
+import { expertsFfn, gatherRows, moeCombine } from '../ops';
 import { ParamGetter } from '../attention';
 import { DispatchPlan, planDispatch, Routing, selectExperts } from './router';
 import { balanceLoss } from './balanceLoss';
@@ -79,18 +79,17 @@ export function moeLayer(
   let source: tf.Tensor2D = u;
   if (nRows > 0) {
     const xs = gatherRows(u, plan.rowToken);
-    const outs: tf.Tensor2D[] = [];
+    // Only the experts with routed rows take part (and read their weights).
+    const weights: tf.Tensor[] = [];
+    const offsets = [0];
     for (let e = 0; e < N; e++) {
-      const lo = plan.expertOffsets[e];
-      const n = plan.expertOffsets[e + 1] - lo;
-      if (n === 0) continue;
-      const p = `${prefix}.experts.${e}`;
-      outs.push(swiglu(tf.slice(xs, [lo, 0], [n, d]), P(`${p}.gate_proj.weight`), P(`${p}.up_proj.weight`), P(`${p}.down_proj.weight`)));
+      if (plan.expertOffsets[e + 1] === plan.expertOffsets[e]) continue;
+      for (const w of ['gate_proj', 'up_proj', 'down_proj']) weights.push(P(`${prefix}.experts.${e}.${w}.weight`));
+      offsets.push(plan.expertOffsets[e + 1]);
     }
-    source = tf.concat([...outs, u], 0) as tf.Tensor2D;
+    source = tf.concat([expertsFfn(xs, weights, Int32Array.from(offsets)), u], 0) as tf.Tensor2D;
   }
-  const slotOut = gatherRows(source, plan.slotSource); // [T·K, d]
-  const out = tf.sum(tf.reshape(tf.mul(slotOut, gates), [T, K, d]), 1) as tf.Tensor2D;
+  const out = moeCombine(source, plan.slotSource, gates, T, K);
 
   const result: MoeOutput = {
     out,

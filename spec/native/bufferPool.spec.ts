@@ -7,14 +7,13 @@
  */
 import { strict as assert } from 'assert';
 import * as tf from '@tensorflow/tfjs';
-import { selectBackend } from '../../core/backend';
 import { BufferPool, sizeClass } from '../../core/bufferPool';
-import { loadNativeKernels, nativeAddon, nativeKernelNames, nativePoolStats, unloadNativeKernels } from '../../core/nativeKernels';
+import { loadNativeKernels, nativeAddon, nativePoolStats, unloadNativeKernels } from '../../core/nativeKernels';
 import { adamwStep, adamwStepJs, newAdamWState, ParamSlice } from '../../trainer/adamw';
 import { loadTrainConfig } from '../../trainer/config';
 import { MarkovSource } from '../../trainer/data';
 import { Trainer } from '../../trainer/trainer';
-import { useTestBackend } from '../helpers/backend';
+import { useNativeCpu } from '../helpers/native';
 
 const probe = loadNativeKernels({ register: false });
 const skipReason = probe.reason ?? '';
@@ -93,20 +92,7 @@ describe('buffer pool (logic)', () => {
 
 describe('buffer pool on the cpu backend with native kernels', function () {
   this.timeout(300000);
-  let hadNative = false;
-
-  before(async function () {
-    if (skipReason) this.skip();
-    hadNative = nativeKernelNames().length > 0;
-    await selectBackend('cpu');
-    assert.ok(loadNativeKernels().loaded);
-  });
-  after(async () => {
-    if (skipReason) return;
-    if (hadNative) loadNativeKernels();
-    else unloadNativeKernels();
-    await useTestBackend();
-  });
+  useNativeCpu(skipReason);
 
   it('reuses buffers, and a reused buffer never changes a live tensor, a dataSync result or a user array', () => {
     assert.ok(nativePoolStats(), 'the pool is on by default');

@@ -11,21 +11,12 @@
  */
 import { strict as assert } from 'assert';
 import * as tf from '@tensorflow/tfjs';
-import { selectBackend } from '../../core/backend';
-import { CE_KERNEL, loadNativeKernels, nativeKernelNames, RMS_KERNEL, SILU_MUL_KERNEL, SOFTMAX_KERNEL, unloadNativeKernels } from '../../core/nativeKernels';
+import { CE_KERNEL, loadNativeKernels, RMS_KERNEL, SILU_MUL_KERNEL, SOFTMAX_KERNEL, unloadNativeKernels } from '../../core/nativeKernels';
 import { rmsNorm, siluMul, softmaxLast, weightedCrossEntropy } from '../../model/ops';
-import { useTestBackend } from '../helpers/backend';
+import { lcg, useNativeCpu } from '../helpers/native';
 
 const probe = loadNativeKernels({ register: false });
 const skipReason = probe.reason ?? '';
-
-function lcg(n: number, seed: number, scale: number): Float32Array {
-  let s = seed;
-  return Float32Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return (s / 2 ** 32 - 0.5) * 2 * scale;
-  });
-}
 
 function lossAndGrad(z: Float32Array, T: number, V: number, y: Int32Array, w: Float32Array): { loss: number; grad: Float32Array } {
   const logits = tf.tensor2d(z, [T, V]);
@@ -55,19 +46,7 @@ function maxRelDiff(a: Float32Array, b: Float32Array): number {
 
 describe(probe.loaded ? 'fused kernels (native cpu)' : `fused kernels (native cpu) [skipped: ${skipReason}]`, function () {
   this.timeout(120000);
-  let hadNative = false;
-
-  before(async function () {
-    if (skipReason) this.skip();
-    hadNative = nativeKernelNames().length > 0;
-    await selectBackend('cpu');
-  });
-  after(async () => {
-    if (skipReason) return;
-    if (hadNative) loadNativeKernels();
-    else unloadNativeKernels();
-    await useTestBackend();
-  });
+  useNativeCpu(skipReason);
 
   for (const [T, V, scale] of [
     [7, 11, 3],
