@@ -938,15 +938,21 @@ static void* adamw_run(void* arg) {
     const int64_t a = t->lo > base ? t->lo - base : 0;
     const int64_t b = t->hi - base < n ? t->hi - base : n;
     const double glr = t->lrs[k], wd = t->wds[k];
+    const double b1 = t->b1, b2 = t->b2, c1 = t->c1, c2 = t->c2, eps = t->eps, gs = t->gs;
+    /* Local restrict pointers let the loop vectorise (same per-element arithmetic). */
+    const int64_t o = t->offs[k];
+    float* restrict P = t->p + o;
+    float* restrict M = t->m + o;
+    float* restrict V = t->v + o;
+    const float* restrict G = t->g + o;
     for (int64_t j = a; j < b; j++) {
-      const int64_t i = t->offs[k] + j;
-      const double gi = (double)t->g[i] * t->gs;
-      const double mi = t->b1 * (double)t->m[i] + ob1 * gi;
-      t->m[i] = (float)mi;
-      const double vi = t->b2 * (double)t->v[i] + ob2 * gi * gi;
-      t->v[i] = (float)vi;
-      const double pi = (double)t->p[i];
-      t->p[i] = (float)(pi - glr * ((mi / t->c1) / (sqrt(vi / t->c2) + t->eps) + wd * pi));
+      const double gi = (double)G[j] * gs;
+      const double mi = b1 * (double)M[j] + ob1 * gi;
+      M[j] = (float)mi;
+      const double vi = b2 * (double)V[j] + ob2 * gi * gi;
+      V[j] = (float)vi;
+      const double pi = (double)P[j];
+      P[j] = (float)(pi - glr * ((mi / c1) / (sqrt(vi / c2) + eps) + wd * pi));
     }
     base += n;
     if (base >= t->hi) break;
