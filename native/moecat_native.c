@@ -643,9 +643,16 @@ static napi_value cross_entropy(napi_env env, napi_callback_info info) {
     throw_range(env, "moecat_native.crossEntropy: sizes do not match the arrays");
     return NULL;
   }
+  /* One row of exponentials: computed in a loop that vectorises, then summed in order. */
+  float* e = (float*)malloc(sizeof(float) * (size_t)cols);
+  if (!e) {
+    napi_throw_error(env, NULL, "moecat_native.crossEntropy: out of memory");
+    return NULL;
+  }
   double total = 0;
   for (int64_t i = 0; i < rows; i++) {
     if (y[i] < 0 || y[i] >= cols) {
+      free(e);
       throw_range(env, "moecat_native.crossEntropy: target out of range");
       return NULL;
     }
@@ -655,12 +662,14 @@ static napi_value cross_entropy(napi_env env, napi_callback_info info) {
       const float v = r[j];
       if (v != v || v > m) m = v;
     }
+    for (int64_t j = 0; j < cols; j++) e[j] = fexp(r[j] - m);
     double s = 0;
-    for (int64_t j = 0; j < cols; j++) s += fexp(r[j] - m);
+    for (int64_t j = 0; j < cols; j++) s += e[j];
     const double l = (double)m + log(s);
     lse[i] = (float)l;
     if (w[i] != 0) total += (double)w[i] * (l - (double)r[y[i]]);
   }
+  free(e);
   napi_value out;
   CHECK(napi_create_double(env, total, &out));
   return out;

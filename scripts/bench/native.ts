@@ -13,9 +13,11 @@
  *   native-levers     small.yaml step time with each cpu+native lever switched off in turn
  *                     (output-buffer pool, glibc malloc thresholds, fused kernels, AdamW in
  *                     C), interleaved over rounds so machine noise hits every variant alike
+ *   native-h2h        small.yaml: moecat cpu+native against PyTorch on one thread, alternating
+ *                     over rounds (the ratio the issue asks for, robust to machine drift)
  *
  *   node dist/scripts/bench/native.js                 # everything
- *   node dist/scripts/bench/native.js sgemm train     # a subset (sgemm, train, torch, levers)
+ *   node dist/scripts/bench/native.js sgemm train     # a subset (sgemm, train, torch, levers, h2h)
  *   node dist/scripts/bench/native.js --quick         # fewer steps / repeats
  *   node dist/scripts/bench/native.js --coretype X    # OPENBLAS_CORETYPE for the children
  *   node dist/scripts/bench/native.js --child <json>  # internal
@@ -46,8 +48,13 @@ interface ChildTask {
   lever?: string;
 }
 
+/** Result rows of this process and its children (for the summary tables). */
+const rows: Record<string, unknown>[] = [];
+
+/** Prints a result row and keeps it for the summary tables. */
 function emit(row: Record<string, unknown>): void {
   process.stdout.write(JSON.stringify(row) + '\n');
+  rows.push(row);
 }
 
 async function useVariant(v: Variant): Promise<string> {
@@ -165,7 +172,8 @@ async function childTrain(task: ChildTask): Promise<void> {
   if (task.lever) {
     t.dispose();
     const wMs = median(wall);
-    emit({ bench: 'native-levers-raw', config: name, lever: task.lever, steps: wall.length, step_ms_median: +wMs.toFixed(1), step_cpu_ms_median: +median(cpu).toFixed(1) });
+    if (task.lever === H2H) emit({ bench: 'native-h2h-raw', config: name, who: 'moecat cpu+native', steps: wall.length, step_ms_median: +wMs.toFixed(1) });
+    else emit({ bench: 'native-levers-raw', config: name, lever: task.lever, steps: wall.length, step_ms_median: +wMs.toFixed(1), step_cpu_ms_median: +median(cpu).toFixed(1) });
     return;
   }
   const ins = instrument(tf.getBackend());
@@ -280,18 +288,22 @@ function coreType(args: string[]): string | undefined {
 
 let childEnv: NodeJS.ProcessEnv = process.env;
 
-const rows: Record<string, unknown>[] = [];
-
-function passThrough(out: string): void {
+/** The JSON rows among a child's output lines. */
+function jsonLines(out: string): Record<string, unknown>[] {
+  const got: Record<string, unknown>[] = [];
   for (const line of out.split('\n')) {
     if (!line.trim().startsWith('{')) continue;
-    process.stdout.write(line + '\n');
     try {
-      rows.push(JSON.parse(line) as Record<string, unknown>);
+      got.push(JSON.parse(line) as Record<string, unknown>);
     } catch {
       /* not JSON */
     }
   }
+  return got;
+}
+
+function passThrough(out: string): void {
+  for (const row of jsonLines(out)) emit(row);
 }
 
 function runChild(task: ChildTask, extraEnv: NodeJS.ProcessEnv = {}): void {
@@ -300,23 +312,59 @@ function runChild(task: ChildTask, extraEnv: NodeJS.ProcessEnv = {}): void {
   passThrough(r.stdout ?? '');
 }
 
-/** Debian's python3 with python3-torch, run on one thread (as the native path), if installed. */
+const PY = '/usr/bin/python3';
+const TORCH_SCRIPT = path.resolve(__dirname, '..', '..', '..', 'scripts', 'bench', 'torch_reference.py');
+
+/** Debian's python3 with python3-torch, if installed (else one error row). */
+function haveTorch(): boolean {
+  if (fs.existsSync(PY) && spawnSync(PY, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0) return true;
+  emit({ bench: 'native-errors', task: 'torch', reason: 'python3-torch not installed (apt-get install python3-torch)' });
+  return false;
+}
+
+/** The PyTorch reference's JSON rows for these arguments. */
+function torchRows(args: string[]): Record<string, unknown>[] {
+  const r = spawnSync(PY, [TORCH_SCRIPT, ...args], { env: { ...childEnv, OMP_WAIT_POLICY: 'PASSIVE' }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  if (r.status !== 0) emit({ bench: 'native-errors', task: `torch ${args.join(' ')}`, exit: r.status });
+  return jsonLines(r.stdout ?? '');
+}
+
+/** PyTorch on one thread (as the native path) and on two. */
 function runTorch(quick: boolean): void {
-  const py = '/usr/bin/python3';
-  if (!fs.existsSync(py) || spawnSync(py, ['-c', 'import torch'], { stdio: 'ignore' }).status !== 0) {
-    emit({ bench: 'native-errors', task: 'torch', reason: 'python3-torch not installed (apt-get install python3-torch)' });
-    return;
+  if (!haveTorch()) return;
+  for (const threads of [1, 2]) for (const row of torchRows(['--threads', String(threads), '--steps', quick ? '3' : '7'])) emit(row);
+}
+
+const H2H = 'head-to-head';
+
+/**
+ * moecat (cpu+native) and PyTorch (one thread) on small.yaml, alternating in `rounds` rounds:
+ * PyTorch's own step time moved by up to 50% between separate runs on this machine, so the
+ * ratio is taken between the medians of interleaved runs.
+ */
+function runHeadToHead(quick: boolean): void {
+  if (!haveTorch()) return;
+  const rounds = quick ? 1 : 5;
+  for (let r = 0; r < rounds; r++) {
+    runChild({ kind: 'train', variant: 'cpu+native', config: 'small', steps: quick ? 4 : 9, lever: H2H });
+    for (const row of torchRows(['--threads', '1', '--steps', quick ? '3' : '9', 'small'])) {
+      emit({ bench: 'native-h2h-raw', config: 'small', who: 'torch 1 thread', steps: row.steps, step_ms_median: row.step_ms_median });
+    }
   }
-  const script = path.resolve(__dirname, '..', '..', '..', 'scripts', 'bench', 'torch_reference.py');
-  for (const threads of [1, 2]) {
-    const r = spawnSync(py, [script, '--threads', String(threads), '--steps', quick ? '3' : '7'], {
-      env: { ...childEnv, OMP_WAIT_POLICY: 'PASSIVE' },
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    if (r.status !== 0) emit({ bench: 'native-errors', task: `torch threads ${threads}`, exit: r.status });
-    passThrough(r.stdout ?? '');
-  }
+  const raw = rows.filter((x) => x.bench === 'native-h2h-raw');
+  const med = (who: string) => median(raw.filter((x) => x.who === who).map((x) => x.step_ms_median as number));
+  const [m, t] = [med('moecat cpu+native'), med('torch 1 thread')];
+  if (!Number.isFinite(m) || !Number.isFinite(t)) return;
+  emit({
+    bench: 'native-h2h',
+    config: 'small',
+    rounds,
+    moecat_step_ms: +m.toFixed(1),
+    torch_step_ms: +t.toFixed(1),
+    moecat_tokens_per_s: +((1024 / m) * 1000).toFixed(0),
+    torch_tokens_per_s: +((1024 / t) * 1000).toFixed(0),
+    moecat_vs_torch: +(t / m).toFixed(2),
+  });
 }
 
 /**
@@ -327,7 +375,7 @@ const LEVERS: { lever: string; env: NodeJS.ProcessEnv }[] = [
   { lever: 'all levers on', env: {} },
   { lever: 'output-buffer pool off', env: { MOECAT_POOL_MB: '0' } },
   { lever: 'malloc thresholds off', env: { MOECAT_MALLOC_TUNE: '0' } },
-  { lever: 'fused kernels off (cross-entropy, RMSNorm, SwiGLU)', env: { MOECAT_NATIVE_FUSED: '0' } },
+  { lever: 'fused kernels off (cross-entropy, softmax, RMSNorm, SwiGLU, MoE experts and combine)', env: { MOECAT_NATIVE_FUSED: '0' } },
   { lever: 'AdamW in JS', env: { MOECAT_NATIVE_ADAMW: '0' } },
   { lever: 'all four off', env: { MOECAT_POOL_MB: '0', MOECAT_MALLOC_TUNE: '0', MOECAT_NATIVE_FUSED: '0', MOECAT_NATIVE_ADAMW: '0' } },
 ];
@@ -373,6 +421,7 @@ function summary(): void {
       vs_wasm: ratio(tr('wasm'), 'tokens_per_s'),
       vs_cpu_js: ratio(tr('cpu'), 'tokens_per_s'),
       vs_torch_1thread: ratio(torch1, 'tokens_per_s'),
+      vs_torch_1thread_interleaved: rows.find((r) => r.bench === 'native-h2h' && r.config === config)?.moecat_vs_torch,
       vs_torch_2threads: ratio(torch2, 'tokens_per_s'),
       vs_wasm_cpu_time: ratio(tr('wasm'), 'tokens_per_cpu_s'),
       vs_cpu_js_cpu_time: ratio(tr('cpu'), 'tokens_per_cpu_s'),
@@ -412,6 +461,7 @@ async function main(): Promise<void> {
   }
   if (want('torch')) runTorch(quick);
   if (want('levers') && native.loaded) runLevers(quick);
+  if (want('h2h') && native.loaded) runHeadToHead(quick);
   summary();
 }
 
