@@ -7,6 +7,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { ConfigError } from '../core/errors';
 import { loadPrepared, PreparedData } from '../data/prepared';
 import { loadServingModel, ServingModel } from '../inference/loadModel';
+import { KEY_MODES, KeyMode } from '../inference/kv/attention';
 import { backendOption, handle, startBackend } from './common';
 
 interface CalibrateArgs {
@@ -17,13 +18,14 @@ interface CalibrateArgs {
   tokens: number;
   'seq-len'?: number;
   'codebook-size'?: number;
+  keys?: string;
   backend?: string;
 }
 
 type CalibrationFn = (
   m: ServingModel,
   data: PreparedData,
-  o: { sparsity: number; tokens: number; seqLen?: number; codebookSize?: number; log?: (line: string) => void },
+  o: { sparsity: number; tokens: number; seqLen?: number; codebookSize?: number; keys?: KeyMode; log?: (line: string) => void },
 ) => { file: string; summary: Record<string, unknown> };
 
 /** Method name -> loader of its calibration function (add a method with one line here). */
@@ -46,6 +48,7 @@ export const command: CommandModule<object, CalibrateArgs> = {
       .option('tokens', { type: 'number', default: 4096, describe: 'calibration tokens' })
       .option('seq-len', { type: 'number', describe: 'tokens per calibration window (default: chess 64, a2ats the model context)' })
       .option('codebook-size', { type: 'number', describe: 'a2ats: centroids per codebook, in [2, --tokens] (default: a power of two near tokens/16, at most 4096)' })
+      .option('keys', { type: 'string', describe: `a2ats: keys the codebooks quantise: wrope (pre-RoPE keys scored with R_b q, the paper; default) or post-rope (keys after RoPE scored with the query at its position)` })
       .options(backendOption) as unknown as Argv<CalibrateArgs>,
   handler: handle(async (a: CalibrateArgs) => {
     const run = METHODS[a.method];
@@ -59,11 +62,15 @@ export const command: CommandModule<object, CalibrateArgs> = {
       if (a.method !== 'a2ats') throw new ConfigError(`--codebook-size applies to --method a2ats only`, { where: '--codebook-size' });
       if (!Number.isInteger(M) || M < 2 || M > a.tokens) throw new ConfigError(`--codebook-size must be an integer in [2, --tokens = ${a.tokens}], got ${M}`, { where: '--codebook-size' });
     }
+    if (a.keys !== undefined) {
+      if (a.method !== 'a2ats') throw new ConfigError(`--keys applies to --method a2ats only`, { where: '--keys' });
+      if (!KEY_MODES.includes(a.keys as KeyMode)) throw new ConfigError(`--keys must be one of ${KEY_MODES.join(', ')}, got '${a.keys}'`, { where: '--keys' });
+    }
     await startBackend(a.backend);
     const model = loadServingModel(a.checkpoint);
     try {
       const data = loadPrepared(a.data);
-      const r = run()(model, data, { sparsity: a.sparsity, tokens: a.tokens, seqLen: a['seq-len'], codebookSize: M, log: (l) => process.stderr.write(l + '\n') });
+      const r = run()(model, data, { sparsity: a.sparsity, tokens: a.tokens, seqLen: a['seq-len'], codebookSize: M, keys: a.keys as KeyMode | undefined, log: (l) => process.stderr.write(l + '\n') });
       process.stderr.write(`wrote ${r.file}\n`);
       process.stdout.write(JSON.stringify({ method: a.method, file: r.file, ...r.summary }) + '\n');
     } finally {

@@ -76,7 +76,7 @@ export const command: CommandModule<object, GenerateArgs> = {
       for (const s of a.stop ?? []) if (s && text.endsWith(s)) text = text.slice(0, -s.length);
       process.stdout.write(text + '\n');
       const seconds = (performance.now() - t0) / 1000;
-      process.stderr.write(`${r.ids.length} tokens in ${seconds.toFixed(2)} s | A2ATS ratio ${kv.opts.ratio}: attended ${(100 * r.attendedShare).toFixed(1)}% of cached keys | FFN experts/token ${r.ffnExpertsPerToken.toFixed(2)} | finish: ${r.finishReason}\n`);
+      process.stderr.write(`${r.ids.length} tokens in ${seconds.toFixed(2)} s | A2ATS ratio ${kv.opts.ratio}, keys ${kv.opts.keys ?? 'wrope'}: attended ${(100 * r.attendedShare).toFixed(1)}% of cached keys | FFN experts/token ${r.ffnExpertsPerToken.toFixed(2)} | finish: ${r.finishReason}\n`);
       model.store.dispose();
       return;
     }

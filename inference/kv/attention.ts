@@ -8,9 +8,19 @@
  *   4. add the window (the last w positions, scored exactly) and the first `sinks` tokens;
  *   5. exact softmax attention over the selection with normal RoPE.
  * With K at least the number of far keys the selection is every key and the output is exact.
+ * Key mode 'post-rope' (codebooks calibrated on post-RoPE keys) changes only steps 1 and the
+ * encoding: the code is that of the RoPE'd key R_s k, and q~ = R_pos q, the query at its own
+ * position, so T[code(s)] approximates the exact score R_pos q · R_s k.
  */
 import { Codebook, encodeKey, lookupTable } from './quantizer';
 import { dot, RopeSpec, rotate } from './linalg';
+
+/**
+ * Which keys the codebooks quantise. 'wrope' (the paper): pre-RoPE keys k, scored with R_b q.
+ * 'post-rope': keys after RoPE at their own position R_s k, scored with R_pos q.
+ */
+export type KeyMode = 'wrope' | 'post-rope';
+export const KEY_MODES: readonly KeyMode[] = ['wrope', 'post-rope'];
 
 export interface A2ATSOptions {
   /** w: positions t − s < w are always attended and scored exactly (default 64). */
@@ -21,6 +31,8 @@ export interface A2ATSOptions {
   b: number;
   /** Retrieved share of the context: K = ceil(ratio · length) per query head. */
   ratio: number;
+  /** What the codebooks quantise (default 'wrope'; b is unused with 'post-rope'). */
+  keys?: KeyMode;
 }
 
 export const DEFAULT_A2ATS: A2ATSOptions = { window: 64, sinks: 8, b: 2048, ratio: 0.06 };
@@ -54,10 +66,12 @@ export class A2ATSHeadGroup {
   readonly values: Float32Array[] = [];
   private codeBuf = new Int32Array(64);
   private readonly scratch: Float64Array;
+  private readonly postRope: boolean;
 
   constructor(readonly dims: HeadGroupDims, readonly codebook: Codebook | null, readonly opts: A2ATSOptions) {
     if (codebook && codebook.D !== dims.dk) throw new Error(`codebook dimension ${codebook.D} != key dimension ${dims.dk}`);
     this.scratch = new Float64Array(dims.dk);
+    this.postRope = opts.keys === 'post-rope';
   }
 
   get length(): number {
@@ -69,7 +83,7 @@ export class A2ATSHeadGroup {
     return this.codeBuf.subarray(0, this.length);
   }
 
-  /** Appends the pre-RoPE key and value of the next position and encodes the key. */
+  /** Appends the pre-RoPE key and value of the next position and encodes the key (post-rope: R_s k). */
   append(k: ArrayLike<number>, v: ArrayLike<number>): void {
     const s = this.length;
     if (s === this.codeBuf.length) {
@@ -78,16 +92,20 @@ export class A2ATSHeadGroup {
       this.codeBuf = nb;
     }
     const kf = Float32Array.from(k);
+    const kr = Float32Array.from(rotate(kf, s, this.dims.rope));
     this.keys.push(kf);
-    this.keysRot.push(Float32Array.from(rotate(kf, s, this.dims.rope)));
+    this.keysRot.push(kr);
     this.values.push(Float32Array.from(v));
-    this.codeBuf[s] = this.codebook ? encodeKey(this.codebook, kf, this.scratch) : -1;
+    this.codeBuf[s] = this.codebook ? encodeKey(this.codebook, this.postRope ? kr : kf, this.scratch) : -1;
   }
 
-  /** Approximate WRoPE+VQ scores T[code(s)] of every cached key for one pre-RoPE query. */
-  approxScores(q: ArrayLike<number>): Float64Array {
+  /**
+   * Approximate VQ scores T[code(s)] of every cached key for one pre-RoPE query at position pos:
+   * the table is built from R_b q (wrope) or R_pos q (post-rope).
+   */
+  approxScores(q: ArrayLike<number>, pos: number): Float64Array {
     if (!this.codebook) throw new Error('A2ATS: no codebook for approximate scores');
-    const T = lookupTable(this.codebook, rotate(q, this.opts.b, this.dims.rope));
+    const T = lookupTable(this.codebook, rotate(q, this.postRope ? pos : this.opts.b, this.dims.rope));
     const out = new Float64Array(this.length);
     for (let s = 0; s < out.length; s++) out[s] = T[this.codeBuf[s]];
     return out;
@@ -108,8 +126,7 @@ export class A2ATSHeadGroup {
    * can rank differently (scripts/bench/a2atsLong.ts ranks by exact scores for its oracle bound).
    */
   protected farScores(q: ArrayLike<number>, pos: number): ArrayLike<number> {
-    void pos;
-    return this.approxScores(q);
+    return this.approxScores(q, pos);
   }
 
   /** The attended positions for the group's queries at position pos (keys 0..pos). */

@@ -2,8 +2,10 @@
  * A2ATS calibration (arXiv 2502.12665, section 3.2): run the model with exact attention over
  * calibration tokens, collect each block's pre-RoPE queries (rotated by R_b: q~ = R_b q) and
  * pre-RoPE keys per KV head, and train one query-aware codebook per layer, block and KV head.
+ * Key mode 'post-rope' collects instead queries and keys rotated by their own positions
+ * (R_t q, R_t k); the objective (H = E[q~ q~^T], scaling, Cholesky, k-means++) is the same.
  * Codebooks go beside the checkpoint in `a2ats.safetensors`, a file that state.json does not
- * list, so the checkpoint's checksums stay valid.
+ * list, so the checkpoint's checksums stay valid; its metadata records `keys` (absent: wrope).
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -14,7 +16,7 @@ import { readSafetensorsFile, SafeTensor, writeSafetensorsFile } from '../../cor
 import { Tokenizer } from '../../data/tokenizer';
 import { PreparedData } from '../../data/prepared';
 import { loadServingModel, ServingModel } from '../loadModel';
-import { DEFAULT_A2ATS } from './attention';
+import { DEFAULT_A2ATS, KEY_MODES, KeyMode } from './attention';
 import { rotate } from './linalg';
 import { A2ATSCache, blockLayout, codebookKey, hostForward } from './model';
 import { Codebook, makeCodebook, trainCodebook } from './quantizer';
@@ -24,8 +26,10 @@ export const A2ATS_FILE = 'a2ats.safetensors';
 export interface CalibrateModelOptions {
   codebookSize: number;
   seed: number;
-  /** WRoPE distance b (default 2048). */
+  /** WRoPE distance b (default 2048; unused with keys 'post-rope'). */
   b?: number;
+  /** What the codebooks quantise (default 'wrope'). */
+  keys?: KeyMode;
   /** false: plain k-means on the keys (the ablation). */
   queryAware?: boolean;
   tol?: number;
@@ -41,6 +45,7 @@ export function calibrateModel(m: ServingModel, tokenIds: number[], o: Calibrate
   const c = m.config;
   const lay = blockLayout(c);
   const b = o.b ?? DEFAULT_A2ATS.b;
+  const post = o.keys === 'post-rope';
   const { nHeads: H, nKvHeads: Hk, groupSize: G, dk } = lay;
   const qs = new Map<string, number[]>();
   const ks = new Map<string, number[]>();
@@ -59,9 +64,12 @@ export function calibrateModel(m: ServingModel, tokenIds: number[], o: Calibrate
         const qa = qs.get(key)!;
         const ka = ks.get(key)!;
         for (let i = 0; i < S; i++) {
-          for (let d = 0; d < dk; d++) ka.push(k[(i * Hk + h) * dk + d]);
+          // Each chunk runs at positions 0..S-1: post-rope rotates query and key i by i.
+          const ki = k.subarray((i * Hk + h) * dk, (i * Hk + h + 1) * dk);
+          const kr = post ? rotate(ki, i, lay.rope, rot) : ki;
+          for (let d = 0; d < dk; d++) ka.push(kr[d]);
           for (let g = 0; g < G; g++) {
-            rotate(q.subarray((i * H + h * G + g) * dk, (i * H + h * G + g + 1) * dk), b, lay.rope, rot);
+            rotate(q.subarray((i * H + h * G + g) * dk, (i * H + h * G + g + 1) * dk), post ? i : b, lay.rope, rot);
             for (let d = 0; d < dk; d++) qa.push(rot[d]);
           }
         }
@@ -93,6 +101,7 @@ export interface CalibrateA2ATSOptions {
   codebookSize?: number;
   seed?: number;
   b?: number;
+  keys?: KeyMode;
   queryAware?: boolean;
   maxIter?: number;
   onProgress?: (done: number, total: number) => void;
@@ -110,6 +119,7 @@ export interface CalibrateA2ATSResult {
 export function calibrateA2ATS(o: CalibrateA2ATSOptions): CalibrateA2ATSResult {
   const M = o.codebookSize ?? 4096;
   if (!Number.isInteger(M) || M < 1) throw new ConfigError(`codebook size must be a positive integer, got ${M}`, { where: 'codebookSize' });
+  const { keys, b } = keyMode(o.keys, o.b);
   const dir = resolveCheckpoint(o.checkpoint);
   const m = loadServingModel(dir);
   try {
@@ -123,15 +133,27 @@ export function calibrateA2ATS(o: CalibrateA2ATSOptions): CalibrateA2ATSResult {
     const bad = ids.findIndex((t) => !Number.isInteger(t) || t < 0 || t >= m.config.vocabSize);
     if (bad >= 0) throw new ConfigError(`token id ${ids[bad]} at index ${bad} is outside the vocabulary [0, ${m.config.vocabSize})`, { where: 'tokenIds' });
     const seed = o.seed ?? 0;
-    const b = o.b ?? DEFAULT_A2ATS.b;
-    const books = calibrateModel(m, ids, { codebookSize: M, seed, b, queryAware: o.queryAware, maxIter: o.maxIter, onProgress: o.onProgress });
+    const books = calibrateModel(m, ids, { codebookSize: M, seed, b, keys, queryAware: o.queryAware, maxIter: o.maxIter, onProgress: o.onProgress });
     const file = path.join(dir, A2ATS_FILE);
-    writeCodebooks(file, books, { b: String(b), seed: String(seed), queryAware: String(o.queryAware !== false), tokens: String(ids.length) });
+    writeCodebooks(file, books, { ...keyMeta(keys, b), seed: String(seed), queryAware: String(o.queryAware !== false), tokens: String(ids.length) });
     const first = books.values().next().value as Codebook;
     return { file, codebooks: books.size, codebookSize: first.M, tokens: ids.length };
   } finally {
     m.store.dispose();
   }
+}
+
+/** Validated key mode and WRoPE b: b belongs to wrope, so post-rope with an explicit b is refused. */
+export function keyMode(keys: string | undefined, b: number | undefined): { keys: KeyMode; b: number } {
+  const k = (keys ?? 'wrope') as KeyMode;
+  if (!KEY_MODES.includes(k)) throw new ConfigError(`--keys must be one of ${KEY_MODES.join(', ')}, got '${keys}'`, { where: '--keys' });
+  if (k === 'post-rope' && b !== undefined) throw new ConfigError('b (the WRoPE distance) does not apply to keys post-rope', { where: '--keys' });
+  return { keys: k, b: b ?? DEFAULT_A2ATS.b };
+}
+
+/** Codebook-file metadata of the key mode: `keys`, and b for wrope only. */
+function keyMeta(keys: KeyMode, b: number): Record<string, string> {
+  return keys === 'post-rope' ? { keys } : { keys, b: String(b) };
 }
 
 function readText(file: string): string {
@@ -199,9 +221,10 @@ export function defaultCodebookSize(tokens: number): number {
 export function calibrateA2ATSMethod(
   m: ServingModel,
   data: PreparedData,
-  o: { tokens: number; seqLen?: number; codebookSize?: number; seed?: number; b?: number; log?: (line: string) => void },
+  o: { tokens: number; seqLen?: number; codebookSize?: number; seed?: number; b?: number; keys?: string; log?: (line: string) => void },
 ): { file: string; summary: Record<string, unknown> } {
   const seqLen = Math.min(o.seqLen ?? m.config.maxSeqLen, m.config.maxSeqLen);
+  const { keys, b } = keyMode(o.keys, o.b);
   const sources = [...data.sources.values()].filter((s) => s.tokens.length > 0);
   if (sources.length === 0) throw new DataError('the prepared corpus holds no tokens', { where: data.dir });
   const ids: number[] = [];
@@ -220,12 +243,11 @@ export function calibrateA2ATSMethod(
   }
   const M = o.codebookSize ?? defaultCodebookSize(ids.length);
   const seed = o.seed ?? 0;
-  const b = o.b ?? DEFAULT_A2ATS.b;
   const t0 = performance.now();
-  const books = calibrateModel(m, ids, { codebookSize: M, seed, b, seqLen, onProgress: (d, n) => o.log?.(`a2ats: codebook ${d}/${n}`) });
+  const books = calibrateModel(m, ids, { codebookSize: M, seed, b, keys, seqLen, onProgress: (d, n) => o.log?.(`a2ats: codebook ${d}/${n}`) });
   const file = path.join(m.dir, A2ATS_FILE);
-  writeCodebooks(file, books, { b: String(b), seed: String(seed), queryAware: 'true', tokens: String(ids.length), checkpointStep: String(m.step) });
+  writeCodebooks(file, books, { ...keyMeta(keys, b), seed: String(seed), queryAware: 'true', tokens: String(ids.length), checkpointStep: String(m.step) });
   const first = books.values().next().value as Codebook;
-  o.log?.(`a2ats: ${books.size} codebooks of ${first.M} centroids from ${ids.length} tokens in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-  return { file, summary: { tokens: ids.length, codebooks: books.size, codebookSize: first.M, b, seed } };
+  o.log?.(`a2ats: ${books.size} codebooks of ${first.M} centroids (keys ${keys}) from ${ids.length} tokens in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  return { file, summary: { tokens: ids.length, codebooks: books.size, codebookSize: first.M, keys, ...(keys === 'wrope' ? { b } : {}), seed } };
 }

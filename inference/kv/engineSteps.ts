@@ -156,7 +156,8 @@ export function a2atsEngineSteps(model: ServingModel, kv: A2ATSServing): A2ATSEn
 
     describe: () => {
       const o = kv.opts;
-      return `kv a2ats: ratio ${o.ratio}, window ${o.window}, sinks ${o.sinks}, b ${o.b}; ${kv.codebooks.size} codebooks (host-tier K/V; exact prefill, retrieval attention on decode)`;
+      const keys = o.keys === 'post-rope' ? 'keys post-rope' : `keys wrope, b ${o.b}`;
+      return `kv a2ats: ratio ${o.ratio}, window ${o.window}, sinks ${o.sinks}, ${keys}; ${kv.codebooks.size} codebooks (host-tier K/V; exact prefill, retrieval attention on decode)`;
     },
   };
 }

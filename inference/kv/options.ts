@@ -1,9 +1,11 @@
 /**
  * `--kv a2ats --kv-ratio r` for serve/generate: validates the flags and loads the codebooks
- * that calibration wrote beside the checkpoint, with the WRoPE b they were calibrated for.
+ * that calibration wrote beside the checkpoint, with the key mode (meta `keys`; absent: wrope)
+ * and the WRoPE b they were calibrated for.
  */
-import { ConfigError } from '../../core/errors';
-import { A2ATSOptions, DEFAULT_A2ATS } from './attention';
+import * as path from 'path';
+import { CheckpointError, ConfigError } from '../../core/errors';
+import { A2ATSOptions, DEFAULT_A2ATS, KEY_MODES, KeyMode } from './attention';
 import { A2ATS_FILE, loadCodebooks } from './calibrate';
 import { Codebook } from './quantizer';
 
@@ -24,6 +26,10 @@ export function loadKvMode(checkpoint: string, kv: string, ratio: number, extra:
   if (!loaded || loaded.codebooks.size === 0) {
     throw new ConfigError(`the checkpoint has no ${A2ATS_FILE}`, { where: '--kv', hint: `run \`moecat calibrate --method a2ats --checkpoint ${checkpoint}\` first` });
   }
+  const keys = (loaded.meta.keys ?? 'wrope') as KeyMode;
+  if (!KEY_MODES.includes(keys)) {
+    throw new CheckpointError(`unknown key mode '${keys}' in the codebook metadata (known: ${KEY_MODES.join(', ')})`, { where: path.join(checkpoint, A2ATS_FILE), hint: 'rerun calibration' });
+  }
   const b = Number(loaded.meta.b ?? DEFAULT_A2ATS.b);
-  return { codebooks: loaded.codebooks, opts: { ...DEFAULT_A2ATS, ...extra, b, ratio } };
+  return { codebooks: loaded.codebooks, opts: { ...DEFAULT_A2ATS, ...extra, b, ratio, keys } };
 }

@@ -12,8 +12,10 @@
  *  - a2ats@r:     WRoPE + query-aware VQ codebooks from `moecat calibrate --method a2ats` (held-out
  *                 prose), K = ceil(r·length) far keys per head + window 64 + sinks 8;
  *  - plainVQ@r:   the same with plain k-means codebooks (queryAware false) trained here on the same
- *                 calibration tokens, M and seed (the ablation; post-RoPE keys need another
- *                 attention path and are measured by scripts/bench/a2ats.ts only);
+ *                 calibration tokens, M and seed (the ablation);
+ *  - postRope@r (--postRopeRatios): query-aware codebooks on post-RoPE keys (`calibrate --keys
+ *                 post-rope`: keys rotated by their position, tables from R_pos q), same tokens,
+ *                 M and seed;
  *  - oracle@r (--oracleRatios): the exact top-K far keys (same K, window, sinks): what any
  *                 retrieval at this budget can reach; window+sinks (--windowOnly 1): K = 0.
  *
@@ -40,7 +42,7 @@
  *   [--passkey runs/a2ats-long/passkey-eval.jsonl] [--n 30] [--decode 8]
  *   [--ppl runs/a2ats-long/corpus/ppl.jsonl] [--pplWindows 2] [--pplWindow 2048] [--pplPrefill 256]
  *   [--calib runs/a2ats-long/prepared-calib] [--speedContext 2000] [--speedTokens 24]
- *   [--tables passkey,ppl,speed] [--plainRatios 0.06] [--oracleRatios ''] [--windowOnly 0]
+ *   [--tables passkey,ppl,speed] [--plainRatios 0.06] [--oracleRatios ''] [--postRopeRatios ''] [--windowOnly 0]
  *   [--methods name,...] [--pplHostFull 0] [--backend cpu-native]
  */
 import * as fs from 'fs';
@@ -52,7 +54,7 @@ import { loadServingModel, ServingModel } from '../../inference/loadModel';
 import { step } from '../../inference/generate';
 import { argmax } from '../../inference/sampling';
 import { forward } from '../../model/transformer';
-import { A2ATSHeadGroup, A2ATSOptions, DEFAULT_A2ATS } from '../../inference/kv/attention';
+import { A2ATSHeadGroup, A2ATSOptions, DEFAULT_A2ATS, KeyMode } from '../../inference/kv/attention';
 import { dot, rotate } from '../../inference/kv/linalg';
 import { A2ATSCache, blockLayout, hostForward } from '../../inference/kv/model';
 import { calibrateModel, loadCodebooks } from '../../inference/kv/calibrate';
@@ -78,6 +80,7 @@ const TABLES = new Set(arg('tables', 'passkey,ppl,speed').split(','));
 const RATIOS = [0.03, 0.06, 0.12];
 const PLAIN_RATIOS = arg('plainRatios', '0.06').split(',').filter(Boolean).map(Number);
 const ORACLE_RATIOS = arg('oracleRatios', '').split(',').filter(Boolean).map(Number);
+const POST_ROPE_RATIOS = arg('postRopeRatios', '').split(',').filter(Boolean).map(Number);
 /** Host methods to run (default all of the above); full-engine always runs. */
 const ONLY = arg('methods', '').split(',').filter(Boolean);
 
@@ -87,6 +90,8 @@ interface Method {
   books: Map<string, Codebook> | null;
   /** Exact top-K far keys instead of the VQ ranking (the upper bound at this budget). */
   oracle?: boolean;
+  /** Key mode of the codebooks (default wrope). */
+  keys?: KeyMode;
 }
 
 /** Ranks far keys by their exact scores q_pos·k_s with RoPE: A2ATS's selection bound at the same K. */
@@ -152,15 +157,21 @@ async function main() {
   const tPlain = Date.now();
   const calIds = Array.from(loadPrepared(CALIB).sources.values().next().value!.tokens.slice(0, calTokens));
   const plain = PLAIN_RATIOS.length ? calibrateModel(m, calIds, { codebookSize: M, seed: Number(loaded.meta.seed ?? 0), b, queryAware: false }) : null;
+  // Post-RoPE codebooks (`calibrate --keys post-rope`) on the same tokens, M and seed.
+  const tPost = Date.now();
+  const postRope = POST_ROPE_RATIOS.length ? calibrateModel(m, calIds, { codebookSize: M, seed: Number(loaded.meta.seed ?? 0), keys: 'post-rope' }) : null;
+  const postRopeSeconds = (Date.now() - tPost) / 1000;
   out({
     bench: 'a2ats-long.setup', checkpoint: CK, step: m.step, backend: backend.name, maxSeqLen: m.config.maxSeqLen, ropeBase: m.config.ropeBase,
     attention: m.config.attention, dk, dv, blocksTimesHeads: blocksHeads, codebookSize: M, calTokens, b, window: base.window, sinks: base.sinks,
-    plainCodebookSeconds: (Date.now() - tPlain) / 1000,
+    plainCodebookSeconds: (tPost - tPlain) / 1000,
+    ...(postRope ? { postRopeCodebookSeconds: postRopeSeconds } : {}),
   });
   const methods: Method[] = [
     { name: 'full-host', ratio: 1, books: null },
     ...RATIOS.map((r) => ({ name: `a2ats@${r}`, ratio: r, books: loaded.codebooks })),
     ...PLAIN_RATIOS.map((r) => ({ name: `plainVQ@${r}`, ratio: r, books: plain })),
+    ...POST_ROPE_RATIOS.map((r) => ({ name: `postRope@${r}`, ratio: r, books: postRope, keys: 'post-rope' as KeyMode })),
     ...ORACLE_RATIOS.map((r) => ({ name: `oracle@${r}`, ratio: r, books: null, oracle: true })),
     ...(arg('windowOnly', '0') === '1' ? [{ name: 'window+sinks', ratio: 0, books: null }] : []),
   ].filter((me) => ONLY.length === 0 || ONLY.includes(me.name));
@@ -203,7 +214,7 @@ async function main() {
       const pre = new A2ATSCache(m.config, null, { ...base, ratio: 1 });
       const first = argmax(hostForward(m, pre, ids, false).logits);
       for (const me of methods) {
-        const cache = copyCache(m, pre, me.books, { ...base, ratio: me.ratio }, me.oracle);
+        const cache = copyCache(m, pre, me.books, { ...base, ratio: me.ratio, keys: me.keys }, me.oracle);
         const gen = [first];
         let attended = 0, available = 0;
         for (let i = 1; i < DECODE; i++) {
@@ -256,7 +267,7 @@ async function main() {
       const pre = new A2ATSCache(m.config, null, { ...base, ratio: 1 });
       hostForward(m, pre, ids, false);
       for (const me of methods) {
-        const cache = copyCache(m, pre, me.books, { ...base, ratio: me.ratio }, me.oracle);
+        const cache = copyCache(m, pre, me.books, { ...base, ratio: me.ratio, keys: me.keys }, me.oracle);
         const lps: number[] = [];
         let top1 = 0;
         for (let t = 0; t < 5; t++) {
@@ -297,7 +308,7 @@ async function main() {
       for (const me of methods) {
         if (me.name === 'full-host' && arg('pplHostFull', '0') !== '1') continue;
         ts = Date.now();
-        const cache = copyCache(m, pre, me.books, { ...base, ratio: me.ratio }, me.oracle);
+        const cache = copyCache(m, pre, me.books, { ...base, ratio: me.ratio, keys: me.keys }, me.oracle);
         const lps = [lp0];
         let attended = 0, available = 0;
         for (let t = PPL_PREFILL; t < w.ids.length - 1; t++) {
@@ -341,7 +352,7 @@ async function main() {
     const pre = new A2ATSCache(m.config, null, { ...base, ratio: 1 });
     const first = argmax(hostForward(m, pre, ids, false).logits);
     for (const me of methods) {
-      const cache = copyCache(m, pre, me.books, { ...base, ratio: me.ratio }, me.oracle);
+      const cache = copyCache(m, pre, me.books, { ...base, ratio: me.ratio, keys: me.keys }, me.oracle);
       let id = first, attended = 0;
       const ts = performance.now();
       for (let i = 0; i < SPEED_TOKENS; i++) {

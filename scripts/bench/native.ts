@@ -413,6 +413,7 @@ function summary(): void {
     const torch2 = rows.find((r) => r.bench === 'native-torch' && r.config === config && r.threads === 2);
     const nat = tr('cpu+native');
     if (!nat) continue;
+    const h2h = rows.find((r) => r.bench === 'native-h2h' && r.config === config);
     const ratio = (other: Record<string, unknown> | undefined, key: string) => (other ? +((nat[key] as number) / (other[key] as number)).toFixed(2) : undefined);
     emit({
       bench: 'native-summary',
@@ -421,13 +422,15 @@ function summary(): void {
       vs_wasm: ratio(tr('wasm'), 'tokens_per_s'),
       vs_cpu_js: ratio(tr('cpu'), 'tokens_per_s'),
       vs_torch_1thread: ratio(torch1, 'tokens_per_s'),
-      vs_torch_1thread_interleaved: rows.find((r) => r.bench === 'native-h2h' && r.config === config)?.moecat_vs_torch,
+      vs_torch_1thread_interleaved: h2h?.moecat_vs_torch,
       vs_torch_2threads: ratio(torch2, 'tokens_per_s'),
       vs_wasm_cpu_time: ratio(tr('wasm'), 'tokens_per_cpu_s'),
       vs_cpu_js_cpu_time: ratio(tr('cpu'), 'tokens_per_cpu_s'),
       sgemm_peak_gflops: peak,
       achieved_gflops: nat.achieved_gflops,
       share_of_sgemm_peak: peak ? +((nat.achieved_gflops as number) / peak).toFixed(3) : undefined,
+      // The same FLOPs over the interleaved rounds' median step (steadier than one run's).
+      share_of_sgemm_peak_interleaved: peak && h2h ? +(((nat.matmul_gflop_per_step as number) * 1e3) / (h2h.moecat_step_ms as number) / peak).toFixed(3) : undefined,
       torch_share_of_sgemm_peak: peak && torch1 ? +((torch1.achieved_gflops as number) / peak).toFixed(3) : undefined,
     });
   }

@@ -3,8 +3,9 @@
  * continuous-batching engine, driven by the official `openai` client. With ratio 1 the served
  * greedy text equals the full-attention server's; with a small ratio it equals batch-1
  * generateA2ATS, /metrics shows an attended share below 1, concurrent requests keep their own
- * state and equal their sequential results, and finished sequences free their state. The CLI
- * refuses a checkpoint without codebooks and `--sparsity` together with `--kv a2ats`.
+ * state and equal their sequential results, and finished sequences free their state. Codebooks
+ * calibrated with `--keys post-rope` serve the same way. The CLI refuses a checkpoint without
+ * codebooks and `--sparsity` together with `--kv a2ats`.
  */
 import { strict as assert } from 'assert';
 import { spawn, spawnSync } from 'child_process';
@@ -47,6 +48,7 @@ describe('serve --kv a2ats (A2ATS retrieval attention in the engine)', function 
   this.timeout(60000);
   let runDir: string;
   let bareDir: string;
+  let postDir: string;
   let model: ServingModel;
   let small: A2ATSServing;
   let smallSteps: A2ATSEngineSteps;
@@ -69,6 +71,9 @@ describe('serve --kv a2ats (A2ATS retrieval attention in the engine)', function 
     runDir = tmpDir('moecat-a2ats-serve-');
     writeModelCheckpoint(runDir, parseModelConfig(tinyModelConfig), 11, tok.toJSON());
     calibrateA2ATS({ checkpoint: runDir, text: CALIBRATION, codebookSize: 32, seed: 1, b: 512 });
+    postDir = tmpDir('moecat-a2ats-post-');
+    writeModelCheckpoint(postDir, parseModelConfig(tinyModelConfig), 11, tok.toJSON());
+    calibrateA2ATS({ checkpoint: postDir, text: CALIBRATION, codebookSize: 32, seed: 1, keys: 'post-rope' });
     bareDir = tmpDir('moecat-a2ats-bare-');
     writeModelCheckpoint(bareDir, parseModelConfig(tinyModelConfig), 11, tok.toJSON());
     model = loadServingModel(runDir);
@@ -83,7 +88,7 @@ describe('serve --kv a2ats (A2ATS retrieval attention in the engine)', function 
   after(async () => {
     for (const s of servers) await s.close();
     model?.store.dispose();
-    for (const d of [runDir, bareDir]) if (d) fs.rmSync(d, { recursive: true, force: true });
+    for (const d of [runDir, bareDir, postDir]) if (d) fs.rmSync(d, { recursive: true, force: true });
   });
 
   it('with ratio 1 (every key retrieved) greedy completions equal the full-attention server token for token', async () => {
@@ -124,6 +129,26 @@ describe('serve --kv a2ats (A2ATS retrieval attention in the engine)', function 
     const available = (await metric(sparseSrv.url, 'moecat_a2ats_available_keys_total')) - avail0;
     assert.ok(Math.abs(attended / available - ref.attendedShare) < 1e-12, `${attended}/${available} vs ${ref.attendedShare}`);
     assert.equal(await metric(sparseSrv.url, 'moecat_a2ats_sequences'), 0, 'the finished sequence released its A2ATS state');
+  });
+
+  it('post-rope codebooks (same weights): the key mode is reported; ratio 1 equals the full server token for token; a small ratio answers as batch-1 generateA2ATS', async () => {
+    const exactPost = loadKvMode(postDir, 'a2ats', 1)!;
+    assert.equal(exactPost.opts.keys, 'post-rope');
+    const exactSteps = a2atsEngineSteps(model, exactPost);
+    assert.match(exactSteps.describe(), /^kv a2ats: ratio 1, window 64, sinks 8, keys post-rope; 8 codebooks/);
+    const q = { model: 'tiny', prompt: LONG, max_tokens: 24, temperature: 0, logprobs: 0 };
+    const a = await full.completions.create(q);
+    const b = await client(await serve(exactSteps)).completions.create(q);
+    assert.equal(b.choices[0].text, a.choices[0].text);
+    assert.deepEqual(b.choices[0].logprobs!.tokens, a.choices[0].logprobs!.tokens);
+    assert.deepEqual(b.usage, a.usage);
+    assert.ok(exactSteps.stats().available > 0, 'the A2ATS steps decoded');
+    const smallPost = loadKvMode(postDir, 'a2ats', 0.1, { window: 4, sinks: 2 })!;
+    const ref = generateA2ATS(model, tok.encode(LONG), { maxTokens: 30, temperature: 0, topP: 1, topK: 0, seed: 0, stopIds: [tok.special.eos] }, smallPost.codebooks, smallPost.opts);
+    assert.ok(ref.attendedShare < 1, `reference attended share ${ref.attendedShare}`);
+    const r = await client(await serve(a2atsEngineSteps(model, smallPost))).completions.create({ ...q, max_tokens: 30 });
+    assert.equal(r.choices[0].text, tok.decode(ref.ids, { skipSpecial: true }));
+    assert.deepEqual(r.choices[0].logprobs!.token_logprobs, ref.logprobs);
   });
 
   it('concurrent requests decode in one batch, each with its own A2ATS state, equal to their sequential results; state and tensors are freed', async () => {
@@ -191,7 +216,7 @@ describe('serve --kv a2ats (A2ATS retrieval attention in the engine)', function 
         });
         child.on('exit', (code) => reject(new Error(`serve exited with ${code}:\n${stderr}`)));
       });
-      assert.match(stderr, /^kv a2ats: ratio 0\.5, window 64, sinks 8, b 512; 8 codebooks/m);
+      assert.match(stderr, /^kv a2ats: ratio 0\.5, window 64, sinks 8, keys wrope, b 512; 8 codebooks/m);
       assert.match(stderr, /^serving 'tiny' .* \| kv a2ats ratio 0\.5$/m);
       const c = new OpenAI({ baseURL: url + '/v1', apiKey: 'unused', maxRetries: 0, timeout: 30000 });
       const r = await c.completions.create({ model: 'tiny', prompt: 'The model says', max_tokens: 5, temperature: 0 });

@@ -87,7 +87,7 @@ describe('A2ATS query-aware vector quantisation', () => {
       let e = 0;
       for (let r = 0; r < 50; r++) {
         const q = qs.subarray(r * D, (r + 1) * D);
-        const a = g.approxScores(q);
+        const a = g.approxScores(q, n - 1);
         for (let s = 0; s < n; s++) e += (a[s] - dot(q, 0, keys, s * D, D)) ** 2;
       }
       return e;
@@ -99,7 +99,7 @@ describe('A2ATS query-aware vector quantisation', () => {
     const { g, cb, q } = group(120);
     const qb = rotate(q[0], opts.b, rope);
     const T = lookupTable(cb, qb);
-    const a = g.approxScores(q[0]);
+    const a = g.approxScores(q[0], g.length - 1);
     for (let s = 0; s < g.length; s++) {
       const c = g.codes[s];
       assert.equal(a[s], T[c]);
