@@ -25,3 +25,7 @@ node "$B/scripts/bench/a2atsLong.js" --checkpoint "$CK" --tables speed --speedTo
 # The existing retrieval-quality bench (recall/hit/outErr, plainVQ and post-RoPE ablations) on
 # the 2k model: its q/k/v come from 2048-token model-context chunks.
 node "$B/scripts/bench/a2ats.js" --checkpoint "$CK" --contexts 2048 --M 256 --calTokens 4096 > "$OUT/retrieval.jsonl" 2> "$OUT/retrieval.log"
+# The post-RoPE key mode (calibrate --keys post-rope; codebooks trained in-process on the same
+# calibration tokens, M and seed): perplexity at the three ratios.
+node "$B/scripts/bench/a2atsLong.js" --checkpoint "$CK" --tables ppl --pplWindows "$WINDOWS" --plainRatios '' --postRopeRatios 0.03,0.06,0.12 \
+  --methods postRope@0.03,postRope@0.06,postRope@0.12 > "$OUT/ppl-postrope.jsonl" 2> "$OUT/ppl-postrope.log"

@@ -18,6 +18,7 @@
  *
  * Usage: node dist/scripts/experiments/a2ats/passkey.js --split train|eval --n 1500
  *        --out FILE.jsonl [--seed 0] [--tokenizer data/prepared/demo/tokenizer.json]
+ *        [--minFiller 300 --maxFiller 1900] (shorter filler: more keys per training window)
  *   train lines: {"text": full document}; eval lines: {"text": prompt ending "The pass key is",
  *   "answer": "48213", "fillerTokens", "depth", "promptTokens"}.
  */
@@ -77,7 +78,13 @@ function sentences(text: string): string[] {
 
 export class PasskeyGenerator {
   private readonly sents: string[];
-  constructor(readonly tok: Tokenizer, readonly split: Split, readonly seed = 0, chapters = mobyChapters()) {
+  constructor(
+    readonly tok: Tokenizer,
+    readonly split: Split,
+    readonly seed = 0,
+    chapters = mobyChapters(),
+    readonly fillerRange: [number, number] = [MIN_FILLER_TOKENS, MAX_FILLER_TOKENS],
+  ) {
     this.sents = splitChapters(split, chapters).flatMap(sentences).filter((s) => s.trim().length > 0);
   }
 
@@ -88,7 +95,8 @@ export class PasskeyGenerator {
   /** Document `i` of this split (independent of the others). */
   doc(i: number): PasskeyDoc {
     const rng = RngStream.of(this.seed, `a2ats-passkey-${this.split}`, i);
-    const target = MIN_FILLER_TOKENS + rng.int(MAX_FILLER_TOKENS - MIN_FILLER_TOKENS + 1);
+    const [minF, maxF] = this.fillerRange;
+    const target = minF + rng.int(maxF - minF + 1);
     const answer = String(10000 + rng.int(90000));
     const start = rng.int(this.sents.length);
     // Consecutive sentences (wrapping around the split) until the filler reaches `target` tokens.
@@ -132,7 +140,9 @@ function main(): void {
   const out = arg('out');
   const seed = Number(arg('seed', split === 'train' ? '0' : '1'));
   const tok = Tokenizer.load(arg('tokenizer', path.join('data', 'prepared', 'demo', 'tokenizer.json')));
-  const g = new PasskeyGenerator(tok, split, seed);
+  const range: [number, number] = [Number(arg('minFiller', String(MIN_FILLER_TOKENS))), Number(arg('maxFiller', String(MAX_FILLER_TOKENS)))];
+  if (!(Number.isInteger(range[0]) && range[0] >= 1 && range[1] >= range[0])) throw new Error(`--minFiller/--maxFiller must be integers with 1 <= min <= max, got ${range}`);
+  const g = new PasskeyGenerator(tok, split, seed, mobyChapters(), range);
   const lines: string[] = [];
   let sum = 0;
   for (let i = 0; i < n; i++) {
