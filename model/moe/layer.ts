@@ -69,9 +69,8 @@ export function moeLayer(
   shape: { B: number; S: number },
   opts: { balance?: boolean } = {},
 ): MoeOutput {
-  const [T, d] = u.shape;
+  const T = u.shape[0];
   const N = c.moe.nExperts;
-  const E = N + c.moe.nZeroExperts;
   const K = c.moe.topK;
   const { probs, routing, plan, gates } = routeTokens(c, P, prefix, u, bias);
   const nRows = plan.rowToken.length;
