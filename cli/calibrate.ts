@@ -7,7 +7,8 @@ import type { Argv, CommandModule } from 'yargs';
 import { ConfigError } from '../core/errors';
 import { loadPrepared, PreparedData } from '../data/prepared';
 import { loadServingModel, ServingModel } from '../inference/loadModel';
-import { KEY_MODES, KeyMode } from '../inference/kv/attention';
+import { KeyMode } from '../inference/kv/attention';
+import { keyMode } from '../inference/kv/calibrate';
 import { backendOption, handle, startBackend } from './common';
 
 interface CalibrateArgs {
@@ -64,7 +65,7 @@ export const command: CommandModule<object, CalibrateArgs> = {
     }
     if (a.keys !== undefined) {
       if (a.method !== 'a2ats') throw new ConfigError(`--keys applies to --method a2ats only`, { where: '--keys' });
-      if (!KEY_MODES.includes(a.keys as KeyMode)) throw new ConfigError(`--keys must be one of ${KEY_MODES.join(', ')}, got '${a.keys}'`, { where: '--keys' });
+      keyMode(a.keys, undefined); // refuses an unknown mode before anything loads
     }
     await startBackend(a.backend);
     const model = loadServingModel(a.checkpoint);

@@ -90,11 +90,12 @@ export const expertsKernel = (m: NativeAddon, h: KernelHelpers): KernelFunc | nu
           if (n === 0) continue;
           const x = xv.subarray(lo * d, (lo + n) * d);
           const [g, u, s, a] = [G, U, S, A].map((t) => t.subarray(lo * hid, (lo + n) * hid));
+          // Every product of an expert has 2·n·d·h FLOPs, so one thread count serves all of them.
           const th = h.threadsFor(2 * n * hid * d);
           m.sgemm(x, w[3 * e], g, 1, 1, 1, n, hid, d, 0, 0, th);
           m.sgemm(x, w[3 * e + 1], u, 1, 1, 1, n, hid, d, 0, 0, th);
           m.siluMul!(g, u, a, s, n * hid);
-          m.sgemm(a, w[3 * e + 2], y.subarray(lo * d, (lo + n) * d), 1, 1, 1, n, d, hid, 0, 0, h.threadsFor(2 * n * d * hid));
+          m.sgemm(a, w[3 * e + 2], y.subarray(lo * d, (lo + n) * d), 1, 1, 1, n, d, hid, 0, 0, th);
         }
         const hs = [R, hid];
         return [b.makeTensorInfo([R, d], 'float32', y), ...[G, U, S, A].map((v) => b.makeTensorInfo(hs, 'float32', v))];
@@ -135,22 +136,21 @@ export const expertsGradKernel = (m: NativeAddon, h: KernelHelpers): KernelFunc 
           const [g, u, s, a] = [G, U, S, A].map((t) => t.subarray(lo * hid, (lo + n) * hid));
           const dy = dY.subarray(lo * d, (lo + n) * d);
           const [da, dg, du] = [dA, dG, dU].map((t) => t.subarray(0, n * hid));
-          const thNhd = h.threadsFor(2 * n * hid * d);
-          const thHd = h.threadsFor(2 * hid * d * n);
+          const th = h.threadsFor(2 * n * hid * d); // the FLOPs of each of the six products
           const dWg = h.alloc(d * hid);
           const dWu = h.alloc(d * hid);
           const dWd = h.alloc(hid * d);
           // Down projection y = a·Wd: da = dy·Wdᵀ (M=n, N=h, K=d), dWd = aᵀ·dy (M=h, N=d, K=n).
-          m.sgemm(dy, w[3 * e + 2], da, 1, 1, 1, n, hid, d, 0, 1, thNhd);
-          m.sgemm(a, dy, dWd, 1, 1, 1, hid, d, n, 1, 0, thHd);
+          m.sgemm(dy, w[3 * e + 2], da, 1, 1, 1, n, hid, d, 0, 1, th);
+          m.sgemm(a, dy, dWd, 1, 1, 1, hid, d, n, 1, 0, th);
           m.siluMulGrad!(g, u, s, da, dg, du, n * hid);
           // Gate and up projections g = x·Wg, u = x·Wu: dx = dg·Wgᵀ + du·Wuᵀ, dW = xᵀ·d(g|u).
           const dxe = dx.subarray(lo * d, (lo + n) * d);
           const dxu = dXu.subarray(0, n * d);
-          m.sgemm(dg, w[3 * e], dxe, 1, 1, 1, n, d, hid, 0, 1, thNhd);
-          m.sgemm(x, dg, dWg, 1, 1, 1, d, hid, n, 1, 0, thHd);
-          m.sgemm(du, w[3 * e + 1], dxu, 1, 1, 1, n, d, hid, 0, 1, thNhd);
-          m.sgemm(x, du, dWu, 1, 1, 1, d, hid, n, 1, 0, thHd);
+          m.sgemm(dg, w[3 * e], dxe, 1, 1, 1, n, d, hid, 0, 1, th);
+          m.sgemm(x, dg, dWg, 1, 1, 1, d, hid, n, 1, 0, th);
+          m.sgemm(du, w[3 * e + 1], dxu, 1, 1, 1, n, d, hid, 0, 1, th);
+          m.sgemm(x, du, dWu, 1, 1, 1, d, hid, n, 1, 0, th);
           for (let i = 0; i < n * d; i++) dxe[i] = dxe[i] + dxu[i];
           dW.push(dWg, dWu, dWd);
         }

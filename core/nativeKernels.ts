@@ -106,6 +106,8 @@ export function defaultAddonPath(): string {
  */
 const DEFAULT_MT_MIN_FLOPS = 1e9;
 const blasPolicy = { maxThreads: 1, mtMinFlops: DEFAULT_MT_MIN_FLOPS };
+/** OpenBLAS threads for a product of this many FLOPs: maxThreads from mtMinFlops, else 1. */
+const threadsFor = (flops: number): number => (flops >= blasPolicy.mtMinFlops ? blasPolicy.maxThreads : 1);
 
 /**
  * Output buffers of the native kernels come from a pool that recycles the buffers of disposed
@@ -378,7 +380,7 @@ const batchMatMul = kernel((m, args) => {
   const batchB = size(B.shape.slice(0, -2));
   const batch = Math.max(batchA, batchB);
   const out = alloc(batch * M * N);
-  const threads = 2 * M * N * K >= blasPolicy.mtMinFlops ? blasPolicy.maxThreads : 1;
+  const threads = threadsFor(2 * M * N * K);
   if (batch > 0) m.sgemm(av, bv, out, batch, Math.max(1, batchA), Math.max(1, batchB), M, N, K, transposeA ? 1 : 0, transposeB ? 1 : 0, threads);
   return b.makeTensorInfo([...outer, M, N], 'float32', out);
 });
@@ -794,13 +796,7 @@ const siluMulGradKernel = (m: NativeAddon): KernelFunc | null =>
       }
     : null;
 
-const helpers: KernelHelpers = {
-  alloc,
-  allocZeroed,
-  f32,
-  i32,
-  threadsFor: (flops) => (flops >= blasPolicy.mtMinFlops ? blasPolicy.maxThreads : 1),
-};
+const helpers: KernelHelpers = { alloc, allocZeroed, f32, i32, threadsFor };
 
 /** Names of the fused kernels (registered under new names, not replacing tfjs kernels). */
 export const FUSED_KERNEL_NAMES = [

@@ -129,7 +129,6 @@ export class Trainer {
     return w;
   }
 
-  /** The model config with the balance alpha scaled by the R_g controller. */
   /**
    * Host gradient buffers, one per microbatch slot of a step, reused from step to step: nothing
    * holds a step's gradients once the step returns (the optimizer update has been applied).
@@ -139,6 +138,7 @@ export class Trainer {
     return (this.gradBuffers[i] ??= new Float32Array(this.layout.total));
   }
 
+  /** The model config with the balance alpha scaled by the R_g controller. */
   private effectiveModel(): ModelConfig {
     if (this.state.balanceScale === 1) return this.model;
     return { ...this.model, moe: { ...this.model.moe, balanceAlpha: this.model.moe.balanceAlpha * this.state.balanceScale } };
