@@ -210,7 +210,12 @@ export class PeerLink {
     let last: Promise<void> = Promise.resolve();
     for (const [header, payload] of frameChunks({ type: MsgType.Data, dtype, op, channel, tag }, bytes, this.opts.maxFrameBytes)) {
       if (this.error) throw this.error;
-      if (this.ws.readyState !== WebSocket.OPEN) throw new ParallelError(`${this.who()}: connection is closed`);
+      if (this.ws.readyState !== WebSocket.OPEN) {
+        // The socket ended before its close event ran: the same loss onClose would report (a
+        // killed rank was named "connection is closed" instead of "lost" in that window).
+        if (!this.closing) this.fatal(`${this.who()} lost: ${this.lastError || 'connection closed unexpectedly'}`);
+        throw this.error ?? new ParallelError(`${this.who()}: connection is closed`);
+      }
       last = new Promise<void>((resolve, reject) => {
         // Header and payload go out as two fragments of one ws message, sent back to back in
         // the same tick (nothing can interleave), so the payload is never copied here.
