@@ -71,7 +71,7 @@ const keySentence = (k: string) => `The pass key is ${k}. Remember it. ${k} is t
 const QUESTION = 'What is the pass key? The pass key is';
 
 /** Splits text into sentences (keeps the terminator and following whitespace). */
-function sentences(text: string): string[] {
+export function sentences(text: string): string[] {
   const out = text.replace(/\s+/g, ' ').match(/[^.!?]+[.!?]+["')\]]*\s*|[^.!?]+$/g);
   return out ?? [text];
 }
@@ -126,7 +126,8 @@ export class PasskeyGenerator {
   }
 }
 
-function arg(name: string, def?: string): string {
+/** `--name value` from the command line, else `def` (an error when there is neither). */
+export function arg(name: string, def?: string): string {
   const i = process.argv.indexOf(`--${name}`);
   if (i >= 0) return process.argv[i + 1];
   if (def === undefined) throw new Error(`missing --${name}`);
