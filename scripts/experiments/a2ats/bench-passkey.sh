@@ -21,3 +21,21 @@ wait $P1 $P2
 # Retrieval quality (attention-mass recall, top-K hit) on 2048-token contexts, and decode speed.
 node "$B/scripts/bench/a2ats.js" --checkpoint "$CK" --contexts 2048 --M 256 --calTokens 4096 > "$OUT/retrieval.jsonl" 2> "$OUT/retrieval.log"
 $L --tables speed --speedTokens 32 --plainRatios 0.06 > "$OUT/speed.jsonl" 2> "$OUT/speed.log"
+# The same retrieval with codebooks calibrated on passkey documents instead of prose: the first 40
+# training passkey documents (training filler and keys; the prompts above use held-out filler and
+# new keys). A copy of the checkpoint holds these codebooks; plainVQ and post-RoPE use --calib.
+head -40 runs/a2ats-long/corpus/passkey.jsonl > "$OUT/passkey-calib.jsonl"
+node "$B/cli/main.js" prepare --source calib="$OUT/passkey-calib.jsonl" --tokenizer data/prepared/demo/tokenizer.json \
+  --out runs/a2ats-pk/prepared-calib-pk --force
+rm -rf runs/a2ats-pk/ck-calpk && cp -r "$CK" runs/a2ats-pk/ck-calpk
+node "$B/cli/main.js" calibrate --method a2ats --checkpoint runs/a2ats-pk/ck-calpk --data runs/a2ats-pk/prepared-calib-pk \
+  --tokens 4096 --backend cpu-native > "$OUT/calibrate-calpk.log" 2>&1
+M="a2ats@0.03,a2ats@0.06,a2ats@0.12,plainVQ@0.03,plainVQ@0.06,plainVQ@0.12,postRope@0.03,postRope@0.06,postRope@0.12"
+C="--checkpoint runs/a2ats-pk/ck-calpk --calib runs/a2ats-pk/prepared-calib-pk --n $N --plainRatios 0.03,0.06,0.12 --postRopeRatios 0.03,0.06,0.12 --methods $M"
+node "$B/scripts/bench/a2atsLong.js" --tables passkey $C > "$OUT/passkey-calpk.jsonl" 2> "$OUT/passkey-calpk.log" &
+P3=$!
+node "$B/scripts/bench/a2atsLong.js" --tables passkey-tf $C > "$OUT/passkey-tf-calpk.jsonl" 2> "$OUT/passkey-tf-calpk.log"
+wait $P3
+# Beyond the trained context: 12 held-out prompts of 2,067..3,753 tokens, full attention.
+node "$B/scripts/experiments/a2ats/passkey.js" --split eval --n 12 --seed 4 --minFiller 2100 --maxFiller 3800 --out runs/a2ats-pk/passkey-eval-4k.jsonl
+node "$B/scripts/experiments/a2ats/lengthProbe.js" --checkpoint "$CK" --passkey runs/a2ats-pk/passkey-eval-4k.jsonl --n 12 > "$OUT/beyond.jsonl" 2> "$OUT/beyond.log"
