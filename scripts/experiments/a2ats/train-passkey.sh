@@ -6,7 +6,7 @@
 #   bash scripts/experiments/a2ats/train-passkey.sh
 # Outputs under runs/a2ats-pk/: corpus/, prepared3..5/ (data of the stages), stage0..3/ (runs),
 # passkey-eval-short.jsonl (30 held-out prompts of 96..412 tokens), stage3's last checkpoint with
-# a2ats.safetensors. About 45 minutes on 2 CPU cores.
+# a2ats.safetensors. About 45 minutes on 2 CPU cores (STAGE4=1 adds a 4k stage, about 20 minutes).
 set -euo pipefail
 B=${B:-dist}
 OUT=runs/a2ats-pk
@@ -51,3 +51,13 @@ train 3 900 2 1500 keep
 # 4. A2ATS codebooks for the final model (held-out prose, 4096 tokens -> M = 256).
 mc calibrate --method a2ats --checkpoint "$OUT/stage3/checkpoints/step-00000900" --data "$LONG/prepared-calib" --tokens 4096 \
   --backend cpu-native 2>&1 | tee "$OUT/calibrate.log"
+
+# 5. Optional (STAGE4=1, about 20 more minutes): 4,096-token windows with 2k-4k passkey documents.
+if [ "${STAGE4:-0}" = 1 ]; then
+  node "$B/$E/passkey.js" --split train --n 700 --seed 5 --minFiller 1900 --maxFiller 3900 --out "$OUT/corpus/passkey4k.jsonl" --tokenizer "$TOK"
+  node "$B/$E/copyDocs.js" --n 3000 --seed 3 --maxChars 8000 --out "$OUT/corpus/copy4k.jsonl"
+  mc prepare $SRC_PROSE --source speeches="$LONG/corpus/speeches.jsonl" --source passkey="$LONG/corpus/passkey.jsonl" \
+    --source passkey4k="$OUT/corpus/passkey4k.jsonl" --source copylong="$OUT/corpus/copylong.jsonl" \
+    --source copy4k="$OUT/corpus/copy4k.jsonl" --out "$OUT/prepared6" $P
+  train 4 300 3 900 keep
+fi
