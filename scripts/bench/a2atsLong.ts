@@ -59,6 +59,7 @@ import { dot, rotate } from '../../inference/kv/linalg';
 import { A2ATSCache, blockLayout, hostForward } from '../../inference/kv/model';
 import { calibrateModel, loadCodebooks } from '../../inference/kv/calibrate';
 import { Codebook } from '../../inference/kv/quantizer';
+import { gradePasskey } from '../experiments/a2ats/passkey';
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -183,11 +184,11 @@ async function main() {
     const lens: number[] = [];
     const record = (name: string, ids: number[], answer: string, attended = 0, available = 0) => {
       const text = tok.decode(ids);
-      const got = /\d{5}/.exec(text)?.[0] ?? '';
+      const g = gradePasskey(text, answer);
       const a = acc.get(name) ?? { exact: 0, digits: 0, n: 0, attended: 0, available: 0, examples: [] };
       a.n++;
-      if (got === answer) a.exact++;
-      for (let i = 0; i < 5; i++) if (got[i] === answer[i]) a.digits += 0.2;
+      if (g.exact) a.exact++;
+      a.digits += g.digits;
       a.attended += attended; a.available += available;
       if (a.examples.length < 3) a.examples.push(`${answer}->${JSON.stringify(text)}`);
       acc.set(name, a);

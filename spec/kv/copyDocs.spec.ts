@@ -1,10 +1,12 @@
 /**
  * The copy curriculum of the passkey model (scripts/experiments/a2ats/copyDocs.ts): documents are
  * a pure function of (seed, index), every value asked at the end is the one stated in the body
- * under the same label, and pair lines are exact copies.
+ * under the same label, and pair lines are exact copies. Also the passkey grader that the
+ * A2ATS tables and lengthProbe share.
  */
 import { strict as assert } from 'assert';
 import { copyDoc, pairsDoc } from '../../scripts/experiments/a2ats/copyDocs';
+import { gradePasskey } from '../../scripts/experiments/a2ats/passkey';
 
 const SENTS = ['Call me Ishmael. ', 'Some years ago I went to sea. ', 'It is a way I have. ', 'The whale was white. '];
 
@@ -43,5 +45,15 @@ describe('passkey curriculum: copy documents', () => {
     assert.notEqual(pairsDoc(3, 17), pairsDoc(4, 17));
     assert.notEqual(pairsDoc(3, 17), pairsDoc(3, 18));
     assert.notEqual(copyDoc(SENTS, 3, 17, 300), copyDoc(SENTS, 4, 17, 300));
+  });
+});
+
+describe('passkey grading', () => {
+  it('takes the first 5-digit number and scores digits in place', () => {
+    assert.deepEqual(gradePasskey(' 48213.', '48213'), { exact: true, digits: 1 });
+    assert.deepEqual(gradePasskey(' 48211.', '48213'), { exact: false, digits: 0.8 });
+    assert.deepEqual(gradePasskey(' 4 8 2 1 3', '48213'), { exact: false, digits: 0 }); // no 5-digit number
+    assert.deepEqual(gradePasskey(' 12 then 48213', '48213'), { exact: true, digits: 1 }); // skips shorter runs
+    assert.deepEqual(gradePasskey(' the whale', '48213'), { exact: false, digits: 0 });
   });
 });

@@ -36,22 +36,23 @@ node "$B/scripts/bench/a2atsLong.js" --tables passkey $C > "$OUT/passkey-calpk.j
 P3=$!
 node "$B/scripts/bench/a2atsLong.js" --tables passkey-tf $C > "$OUT/passkey-tf-calpk.jsonl" 2> "$OUT/passkey-tf-calpk.log"
 wait $P3
-# Beyond the trained context: 12 held-out prompts of 2,067..3,753 tokens, full attention.
-node "$B/scripts/experiments/a2ats/passkey.js" --split eval --n 12 --seed 4 --minFiller 2100 --maxFiller 3800 --out runs/a2ats-pk/passkey-eval-4k.jsonl
-node "$B/scripts/experiments/a2ats/lengthProbe.js" --checkpoint "$CK" --passkey runs/a2ats-pk/passkey-eval-4k.jsonl --n 12 > "$OUT/beyond.jsonl" 2> "$OUT/beyond.log"
-# The 4k stage (train-passkey.sh with STAGE4=1): 30 held-out prompts of 2,067..3,753 tokens, with
-# codebooks from the same 40 passkey documents (8,192 tokens, M = 256), fewer methods (each decode
-# step reads a 3k-token cache on the host).
+# Held-out prompts of 2,067..3,753 tokens (seed 4, evaluation chapters). Beyond the trained
+# context: the first 12 with full attention.
+node "$B/scripts/experiments/a2ats/passkey.js" --split eval --n 30 --seed 4 --minFiller 2100 --maxFiller 3800 --out runs/a2ats-pk/passkey-eval-4k30.jsonl
+node "$B/scripts/experiments/a2ats/lengthProbe.js" --checkpoint "$CK" --passkey runs/a2ats-pk/passkey-eval-4k30.jsonl --n 12 > "$OUT/beyond.jsonl" 2> "$OUT/beyond.log"
+# The 4k stage (train-passkey.sh with STAGE4=1) on all 30, with codebooks from the same 40
+# passkey documents (8,192 tokens, M = 256), fewer methods (each decode step reads a 3k-token
+# cache on the host).
 CK4=runs/a2ats-pk/stage4/checkpoints/step-00000300
 if [ -d "$CK4" ]; then
-  node "$B/scripts/experiments/a2ats/passkey.js" --split eval --n 30 --seed 4 --minFiller 2100 --maxFiller 3800 --out runs/a2ats-pk/passkey-eval-4k30.jsonl
   rm -rf runs/a2ats-pk/ck4-calpk && cp -r "$CK4" runs/a2ats-pk/ck4-calpk
   node "$B/cli/main.js" calibrate --method a2ats --checkpoint runs/a2ats-pk/ck4-calpk --data runs/a2ats-pk/prepared-calib-pk \
     --tokens 8192 --codebook-size 256 --backend cpu-native > "$OUT/calibrate-4k.log" 2>&1
   M4="full-engine,window+sinks,oracle@0.03,a2ats@0.03,a2ats@0.06,a2ats@0.12,postRope@0.03,postRope@0.06,postRope@0.12"
-  C4="--checkpoint runs/a2ats-pk/ck4-calpk --calib runs/a2ats-pk/prepared-calib-pk --passkey runs/a2ats-pk/passkey-eval-4k30.jsonl --n $N --plainRatios '' --postRopeRatios 0.03,0.06,0.12 --oracleRatios 0.03 --windowOnly 1 --methods $M4"
-  eval node "$B/scripts/bench/a2atsLong.js" --tables passkey $C4 > "$OUT/passkey-4k.jsonl" 2> "$OUT/passkey-4k.log" &
+  C4=(--checkpoint runs/a2ats-pk/ck4-calpk --calib runs/a2ats-pk/prepared-calib-pk --passkey runs/a2ats-pk/passkey-eval-4k30.jsonl
+    --n "$N" --plainRatios '' --postRopeRatios 0.03,0.06,0.12 --oracleRatios 0.03 --windowOnly 1 --methods "$M4")
+  node "$B/scripts/bench/a2atsLong.js" --tables passkey "${C4[@]}" > "$OUT/passkey-4k.jsonl" 2> "$OUT/passkey-4k.log" &
   P4=$!
-  eval node "$B/scripts/bench/a2atsLong.js" --tables passkey-tf $C4 > "$OUT/passkey-tf-4k.jsonl" 2> "$OUT/passkey-tf-4k.log"
+  node "$B/scripts/bench/a2atsLong.js" --tables passkey-tf "${C4[@]}" > "$OUT/passkey-tf-4k.jsonl" 2> "$OUT/passkey-tf-4k.log"
   wait $P4
 fi

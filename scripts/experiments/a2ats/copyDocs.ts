@@ -5,9 +5,10 @@
  * A document is real training filler (Moby-Dick chapters 0..99, the passkey training split) of
  * 0..maxChars characters with 1..3 statements "The <label> is <S>." (distinct labels) inserted at
  * random sentence boundaries, and ends with the same statements in a random order. S is 4..12
- * random characters of [a-z0-9]; the labels are drawn from a few nouns. Tokens of the second S can only be predicted by finding the first one, so the
- * loss rewards induction (match the context, copy what followed) rather than a fixed offset: the
- * distance varies with the filler and the demo tokenizer splits S into pieces of varying length.
+ * random characters of [a-z0-9]; the labels are drawn from a few nouns. Tokens of the second S
+ * can only be predicted by finding the first one, so the loss rewards induction (match the
+ * context, copy what followed) rather than a fixed offset: the distance varies with the filler
+ * and the demo tokenizer splits S into pieces of varying length.
  * Everything is drawn from core/rng RngStream streams keyed by (seed, index).
  *
  * `--kind pairs` writes the first stage of the curriculum instead: 2..4 lines "S|S", S of 8..47

@@ -126,6 +126,17 @@ export class PasskeyGenerator {
   }
 }
 
+/**
+ * Grades a decoded answer: the first 5-digit number in `text` against the key. `digits` is the
+ * share of the key's 5 digits right in place (0 when no 5-digit number was decoded).
+ */
+export function gradePasskey(text: string, answer: string): { exact: boolean; digits: number } {
+  const got = /\d{5}/.exec(text)?.[0] ?? '';
+  let right = 0;
+  for (let i = 0; i < 5; i++) if (got[i] === answer[i]) right++;
+  return { exact: got === answer, digits: right / 5 };
+}
+
 /** `--name value` from the command line, else `def` (an error when there is neither). */
 export function arg(name: string, def?: string): string {
   const i = process.argv.indexOf(`--${name}`);

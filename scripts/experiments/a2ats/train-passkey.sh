@@ -35,18 +35,18 @@ mc prepare $SRC_PROSE --source speeches="$LONG/corpus/speeches.jsonl" --source p
   --source copylong="$OUT/corpus/copylong.jsonl" --source pairs="$OUT/corpus/pairs.jsonl" --out "$OUT/prepared5" $P
 
 # 3. The four stages (single process, cpu-native); each starts from the previous one's last checkpoint.
-train() { # stage, steps, [parent]
+train() { # stage [parent-stage parent-step optimizer]
   rm -rf "$OUT/stage$1"
   local init=()
-  [ -n "${3:-}" ] && init=(--init-from "$OUT/stage$3/checkpoints/$(printf 'step-%08d' "$4")" --init-optimizer "${5:-reset}")
+  [ -n "${2:-}" ] && init=(--init-from "$OUT/stage$2/checkpoints/$(printf 'step-%08d' "$3")" --init-optimizer "$4")
   ( time nice -n 5 node "$B/cli/main.js" train --config "$E/pk-stage$1.yaml" --out "$OUT/stage$1" --backend cpu-native "${init[@]}" ) \
     > "$OUT/stage$1.log" 2>&1
   tail -n 2 "$OUT/stage$1.log"
 }
-train 0 3000
-train 1 1500 0 3000 reset
-train 2 1500 1 1500 keep
-train 3 900 2 1500 keep
+train 0
+train 1 0 3000 reset
+train 2 1 1500 keep
+train 3 2 1500 keep
 
 # 4. A2ATS codebooks for the final model (held-out prose, 4096 tokens -> M = 256).
 mc calibrate --method a2ats --checkpoint "$OUT/stage3/checkpoints/step-00000900" --data "$LONG/prepared-calib" --tokens 4096 \
@@ -59,5 +59,5 @@ if [ "${STAGE4:-0}" = 1 ]; then
   mc prepare $SRC_PROSE --source speeches="$LONG/corpus/speeches.jsonl" --source passkey="$LONG/corpus/passkey.jsonl" \
     --source passkey4k="$OUT/corpus/passkey4k.jsonl" --source copylong="$OUT/corpus/copylong.jsonl" \
     --source copy4k="$OUT/corpus/copy4k.jsonl" --out "$OUT/prepared6" $P
-  train 4 300 3 900 keep
+  train 4 3 900 keep
 fi
