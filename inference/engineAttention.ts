@@ -12,7 +12,7 @@
  * padded length, plus pad/copy). spec/inference checks the equality against generate().
  */
 import * as tf from '@tensorflow/tfjs';
-import { ModelConfig } from '../model/config';
+import { latentNormEps, ModelConfig } from '../model/config';
 import { AttnCache, ParamGetter } from '../model/attention';
 import { applyRope, rmsNorm, softmaxLast } from '../model/ops';
 
@@ -73,12 +73,12 @@ export function decodeAttention(
   const H = a.nHeads;
   const dn = a.nopeHeadDim;
   const dr = a.ropeHeadDim;
-  const qa = rmsNorm(tf.matMul(x, P(`${p}.q_a_proj.weight`) as tf.Tensor2D), P(`${p}.q_a_layernorm.weight`), c.rmsEps) as tf.Tensor2D;
+  const qa = rmsNorm(tf.matMul(x, P(`${p}.q_a_proj.weight`) as tf.Tensor2D), P(`${p}.q_a_layernorm.weight`), latentNormEps(c)) as tf.Tensor2D;
   const q = tf.reshape(tf.mul(tf.matMul(qa, P(`${p}.q_b_proj.weight`) as tf.Tensor2D), Math.sqrt(c.dModel / a.qLoraRank)), [B, 1, H, dn + dr]) as tf.Tensor4D;
   const qNope = tf.slice(q, [0, 0, 0, 0], [B, 1, H, dn]);
   const qRope = applyRope(tf.slice(q, [0, 0, 0, dn], [B, 1, H, dr]) as tf.Tensor4D, cos, sin);
   const kva = tf.matMul(x, P(`${p}.kv_a_proj_with_mqa.weight`) as tf.Tensor2D);
-  const latent = tf.mul(rmsNorm(tf.slice(kva, [0, 0], [B, a.kvLoraRank]), P(`${p}.kv_a_layernorm.weight`), c.rmsEps), Math.sqrt(c.dModel / a.kvLoraRank)) as tf.Tensor2D;
+  const latent = tf.mul(rmsNorm(tf.slice(kva, [0, 0], [B, a.kvLoraRank]), P(`${p}.kv_a_layernorm.weight`), latentNormEps(c)), Math.sqrt(c.dModel / a.kvLoraRank)) as tf.Tensor2D;
   const kRope = applyRope(tf.reshape(tf.slice(kva, [0, a.kvLoraRank], [B, dr]), [B, 1, 1, dr]) as tf.Tensor4D, cos, sin);
   const kvb = tf.reshape(tf.matMul(latent, P(`${p}.kv_b_proj.weight`) as tf.Tensor2D), [B, 1, H, dn + a.vHeadDim]);
   const kNope = tf.slice(kvb, [0, 0, 0, 0], [B, 1, H, dn]);

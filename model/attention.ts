@@ -5,7 +5,7 @@
  * and exact; the latent cache is an inference-memory optimisation.
  */
 import * as tf from '@tensorflow/tfjs';
-import { ModelConfig } from './config';
+import { latentNormEps, ModelConfig } from './config';
 import { applyRope, rmsNorm, softmaxLast } from './ops';
 
 export type ParamGetter = (name: string) => tf.Tensor;
@@ -94,7 +94,7 @@ function mla(c: ModelConfig, P: ParamGetter, p: string, x: tf.Tensor2D, ctx: Att
   const dn = a.nopeHeadDim;
   const dr = a.ropeHeadDim;
   // Query latent: q = Wqb·RMS(Wqa·h), scaled by sqrt(d_model/q_lora) (LongCat-Flash MLA scale).
-  const qa = rmsNorm(tf.matMul(x, P(`${p}.q_a_proj.weight`) as tf.Tensor2D), P(`${p}.q_a_layernorm.weight`), c.rmsEps) as tf.Tensor2D;
+  const qa = rmsNorm(tf.matMul(x, P(`${p}.q_a_proj.weight`) as tf.Tensor2D), P(`${p}.q_a_layernorm.weight`), latentNormEps(c)) as tf.Tensor2D;
   const q = tf.reshape(tf.mul(tf.matMul(qa, P(`${p}.q_b_proj.weight`) as tf.Tensor2D), Math.sqrt(c.dModel / a.qLoraRank)), [B, S, H, dn + dr]) as tf.Tensor4D;
   // Splits rather than slices: a split's gradient is one concat, a slice's a padded copy.
   const [qNope, qPe] = tf.split(q, [dn, dr], 3);
@@ -102,7 +102,7 @@ function mla(c: ModelConfig, P: ParamGetter, p: string, x: tf.Tensor2D, ctx: Att
   // KV latent c = RMS(Wkva·h)[:kv_lora]·sqrt(d_model/kv_lora), plus one shared rope key.
   const kva = tf.matMul(x, P(`${p}.kv_a_proj_with_mqa.weight`) as tf.Tensor2D);
   const [kvLat, kPe] = tf.split(kva, [a.kvLoraRank, dr], 1);
-  const latent = tf.mul(rmsNorm(kvLat, P(`${p}.kv_a_layernorm.weight`), c.rmsEps), Math.sqrt(c.dModel / a.kvLoraRank)) as tf.Tensor2D;
+  const latent = tf.mul(rmsNorm(kvLat, P(`${p}.kv_a_layernorm.weight`), latentNormEps(c)), Math.sqrt(c.dModel / a.kvLoraRank)) as tf.Tensor2D;
   const kRope = applyRope(tf.reshape(kPe, [B, S, 1, dr]) as tf.Tensor4D, ctx.cos, ctx.sin);
   const kvb = tf.reshape(tf.matMul(latent, P(`${p}.kv_b_proj.weight`) as tf.Tensor2D), [B, S, H, dn + a.vHeadDim]);
   const [kNope, v] = tf.split(kvb, [dn, a.vHeadDim], 3);

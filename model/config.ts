@@ -14,6 +14,11 @@ const attentionSchema = z.discriminatedUnion('type', [
     nopeHeadDim: z.number().int().positive(),
     ropeHeadDim: z.number().int().positive().multipleOf(2),
     vHeadDim: z.number().int().positive(),
+    /**
+     * eps of the q/kv latent RMSNorms. Absent: the model's rmsEps. Hugging Face's longcat_flash
+     * fixes it at 1e-6, so `moecat import` sets 1e-6 (docs/interop.md).
+     */
+    latentNormEps: z.number().positive().optional(),
   }).strict(),
   z.object({
     type: z.literal('gqa'),
@@ -94,6 +99,11 @@ export function parseModelConfig(raw: unknown, root = 'model'): ModelConfig {
     throw new ConfigError(formatIssues(r.error, root), { where: [root, ...first.path.map(String)].join('.') });
   }
   return r.data;
+}
+
+/** eps of the MLA latent RMSNorms (q_a_layernorm, kv_a_layernorm). */
+export function latentNormEps(c: ModelConfig): number {
+  return (c.attention.type === 'mla' ? c.attention.latentNormEps : undefined) ?? c.rmsEps;
 }
 
 /** K_e with its default. */

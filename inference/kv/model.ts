@@ -9,7 +9,7 @@
  * attention accumulates in float64).
  */
 import * as tf from '@tensorflow/tfjs';
-import { ModelConfig } from '../../model/config';
+import { latentNormEps, ModelConfig } from '../../model/config';
 import { ParamGetter } from '../../model/attention';
 import { gatherRows, rmsNorm, swiglu } from '../../model/ops';
 import { moeLayer } from '../../model/moe/layer';
@@ -72,10 +72,10 @@ export function project(c: ModelConfig, P: ParamGetter, p: string, x: tf.Tensor2
     return { q: mm(x, 'q_proj').dataSync() as Float32Array, k: mm(x, 'k_proj').dataSync() as Float32Array, v: mm(x, 'v_proj').dataSync() as Float32Array };
   }
   const H = a.nHeads, dn = a.nopeHeadDim, dr = a.ropeHeadDim, dv = a.vHeadDim;
-  const qa = rmsNorm(mm(x, 'q_a_proj'), P(`${p}.q_a_layernorm.weight`), c.rmsEps) as tf.Tensor2D;
+  const qa = rmsNorm(mm(x, 'q_a_proj'), P(`${p}.q_a_layernorm.weight`), latentNormEps(c)) as tf.Tensor2D;
   const q = tf.mul(mm(qa, 'q_b_proj'), Math.sqrt(c.dModel / a.qLoraRank)).dataSync() as Float32Array;
   const kva = mm(x, 'kv_a_proj_with_mqa');
-  const latent = tf.mul(rmsNorm(tf.slice(kva, [0, 0], [S, a.kvLoraRank]), P(`${p}.kv_a_layernorm.weight`), c.rmsEps), Math.sqrt(c.dModel / a.kvLoraRank)) as tf.Tensor2D;
+  const latent = tf.mul(rmsNorm(tf.slice(kva, [0, 0], [S, a.kvLoraRank]), P(`${p}.kv_a_layernorm.weight`), latentNormEps(c)), Math.sqrt(c.dModel / a.kvLoraRank)) as tf.Tensor2D;
   const kRope = tf.slice(kva, [0, a.kvLoraRank], [S, dr]).dataSync();
   const kvb = mm(latent, 'kv_b_proj').dataSync(); // [S, H, dn + dv]
   const dk = dn + dr;

@@ -11,7 +11,7 @@
  * inputs below their layer threshold are dropped; the k/v projections stay dense (selective
  * sparsification, section 3.3). Without a plan every matVec runs densely in the same kernels.
  */
-import { ModelConfig } from '../../model/config';
+import { latentNormEps, ModelConfig } from '../../model/config';
 import { ropeDim } from '../../model/attention';
 import { selectExperts } from '../../model/moe/router';
 import { HostModel } from './hostModel';
@@ -154,7 +154,7 @@ export class SparseDecoder {
       H = a.nHeads; Hk = H; dr = a.ropeHeadDim; dk = a.nopeHeadDim + dr; dv = a.vHeadDim; dq = dk;
       const qa = this.buffer('qa', a.qLoraRank);
       this.linear(x, W('q_a_proj'), d, a.qLoraRank, qa, th ? th.q : null);
-      rmsNormInto(qa, W('q_a_layernorm'), c.rmsEps, a.qLoraRank, qa);
+      rmsNormInto(qa, W('q_a_layernorm'), latentNormEps(c), a.qLoraRank, qa);
       matVec(qa, W('q_b_proj'), a.qLoraRank, H * dk, q);
       const qs = Math.fround(Math.sqrt(d / a.qLoraRank));
       for (let i = 0; i < H * dk; i++) q[i] *= qs;
@@ -163,7 +163,7 @@ export class SparseDecoder {
       matVec(x, W('kv_a_proj_with_mqa'), d, a.kvLoraRank + dr, kv);
       rope(kv, a.kvLoraRank, dr, cos, sin);
       const lat = this.buffer('tmp', a.kvLoraRank);
-      rmsNormInto(kv, W('kv_a_layernorm'), c.rmsEps, a.kvLoraRank, lat);
+      rmsNormInto(kv, W('kv_a_layernorm'), latentNormEps(c), a.kvLoraRank, lat);
       const ls = Math.fround(Math.sqrt(d / a.kvLoraRank));
       for (let i = 0; i < a.kvLoraRank; i++) lat[i] *= ls;
       const kvb = this.buffer('kvb', H * (a.nopeHeadDim + dv));

@@ -7,7 +7,7 @@
  */
 import { strict as assert } from 'assert';
 import * as tf from '@tensorflow/tfjs';
-import { ModelConfig, parseModelConfig } from '../../model/config';
+import { latentNormEps, ModelConfig, parseModelConfig } from '../../model/config';
 import { initParams, numel, paramSpecs, ParamStore } from '../../model/params';
 import { attention, AttnContext, causalMask, ropeDim } from '../../model/attention';
 import { gatherRows, rmsNorm, ropeTables, swiglu } from '../../model/ops';
@@ -124,10 +124,10 @@ function mlaRef(c: ModelConfig, w: (n: string) => Float32Array, p: string, x: M,
   const d = c.dModel;
   const qs = v.qScale === false ? 1 : Math.sqrt(d / ql);
   const ks = v.kvScale === false ? 1 : Math.sqrt(d / kl);
-  const qa = rms(mm(x, mat(w(`${p}.q_a_proj.weight`), d, ql)), w(`${p}.q_a_layernorm.weight`), c.rmsEps);
+  const qa = rms(mm(x, mat(w(`${p}.q_a_proj.weight`), d, ql)), w(`${p}.q_a_layernorm.weight`), latentNormEps(c));
   const q = mm(qa, mat(w(`${p}.q_b_proj.weight`), ql, H * (dn + dr))).map((r) => r.map((y) => y * qs));
   const kva = mm(x, mat(w(`${p}.kv_a_proj_with_mqa.weight`), d, kl + dr));
-  const latent = rms(kva.map((r) => r.slice(0, kl)), w(`${p}.kv_a_layernorm.weight`), c.rmsEps).map((r) => r.map((y) => y * ks));
+  const latent = rms(kva.map((r) => r.slice(0, kl)), w(`${p}.kv_a_layernorm.weight`), latentNormEps(c)).map((r) => r.map((y) => y * ks));
   const kvb = mm(latent, mat(w(`${p}.kv_b_proj.weight`), kl, H * (dn + dv)));
   const pos = (t: number) => t % S;
   const qv = (t: number, h: number) => {
