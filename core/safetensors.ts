@@ -13,8 +13,9 @@ import fs from 'fs';
 import os from 'os';
 import { CheckpointError } from './errors';
 
-export type SafeDType = 'F32' | 'I32' | 'F64' | 'U8' | 'I64';
-export type SafeData = Float32Array | Int32Array | Float64Array | Uint8Array | BigInt64Array;
+/** BF16 and F16 are read (and written) as raw 16-bit patterns; see `toFloat32`. */
+export type SafeDType = 'F32' | 'I32' | 'F64' | 'U8' | 'I64' | 'BF16' | 'F16';
+export type SafeData = Float32Array | Int32Array | Float64Array | Uint8Array | BigInt64Array | Uint16Array;
 export type SafeTensor = { dtype: SafeDType; shape: number[]; data: SafeData };
 export interface DecodedSafetensors {
   tensors: Map<string, SafeTensor>;
@@ -22,13 +23,15 @@ export interface DecodedSafetensors {
 }
 
 const METADATA_KEY = '__metadata__';
-const BYTES: Record<SafeDType, number> = { F32: 4, I32: 4, F64: 8, U8: 1, I64: 8 };
+const BYTES: Record<SafeDType, number> = { F32: 4, I32: 4, F64: 8, U8: 1, I64: 8, BF16: 2, F16: 2 };
 const CTOR = {
   F32: Float32Array,
   I32: Int32Array,
   F64: Float64Array,
   U8: Uint8Array,
   I64: BigInt64Array,
+  BF16: Uint16Array,
+  F16: Uint16Array,
 } as const;
 // The reference implementation refuses headers above 100 MB; a larger N is a corrupt file.
 const MAX_HEADER = 100_000_000;
@@ -194,4 +197,25 @@ export function i64ToNumbers(data: BigInt64Array, where = 'I64 tensor'): number[
     }
     return Number(v);
   });
+}
+
+/** The values of a floating-point tensor (F32, BF16, F16) as float32; null for other dtypes. */
+export function toFloat32(t: SafeTensor): Float32Array | null {
+  if (t.dtype === 'F32') return t.data as Float32Array;
+  if (t.dtype !== 'BF16' && t.dtype !== 'F16') return null;
+  const src = t.data as Uint16Array;
+  const out = new Float32Array(src.length);
+  const bits = new Uint32Array(out.buffer);
+  if (t.dtype === 'BF16') {
+    for (let i = 0; i < src.length; i++) bits[i] = src[i] << 16; // bfloat16 is the top half of a float32
+    return out;
+  }
+  for (let i = 0; i < src.length; i++) {
+    const h = src[i];
+    const sign = h & 0x8000 ? -1 : 1;
+    const exp = (h >> 10) & 0x1f;
+    const frac = h & 0x3ff;
+    out[i] = exp === 0 ? sign * frac * 2 ** -24 : exp === 31 ? (frac ? NaN : sign * Infinity) : sign * (1 + frac / 1024) * 2 ** (exp - 15);
+  }
+  return out;
 }

@@ -1,6 +1,6 @@
 /**
  * moecat weights <-> the tensors of a released longcat_flash checkpoint. Names are already the
- * same; the differences are
+ * same (BF16 and F16 weights are widened to float32 on import); the differences are
  *   - orientation: moecat computes with [in, out], HF stores Linear weights [out, in];
  *   - RoPE layout: moecat rotates halves (pair i = dims i and i + d/2), transformers' longcat_flash
  *     rotates interleaved pairs (2i, 2i + 1) of q_b_proj's and kv_a_proj_with_mqa's rope rows, so
@@ -8,7 +8,7 @@
  *   - the expert bias is `mlp.router.e_score_correction_bias`, F32 [N + Z].
  */
 import { CheckpointError } from '../../core/errors';
-import { SafeTensor } from '../../core/safetensors';
+import { SafeTensor, toFloat32 } from '../../core/safetensors';
 import { ModelConfig } from '../config';
 import { numel, paramSpecs } from '../params';
 import { biasName } from '../weights';
@@ -90,11 +90,12 @@ export function fromHfTensors(c: ModelConfig, tensors: Map<string, SafeTensor>, 
   const take = (name: string, want: number[]): Float32Array => {
     const t = tensors.get(name);
     if (!t) throw new CheckpointError(`tensor ${name} is missing`, { where, hint: 'the weights do not match config.json' });
-    if (t.dtype !== 'F32' || t.shape.join('x') !== want.join('x')) {
-      throw new CheckpointError(`tensor ${name} is ${t.dtype}[${t.shape.join(',')}], expected F32[${want.join(',')}]`, { where, hint: 'moecat imports float32 weights of the shapes config.json implies' });
+    const data = toFloat32(t);
+    if (!data || t.shape.join('x') !== want.join('x')) {
+      throw new CheckpointError(`tensor ${name} is ${t.dtype}[${t.shape.join(',')}], expected [${want.join(',')}] in F32, BF16 or F16`, { where, hint: 'the weights must have the shapes config.json implies' });
     }
     seen.add(name);
-    return t.data as Float32Array;
+    return data;
   };
   for (const s of paramSpecs(c)) {
     if (s.linear) {

@@ -7,7 +7,7 @@ import { strict as assert } from 'assert';
 import * as fs from 'fs';
 import * as path from 'path';
 import { selectBackend } from '../../core/backend';
-import { decodeSafetensors, encodeSafetensors, SafeTensor } from '../../core/safetensors';
+import { decodeSafetensors, encodeSafetensors, SafeTensor, toFloat32 } from '../../core/safetensors';
 import { MoecatError } from '../../core/errors';
 import { exportHf } from '../../model/hf/exportDir';
 import { importHf } from '../../model/hf/importDir';
@@ -129,6 +129,29 @@ describe('Hugging Face longcat_flash export and import', function () {
     assert.equal(r.paramHash, hash);
   });
 
+  it('imports BF16 and F16 weights, widened exactly to float32', () => {
+    const dir = path.join(tmp, 'bf16');
+    fs.mkdirSync(dir);
+    fs.copyFileSync(path.join(hf, 'config.json'), path.join(dir, 'config.json'));
+    const bf = new Map<string, SafeTensor>();
+    for (const [n, t] of readShards(hf)) {
+      const bits = new Uint32Array(Float32Array.from(t.data as Float32Array).buffer);
+      bf.set(n, { dtype: 'BF16', shape: t.shape, data: Uint16Array.from(bits, (b) => b >>> 16) });
+    }
+    fs.writeFileSync(path.join(dir, 'model.safetensors'), encodeSafetensors(bf, { format: 'pt' }));
+    importHf({ hf: dir, out: path.join(tmp, 'run-bf16'), ...checks });
+    const served = loadServingModel(path.join(tmp, 'run-bf16'));
+    const w = served.store.get('model.layers.1.mlp.experts.3.down_proj.weight').dataSync() as Float32Array;
+    served.store.dispose();
+    const orig = loadServingModel(run);
+    const o = orig.store.get('model.layers.1.mlp.experts.3.down_proj.weight').dataSync() as Float32Array;
+    orig.store.dispose();
+    const trunc = new Float32Array(new Uint32Array(Float32Array.from(o).buffer).map((b) => (b & 0xffff0000) >>> 0).buffer);
+    assert.deepEqual(Array.from(w), Array.from(trunc));
+    const f16 = toFloat32({ dtype: 'F16', shape: [6], data: Uint16Array.from([0x3c00, 0xc000, 0x0001, 0x7bff, 0x3555, 0xfc00]) })!;
+    assert.deepEqual(Array.from(f16), [1, -2, 2 ** -24, 65504, Math.fround(0.333251953125), -Infinity]);
+  });
+
   describe('refusals (one line naming the field, tensor or shape; nothing written)', () => {
     function variant(name: string, edit: (cfg: Record<string, unknown>, tensors: Map<string, SafeTensor>) => void): string {
       const dir = path.join(tmp, `v-${name}`);
@@ -147,10 +170,11 @@ describe('Hugging Face longcat_flash export and import', function () {
       ['no-q-lora', (c) => void (c.q_lora_rank = null), /q_lora_rank/],
       ['act', (c) => void (c.hidden_act = 'gelu'), /hidden_act.*"gelu"/],
       ['tied', (c) => void (c.tie_word_embeddings = true), /tie_word_embeddings/],
-      ['shape', (_c, t) => void t.set('model.layers.0.mlp.experts.1.up_proj.weight', { dtype: 'F32', shape: [8, 32], data: new Float32Array(256) }), /experts\.1\.up_proj\.weight is F32\[8,32\], expected F32\[16,32\]/],
+      ['shape', (_c, t) => void t.set('model.layers.0.mlp.experts.1.up_proj.weight', { dtype: 'F32', shape: [8, 32], data: new Float32Array(256) }), /experts\.1\.up_proj\.weight is F32\[8,32\], expected \[16,32\]/],
       ['missing', (_c, t) => void t.delete('lm_head.weight'), /lm_head\.weight is missing/],
       ['extra-tensor', (_c, t) => void t.set('model.layers.0.mlp.shared_expert.weight', { dtype: 'F32', shape: [2], data: new Float32Array(2) }), /unsupported tensor model\.layers\.0\.mlp\.shared_expert\.weight/],
       ['model-type', (c) => void (c.model_type = 'deepseek_v3'), /model_type/],
+      ['int-weights', (_c, t) => void t.set('model.norm.weight', { dtype: 'I32', shape: [32], data: new Int32Array(32) }), /model\.norm\.weight is I32\[32\]/],
     ];
     for (const [name, edit, re] of cases) {
       it(name, () => {
