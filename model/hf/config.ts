@@ -172,10 +172,11 @@ export function fromHfConfig(j: Json, where = 'config.json'): ImportedConfig {
   const extra: Json = block?.model ?? { latentNormEps: HF_LATENT_NORM_EPS };
   const moe: Json = {
     nExperts: int('n_routed_experts'),
-    nZeroExperts: int('zero_expert_num', 0),
+    // Absent fields take transformers' class defaults (256 zero experts, scaling 6.0); null is 0 there.
+    nZeroExperts: j.zero_expert_num === null ? (used.add('zero_expert_num'), 0) : int('zero_expert_num', 256),
     topK: int('moe_topk'),
     expertHidden: int('expert_ffn_hidden_size'),
-    routedScalingFactor: get('routed_scaling_factor', 1),
+    routedScalingFactor: get('routed_scaling_factor', 6),
   };
   for (const k of ['biasUpdateRate', 'balanceAlpha', 'expertGroups', 'targetFfnPerToken']) if (extra[k] !== undefined && extra[k] !== null) moe[k] = extra[k];
   const attention: Json = { type: 'mla', nHeads: heads, qLoraRank: qLora, kvLoraRank: int('kv_lora_rank'), nopeHeadDim: nope, ropeHeadDim: rope, vHeadDim: int('v_head_dim') };
