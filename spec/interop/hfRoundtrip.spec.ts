@@ -127,6 +127,43 @@ describe('Hugging Face longcat_flash export and import', function () {
     for (const [n, t] of all) assert.deepEqual(Array.from(back.get(n)!.data as Float32Array), Array.from(t.data as Float32Array), n);
     const r = importHf({ hf: sh, out: path.join(tmp, 'run-sharded'), ...checks });
     assert.equal(r.paramHash, hash);
+    const sh2 = path.join(tmp, 'sharded2');
+    exportHf({ checkpoint: path.join(tmp, 'run-sharded'), out: sh2, maxShardBytes: 64 * 1024 });
+    const a = filesOf(sh);
+    const b = filesOf(sh2);
+    assert.deepEqual([...b.keys()], [...a.keys()]);
+    for (const [n, buf] of a) assert.ok(buf.equals(b.get(n)!), `${n} differs`);
+  });
+
+  it('a released-style directory (no moecat block, rope_theta only, MTP tensors) imports with defaults', () => {
+    const dir = path.join(tmp, 'released');
+    fs.mkdirSync(dir);
+    const c = JSON.parse(fs.readFileSync(path.join(hf, 'config.json'), 'utf8'));
+    for (const k of ['moecat', 'rope_parameters', 'num_hidden_layers', 'qk_head_dim', 'head_dim', 'router_bias', 'initializer_range']) delete c[k];
+    c.auto_map = { AutoConfig: 'configuration_longcat_flash.LongcatFlashConfig' };
+    c.transformers_version = '4.56.0';
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(c));
+    const t = readShards(hf);
+    t.set('model.mtp.layers.0.eh_proj.weight', { dtype: 'F32', shape: [2, 2], data: new Float32Array(4) });
+    fs.writeFileSync(path.join(dir, 'model.safetensors'), encodeSafetensors(t, { format: 'pt' }));
+    const r = importHf({ hf: dir, out: path.join(tmp, 'run-released'), ...checks });
+    assert.equal(r.paramHash, hash);
+    assert.equal(r.moecatBlock, false);
+    assert.equal(r.tokenizer, false);
+    const ck = loadTrainerCheckpoint(path.join(tmp, 'run-released'), { withOptimizer: false });
+    const a = ck.config.model.attention;
+    assert.equal(a.type === 'mla' && a.latentNormEps, 1e-6);
+    assert.equal(ck.config.model.ropeBase, 10000);
+    assert.equal(ck.config.model.moe.biasUpdateRate, 0.001, 'moecat default');
+    assert.ok(ck.config.data.synthetic, 'placeholder training section');
+  });
+
+  it('notes when the latent-norm eps is not transformers\' 1e-6', async () => {
+    const r = path.join(tmp, 'run-eps');
+    (await writeCheckpointAfter(r, 0, interopConfig(['model.attention={type: mla, nHeads: 2, qLoraRank: 16, kvLoraRank: 12, nopeHeadDim: 8, ropeHeadDim: 8, vHeadDim: 8}']))).dispose();
+    const res = exportHf({ checkpoint: r, out: path.join(tmp, 'hf-eps') });
+    assert.ok(res.notes.some((n) => /latent norms use eps 0\.00001; transformers' longcat_flash uses 0\.000001/.test(n)), res.notes.join(' | '));
+    assert.equal(exportHf({ checkpoint: run, out: path.join(tmp, 'hf-noeps') }).notes.length, 0);
   });
 
   it('imports BF16 and F16 weights, widened exactly to float32', () => {
