@@ -13,6 +13,9 @@ export const MOECAT_BLOCK_FORMAT = 1;
 
 type Json = Record<string, unknown>;
 
+/** The model fields of the `moecat` block. */
+const MOECAT_MODEL_KEYS = ['biasUpdateRate', 'balanceAlpha', 'expertGroups', 'targetFfnPerToken', 'latentNormEps'];
+
 /** What moecat writes in config.json's `moecat` block. */
 export interface MoecatBlock {
   format: number;
@@ -170,6 +173,8 @@ export function fromHfConfig(j: Json, where = 'config.json'): ImportedConfig {
     refuse('moecat', `is not a format-${MOECAT_BLOCK_FORMAT} moecat block`);
   }
   const extra: Json = block?.model ?? { latentNormEps: HF_LATENT_NORM_EPS };
+  const unknownExtra = Object.keys(extra).filter((k) => !MOECAT_MODEL_KEYS.includes(k));
+  if (unknownExtra.length > 0) refuse(`moecat.model.${unknownExtra[0]}`, `is not a moecat model field (known: ${MOECAT_MODEL_KEYS.join(', ')})`);
   const moe: Json = {
     nExperts: int('n_routed_experts'),
     // Absent fields take transformers' class defaults (256 zero experts, scaling 6.0); null is 0 there.

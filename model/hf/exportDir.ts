@@ -72,8 +72,11 @@ export function exportHf(o: { checkpoint: string; out: string; maxShardBytes?: n
   fs.mkdirSync(tmp, { recursive: true });
   for (const [name, data] of files) writeFileDurable(path.join(tmp, name), data);
   fsyncDir(tmp);
-  if (fs.existsSync(out)) fs.rmSync(out, { recursive: true, force: true });
+  // Replacing (--force): the old directory moves aside first and goes only once the new one is in place.
+  const old = fs.existsSync(out) ? `${out}.old-${process.pid}` : null;
+  if (old) fs.renameSync(out, old);
   fs.renameSync(tmp, out);
   fsyncDir(path.dirname(out));
+  if (old) fs.rmSync(old, { recursive: true, force: true });
   return { dir: out, checkpoint: ck.dir, files: [...files.keys()].sort(), tensors: tensors.size, notes };
 }

@@ -211,6 +211,7 @@ describe('Hugging Face longcat_flash export and import', function () {
       ['missing', (_c, t) => void t.delete('lm_head.weight'), /lm_head\.weight is missing/],
       ['extra-tensor', (_c, t) => void t.set('model.layers.0.mlp.shared_expert.weight', { dtype: 'F32', shape: [2], data: new Float32Array(2) }), /unsupported tensor model\.layers\.0\.mlp\.shared_expert\.weight/],
       ['model-type', (c) => void (c.model_type = 'deepseek_v3'), /model_type/],
+      ['moecat-block', (c) => void ((c.moecat as { model: Record<string, unknown> }).model.nExperts = 9), /moecat\.model\.nExperts is not a moecat model field/],
       ['int-weights', (_c, t) => void t.set('model.norm.weight', { dtype: 'I32', shape: [32], data: new Int32Array(32) }), /model\.norm\.weight is I32\[32\]/],
     ];
     for (const [name, edit, re] of cases) {
@@ -236,6 +237,12 @@ describe('Hugging Face longcat_flash export and import', function () {
 
     it('an existing output directory is refused without --force', () => {
       assert.match(refusal(() => exportHf({ checkpoint: run, out: hf })), /exists.*--force/);
+      const f = path.join(tmp, 'forced');
+      fs.mkdirSync(f);
+      fs.writeFileSync(path.join(f, 'stale.txt'), 'x');
+      exportHf({ checkpoint: run, out: f, force: true });
+      assert.deepEqual([...filesOf(f).keys()], [...filesOf(hf).keys()]);
+      assert.deepEqual(fs.readdirSync(tmp).filter((n) => n.includes('.old-') || n.includes('.tmp-')), []);
     });
   });
 });
