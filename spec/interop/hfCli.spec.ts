@@ -1,6 +1,7 @@
 /**
  * The `moecat export` / `moecat import` commands end to end: an imported run generates the same
- * greedy text as the checkpoint it came from and starts a `train --init-from` run; bad
+ * greedy text as the checkpoint it came from, serves the same chat completion, and starts a
+ * `train --init-from` run; bad
  * arguments get one `error:` line and exit status 2.
  */
 import { strict as assert } from 'assert';
@@ -10,6 +11,8 @@ import * as path from 'path';
 import YAML from 'yaml';
 import { selectBackend } from '../../core/backend';
 import { interopConfig, tmpDir, writeCheckpointAfter } from './fixtures';
+import { loadForServing } from '../../inference/engineLoad';
+import { startServer } from '../../inference/server';
 
 const BACKEND = process.env.MOECAT_TEST_BACKEND ?? 'wasm';
 
@@ -58,6 +61,30 @@ describe('moecat export / import (CLI)', function () {
     const state = JSON.parse(fs.readFileSync(path.join(tmp, 'child', 'checkpoints', 'latest', 'state.json'), 'utf8'));
     assert.equal(state.step, 2);
     assert.equal(state.lineage.parent_step, 0);
+  });
+
+  it('serve: the imported run answers a chat completion exactly as the original checkpoint', async () => {
+    const ask = async (ck: string): Promise<string> => {
+      const { model, tokenizer } = loadForServing(ck);
+      const srv = await startServer({ model, tokenizer, port: 0, modelId: 'm' });
+      try {
+        const res = await fetch(`${srv.url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'the cat' }], max_tokens: 6, temperature: 0 }),
+        });
+        assert.equal(res.status, 200);
+        const body = (await res.json()) as { choices: { message: { content: string } }[]; usage: { completion_tokens: number } };
+        assert.ok(body.usage.completion_tokens > 0);
+        return body.choices[0].message.content;
+      } finally {
+        await srv.close();
+        model.store.dispose();
+      }
+    };
+    // `imported` is the run the CLI made in the test above (mocha runs them in order).
+    assert.ok(fs.existsSync(path.join(tmp, 'imported')), 'the CLI import ran');
+    assert.equal(await ask(path.join(tmp, 'imported')), await ask(path.join(tmp, 'run')));
   });
 
   it('refuses bad arguments with one error line and exit status 2', () => {
