@@ -1,0 +1,219 @@
+/**
+ * moecat on a real scheduler: a two-node Slurm cluster in network namespaces on this machine
+ * (scripts/cluster/test-cluster.sh), the project's sbatch file as shipped, a lost node that Slurm
+ * requeues, and torchrun-style variables on the same two hosts. Every run must end on the
+ * param_hash of one process training the same config. Needs root and slurm-wlm + munge; skips
+ * with the reason otherwise (CI installs them and runs as root).
+ */
+import { strict as assert } from 'assert';
+import { ChildProcess, spawn, spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { setTimeout as sleep } from 'timers/promises';
+
+const ROOT = path.resolve(__dirname, '..', '..', '..');
+const CLUSTER = path.join(ROOT, 'scripts', 'cluster', 'test-cluster.sh');
+const SBATCH = path.join(ROOT, 'scripts', 'cluster', 'moecat.sbatch');
+const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
+const BACKEND = process.env.MOECAT_TEST_BACKEND ?? 'wasm';
+const STEPS = 24;
+const SETS = ['data.synthetic={}', 'data.seqLen=16', 'data.microBatchSize=2', 'data.microBatches=4', `train.steps=${STEPS}`, 'train.checkpointEvery=3', 'optim.schedule={warmupSteps: 1, decaySteps: 2}'];
+const TRAIN_ARGS = ['--config', 'configs/tiny.yaml', ...SETS.flatMap((s) => ['--set', s])];
+const SECRET = 'cluster-test-secret';
+/** The cluster's own watchdog tears it down after this long even if this process dies. */
+const CLUSTER_LIFETIME_S = 420;
+
+function skipReason(): string {
+  if (process.platform !== 'linux') return 'Slurm cluster test: Linux only';
+  if (process.getuid?.() !== 0) return 'Slurm cluster test: needs root (network namespaces, slurmd)';
+  for (const tool of ['slurmctld', 'slurmd', 'munged', 'sbatch', 'srun', 'scontrol', 'ip', 'nsenter', 'unshare']) {
+    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) return `Slurm cluster test: ${tool} not found (apt-get install slurm-wlm munge iproute2 util-linux)`;
+  }
+  return '';
+}
+
+function cluster(args: string[], timeout = 60_000) {
+  const r = spawnSync('bash', [CLUSTER, ...args], { encoding: 'utf8', timeout, cwd: ROOT });
+  return { status: r.status, out: `${r.stdout ?? ''}${r.stderr ?? ''}` };
+}
+
+function hashes(text: string): string[] {
+  return [...text.matchAll(/param_hash ([0-9a-f]{64})/g)].map((m) => m[1]);
+}
+
+interface JobView {
+  state: string;
+  restarts: number;
+  nodes: string;
+  reason: string;
+  raw: string;
+}
+
+describe('Slurm: a two-node cluster in network namespaces', function () {
+  this.timeout(600_000);
+  const reason = skipReason();
+  let dir = '';
+  let work = '';
+  let reference = '';
+
+  const ctl = (args: string[], timeout = 30_000) => cluster(['ctl', dir, ...args], timeout);
+  function job(id: string): JobView {
+    const r = ctl(['scontrol', 'show', 'job', id]);
+    assert.equal(r.status, 0, r.out);
+    const f = (k: string) => new RegExp(`\\b${k}=(\\S*)`).exec(r.out)?.[1] ?? '';
+    return { state: f('JobState'), restarts: Number(f('Restarts')), nodes: f('NodeList'), reason: f('Reason'), raw: r.out };
+  }
+  async function until(id: string, what: string, ok: (j: JobView) => boolean, ms: number, seen: string[]): Promise<JobView> {
+    const end = Date.now() + ms;
+    for (;;) {
+      const j = job(id);
+      const line = `JobState=${j.state} Restarts=${j.restarts} NodeList=${j.nodes} Reason=${j.reason}`;
+      if (seen[seen.length - 1]?.slice(seen[seen.length - 1].indexOf(' ') + 1) !== line) seen.push(`${new Date().toISOString().slice(11, 19)} ${line}`);
+      if (ok(j)) return j;
+      if (Date.now() > end) assert.fail(`job ${id}: no ${what} within ${ms / 1000} s; scontrol history:\n${seen.join('\n')}\n${j.raw}`);
+      await sleep(250);
+    }
+  }
+  function sbatch(name: string, extra: string[] = [], timeout = 30_000) {
+    const r = ctl(
+      ['env', `MOECAT_SECRET=${SECRET}`, `MOECAT_BACKEND=${BACKEND}`, 'sbatch', '--parsable', '--nodes=2', `--job-name=${name}`, `--chdir=${ROOT}`,
+        `--output=${path.join(work, `${name}-%j.out`)}`, '--open-mode=append', ...extra, SBATCH, ...TRAIN_ARGS, '--out', path.join(work, name)],
+      timeout,
+    );
+    return { ...r, id: /^(\d+)/m.exec(r.out)?.[1] ?? '' };
+  }
+  const output = (name: string, id: string) => fs.readFileSync(path.join(work, `${name}-${id}.out`), 'utf8');
+
+  before(function () {
+    if (reason) {
+      console.log(`      skipped: ${reason}`);
+      this.skip();
+    }
+    work = fs.mkdtempSync(path.join(os.tmpdir(), 'moecat-slurm-work-'));
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'moecat-slurm-'));
+    const up = cluster(['up', dir, String(CLUSTER_LIFETIME_S)]);
+    assert.equal(up.status, 0, up.out);
+    const one = spawnSync(process.execPath, [CLI, 'train', ...TRAIN_ARGS, '--out', path.join(work, 'single')], {
+      cwd: ROOT, encoding: 'utf8', timeout: 240_000, env: { ...process.env, MOECAT_BACKEND: BACKEND },
+    });
+    assert.equal(one.status, 0, one.stderr);
+    reference = hashes(one.stdout + one.stderr).pop() ?? '';
+    assert.match(reference, /^[0-9a-f]{64}$/);
+  });
+
+  after(() => {
+    if (dir && fs.existsSync(path.join(dir, 'tag'))) {
+      const down = cluster(['down', dir]);
+      assert.equal(down.status, 0, down.out);
+    }
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    if (work) fs.rmSync(work, { recursive: true, force: true });
+  });
+
+  it('the cluster has two idle nodes at their own addresses, and teardown leaves no namespace behind', () => {
+    const nodes = ctl(['scontrol', 'show', 'nodes']);
+    assert.equal(nodes.status, 0, nodes.out);
+    assert.match(nodes.out, /NodeName=node1 [\s\S]*NodeAddr=10\.78\.0\.1 [\s\S]*NodeName=node2 [\s\S]*NodeAddr=10\.78\.0\.2 /);
+    assert.equal((nodes.out.match(/State=IDLE/g) ?? []).length, 2, nodes.out);
+    const tag = fs.readFileSync(path.join(dir, 'tag'), 'utf8').trim();
+    const ns = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout;
+    assert.deepEqual(ns.split('\n').filter((l) => l.startsWith(tag)).map((l) => l.split(' ')[0]).sort(), [`${tag}-ctl`, `${tag}-node1`, `${tag}-node2`]);
+    // A second throwaway cluster: up, then down, and nothing of it remains.
+    const other = fs.mkdtempSync(path.join(os.tmpdir(), 'moecat-slurm-'));
+    assert.equal(cluster(['up', other, '60']).status, 0);
+    const otherTag = fs.readFileSync(path.join(other, 'tag'), 'utf8').trim();
+    const pids = fs.readFileSync(path.join(other, 'slurmctld.pid'), 'utf8').trim();
+    const down = cluster(['down', other]);
+    assert.equal(down.status, 0, down.out);
+    assert.ok(!fs.existsSync(other), 'the cluster directory is removed');
+    assert.ok(!spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.includes(otherTag), 'its namespaces are deleted');
+    const alive = fs.existsSync(`/proc/${pids}`) && !/^State:\s+Z/m.test(fs.readFileSync(`/proc/${pids}/status`, 'utf8'));
+    assert.ok(!alive, 'its slurmctld is gone');
+  });
+
+  it('sbatch --nodes=2 runs moecat.sbatch as shipped on tiny and ends on the single-process param_hash', () => {
+    const r = sbatch('dp2', ['--wait'], 180_000);
+    assert.equal(r.status, 0, r.out);
+    const out = output('dp2', r.id);
+    const j = job(r.id);
+    assert.equal(j.state, 'COMPLETED', j.raw);
+    assert.equal(j.nodes, 'node[1-2]', j.raw);
+    // Both ranks found each other from the Slurm variables alone, rank 1 from the other host.
+    assert.match(out, /rank 0\/2: joining node1:29500 \(slurm\)/);
+    assert.match(out, /rank 1\/2: joining node1:29500 \(slurm\)/);
+    assert.match(out, /rank 1 joined from 10\.78\.0\.2:/);
+    const h = hashes(out);
+    assert.ok(h.length >= 1, out);
+    for (const x of h) assert.equal(x, reference, out);
+  });
+
+  it('a lost node: the survivor fails clearly, Slurm requeues, --auto-resume ends on the same param_hash', async () => {
+    const history: string[] = [];
+    const r = sbatch('lost');
+    assert.equal(r.status, 0, r.out);
+    const run = path.join(work, 'lost');
+    await until(r.id, 'RUNNING', (j) => j.state === 'RUNNING' && j.nodes === 'node[1-2]', 60_000, history);
+    // Lose node 2 (rank 1's host) once step 6's checkpoint exists and training is past it.
+    const end = Date.now() + 120_000;
+    const steps = () => (fs.existsSync(path.join(run, 'metrics.jsonl')) ? fs.readFileSync(path.join(run, 'metrics.jsonl'), 'utf8').split('\n').filter(Boolean).length : 0);
+    while (!(fs.existsSync(path.join(run, 'checkpoints', 'step-00000006')) && steps() >= 7)) {
+      if (Date.now() > end) assert.fail(`training did not reach step 7:\n${output('lost', r.id)}`);
+      await sleep(100);
+    }
+    const killedAt = steps();
+    assert.ok(killedAt < STEPS, `the run ended (${killedAt} steps) before the node could be lost`);
+    const kill = cluster(['kill-node', dir, '2']);
+    assert.equal(kill.status, 0, kill.out);
+    history.push(`${new Date().toISOString().slice(11, 19)} node2 lost at step ${killedAt}`);
+    // Slurm notices the node is gone, ends the allocation with NODE_FAIL and requeues the job.
+    await until(r.id, 'requeue', (j) => j.restarts >= 1 && j.state === 'PENDING', 120_000, history);
+    const start = cluster(['start-node', dir, '2']);
+    assert.equal(start.status, 0, start.out);
+    history.push(`${new Date().toISOString().slice(11, 19)} node2 back`);
+    const done = await until(r.id, 'completion', (j) => ['COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT'].includes(j.state), 180_000, history);
+    console.log(`      scontrol show job ${r.id} history:\n${history.map((l) => `        ${l}`).join('\n')}`);
+    const out = output('lost', r.id);
+    assert.equal(done.state, 'COMPLETED', `${done.raw}\n${out}`);
+    assert.equal(done.restarts, 1, done.raw);
+    assert.match(done.raw, /Requeue=1/);
+    // The states Slurm went through, in order.
+    const states = history.map((l) => /JobState=(\S+) Restarts=(\d+)/.exec(l)).filter(Boolean).map((m) => `${m![1]}/${m![2]}`);
+    const order = ['RUNNING/0', 'PENDING/1', 'RUNNING/1', 'COMPLETED/1'].map((s) => states.indexOf(s));
+    assert.ok(order.every((i, k) => i >= 0 && (k === 0 || i > order[k - 1])), `scontrol history out of order:\n${history.join('\n')}`);
+    // The survivor's clear error, then Slurm's node failure, then the resumed run.
+    const lost = out.search(/error: rank 1 lost: /);
+    const nodeFail = out.search(/CANCELLED AT \S+ DUE TO NODE FAILURE/);
+    const resumed = /resumed from (\S*step-(\d+))/.exec(out);
+    assert.ok(lost >= 0 && nodeFail > lost, `no clear error from the survivor before the node failure:\n${out}`);
+    assert.ok(resumed && resumed.index > nodeFail, `the requeued job did not resume:\n${out}`);
+    assert.ok(Number(resumed[2]) >= 6 && Number(resumed[2]) < STEPS, `resumed from ${resumed[1]}`);
+    const after = hashes(out.slice(resumed.index));
+    assert.ok(after.length >= 1, out);
+    for (const x of after) assert.equal(x, reference, out);
+    const log = fs.readFileSync(path.join(dir, 'slurmctld.log'), 'utf8');
+    assert.match(log, new RegExp(`[Rr]equeu\\w* JobId=${r.id}`), 'slurmctld logged the requeue');
+  });
+
+  it('torchrun-style RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT alone launch the ranks on the two hosts', async () => {
+    const procs: ChildProcess[] = [];
+    const outs = ['', ''];
+    const codes = await Promise.all(
+      [0, 1].map((rank) => {
+        // env -i: no Slurm variable reaches the rank; only what torchrun would set.
+        const vars = [`PATH=${process.env.PATH}`, `MOECAT_BACKEND=${BACKEND}`, `MOECAT_SECRET=${SECRET}`, `RANK=${rank}`, 'WORLD_SIZE=2', 'MASTER_ADDR=node1', 'MASTER_PORT=29611'];
+        const p = spawn('bash', [CLUSTER, 'exec', dir, String(rank + 1), 'env', '-i', ...vars, process.execPath, CLI, 'train', ...TRAIN_ARGS, '--out', path.join(work, 'torchrun')], { cwd: ROOT });
+        procs.push(p);
+        p.stdout!.on('data', (d: Buffer) => (outs[rank] += d));
+        p.stderr!.on('data', (d: Buffer) => (outs[rank] += d));
+        return new Promise<number | null>((res) => p.once('exit', (c) => res(c)));
+      }).map((p) => Promise.race([p, sleep(180_000).then(() => 'timeout' as const)])),
+    );
+    for (const p of procs) p.kill('SIGKILL');
+    assert.deepEqual(codes, [0, 0], outs.join('\n----\n'));
+    assert.match(outs[0], /rank 0\/2: joining node1:29611 \(torchrun\)/);
+    assert.match(outs[1], /rank 1\/2: joining node1:29611 \(torchrun\)/);
+    assert.match(outs[0], /rank 1 joined from 10\.78\.0\.2:/);
+    for (const o of outs) assert.equal(hashes(o).pop(), reference, o);
+  });
+});
