@@ -64,18 +64,22 @@ describe('Slurm: a two-node cluster in network namespaces', function () {
     const f = (k: string) => new RegExp(`\\b${k}=(\\S*)`).exec(r.out)?.[1] ?? '';
     return { state: f('JobState'), restarts: Number(f('Restarts')), nodes: f('NodeList'), reason: f('Reason'), raw: r.out };
   }
+  const stamp = () => new Date().toISOString().slice(11, 19);
+  /** Polls `scontrol show job` until `ok`, appending each new state line to `seen` (the evidence). */
   async function until(id: string, what: string, ok: (j: JobView) => boolean, ms: number, seen: string[]): Promise<JobView> {
     const end = Date.now() + ms;
     for (;;) {
       const j = job(id);
       const line = `JobState=${j.state} Restarts=${j.restarts} NodeList=${j.nodes} Reason=${j.reason}`;
-      if (seen[seen.length - 1]?.slice(seen[seen.length - 1].indexOf(' ') + 1) !== line) seen.push(`${new Date().toISOString().slice(11, 19)} ${line}`);
+      const last = [...seen].reverse().find((l) => l.includes('JobState='));
+      if (!last?.endsWith(line)) seen.push(`${stamp()} ${line}`);
       if (ok(j)) return j;
       if (Date.now() > end) assert.fail(`job ${id}: no ${what} within ${ms / 1000} s; scontrol history:\n${seen.join('\n')}\n${j.raw}`);
       await sleep(250);
     }
   }
   function sbatch(name: string, extra: string[] = [], timeout = 30_000) {
+    // The sbatch file as shipped; the train arguments after its name replace its default config.
     const r = ctl(
       ['env', `MOECAT_SECRET=${SECRET}`, `MOECAT_BACKEND=${BACKEND}`, 'sbatch', '--parsable', '--nodes=2', `--job-name=${name}`, `--chdir=${ROOT}`,
         `--output=${path.join(work, `${name}-%j.out`)}`, '--open-mode=append', ...extra, SBATCH, ...TRAIN_ARGS, '--out', path.join(work, name)],
@@ -84,6 +88,29 @@ describe('Slurm: a two-node cluster in network namespaces', function () {
     return { ...r, id: /^(\d+)/m.exec(r.out)?.[1] ?? '' };
   }
   const output = (name: string, id: string) => fs.readFileSync(path.join(work, `${name}-${id}.out`), 'utf8');
+
+  /** A second cluster beside the main one (its own namespaces), and a check that it is all gone. */
+  function throwaway(lifetime: number) {
+    const d = fs.mkdtempSync(path.join(os.tmpdir(), 'moecat-slurm-'));
+    const up = cluster(['up', d, String(lifetime)]);
+    assert.equal(up.status, 0, up.out);
+    const tag = fs.readFileSync(path.join(d, 'tag'), 'utf8').trim();
+    const files = ['slurmctld.pid', 'slurmd-node1.pid', 'slurmd-node2.pid', 'munged.pid', 'watchdog.pid'];
+    const pids = files.map((f) => fs.readFileSync(path.join(d, f), 'utf8').trim());
+    const running = (pid: string) => fs.existsSync(`/proc/${pid}`) && !/^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    assert.ok(pids.every(running), 'the daemons run');
+    return {
+      dir: d,
+      assertGone() {
+        assert.ok(!fs.existsSync(d), `${d} is removed`);
+        assert.ok(!spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.includes(`${tag}-`), 'its namespaces are deleted');
+        // The teardown's last step removes the directory; give the exiting processes a moment.
+        const end = Date.now() + 5000;
+        while (pids.some(running) && Date.now() < end) spawnSync('sleep', ['0.1']);
+        assert.deepEqual(files.filter((_, i) => running(pids[i])), [], 'its daemons and watchdog are gone');
+      },
+    };
+  }
 
   before(function () {
     if (reason) {
@@ -111,33 +138,31 @@ describe('Slurm: a two-node cluster in network namespaces', function () {
     if (work) fs.rmSync(work, { recursive: true, force: true });
   });
 
-  it('the cluster has two idle nodes at their own addresses, and teardown leaves no namespace behind', () => {
+  it('the cluster has two idle nodes at their own addresses; down and the watchdog leave nothing behind', () => {
     const nodes = ctl(['scontrol', 'show', 'nodes']);
     assert.equal(nodes.status, 0, nodes.out);
     assert.match(nodes.out, /NodeName=node1 [\s\S]*NodeAddr=10\.78\.0\.1 [\s\S]*NodeName=node2 [\s\S]*NodeAddr=10\.78\.0\.2 /);
     assert.equal((nodes.out.match(/State=IDLE/g) ?? []).length, 2, nodes.out);
     const tag = fs.readFileSync(path.join(dir, 'tag'), 'utf8').trim();
     const ns = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout;
-    assert.deepEqual(ns.split('\n').filter((l) => l.startsWith(tag)).map((l) => l.split(' ')[0]).sort(), [`${tag}-ctl`, `${tag}-node1`, `${tag}-node2`]);
-    // A second throwaway cluster: up, then down, and nothing of it remains.
-    const other = fs.mkdtempSync(path.join(os.tmpdir(), 'moecat-slurm-'));
-    assert.equal(cluster(['up', other, '60']).status, 0);
-    const otherTag = fs.readFileSync(path.join(other, 'tag'), 'utf8').trim();
-    const pids = fs.readFileSync(path.join(other, 'slurmctld.pid'), 'utf8').trim();
-    const down = cluster(['down', other]);
+    assert.deepEqual(ns.split('\n').filter((l) => l.startsWith(`${tag}-`)).map((l) => l.split(' ')[0]).sort(), [`${tag}-ctl`, `${tag}-node1`, `${tag}-node2`]);
+    // Two throwaway clusters: one taken down by `down`, one by its watchdog; nothing of either remains.
+    const a = throwaway(60);
+    const down = cluster(['down', a.dir]);
     assert.equal(down.status, 0, down.out);
-    assert.ok(!fs.existsSync(other), 'the cluster directory is removed');
-    assert.ok(!spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.includes(otherTag), 'its namespaces are deleted');
-    const alive = fs.existsSync(`/proc/${pids}`) && !/^State:\s+Z/m.test(fs.readFileSync(`/proc/${pids}/status`, 'utf8'));
-    assert.ok(!alive, 'its slurmctld is gone');
+    a.assertGone();
+    const b = throwaway(3);
+    const end = Date.now() + 20_000;
+    while (fs.existsSync(b.dir) && Date.now() < end) spawnSync('sleep', ['0.2']);
+    b.assertGone();
   });
 
-  it('sbatch --nodes=2 runs moecat.sbatch as shipped on tiny and ends on the single-process param_hash', () => {
-    const r = sbatch('dp2', ['--wait'], 180_000);
+  it('sbatch --nodes=2 runs moecat.sbatch as shipped on tiny and ends on the single-process param_hash', async () => {
+    const r = sbatch('dp2');
     assert.equal(r.status, 0, r.out);
+    const j = await until(r.id, 'end', (v) => ['COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL'].includes(v.state), 180_000, []);
     const out = output('dp2', r.id);
-    const j = job(r.id);
-    assert.equal(j.state, 'COMPLETED', j.raw);
+    assert.equal(j.state, 'COMPLETED', `${j.raw}\n${out}`);
     assert.equal(j.nodes, 'node[1-2]', j.raw);
     // Both ranks found each other from the Slurm variables alone, rank 1 from the other host.
     assert.match(out, /rank 0\/2: joining node1:29500 \(slurm\)/);
@@ -165,13 +190,13 @@ describe('Slurm: a two-node cluster in network namespaces', function () {
     assert.ok(killedAt < STEPS, `the run ended (${killedAt} steps) before the node could be lost`);
     const kill = cluster(['kill-node', dir, '2']);
     assert.equal(kill.status, 0, kill.out);
-    history.push(`${new Date().toISOString().slice(11, 19)} node2 lost at step ${killedAt}`);
+    history.push(`${stamp()} node2 lost at step ${killedAt}`);
     // Slurm notices the node is gone, ends the allocation with NODE_FAIL and requeues the job.
     await until(r.id, 'requeue', (j) => j.restarts >= 1 && j.state === 'PENDING', 120_000, history);
     const start = cluster(['start-node', dir, '2']);
     assert.equal(start.status, 0, start.out);
-    history.push(`${new Date().toISOString().slice(11, 19)} node2 back`);
-    const done = await until(r.id, 'completion', (j) => ['COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT'].includes(j.state), 180_000, history);
+    history.push(`${stamp()} node2 back`);
+    const done = await until(r.id, 'end', (j) => ['COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT'].includes(j.state), 180_000, history);
     console.log(`      scontrol show job ${r.id} history:\n${history.map((l) => `        ${l}`).join('\n')}`);
     const out = output('lost', r.id);
     assert.equal(done.state, 'COMPLETED', `${done.raw}\n${out}`);
@@ -215,5 +240,31 @@ describe('Slurm: a two-node cluster in network namespaces', function () {
     assert.match(outs[1], /rank 1\/2: joining node1:29611 \(torchrun\)/);
     assert.match(outs[0], /rank 1 joined from 10\.78\.0\.2:/);
     for (const o of outs) assert.equal(hashes(o).pop(), reference, o);
+  });
+});
+
+describe('scripts/cluster/test-cluster.sh: bad input', () => {
+  it('refuses an unknown command, a directory without a cluster and a bad node number, one line each, exit 2', () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'moecat-slurm-bad-'));
+    try {
+      const cases: [string[], RegExp][] = [
+        [['start'], /^error: test-cluster\.sh: usage: test-cluster\.sh run\|up\|ctl\|exec\|kill-node\|start-node\|down/],
+        [['ctl', tmp, 'sinfo'], /^error: test-cluster\.sh: .*: not a cluster directory \(no tag file; start one with: test-cluster\.sh up DIR\)$/],
+        [['down', path.join(tmp, 'nope')], /^error: test-cluster\.sh: .*nope: no such cluster directory/],
+        [['kill-node', tmp], /^error: test-cluster\.sh: usage: test-cluster\.sh kill-node DIR K$/],
+      ];
+      for (const [args, want] of cases) {
+        const r = cluster(args);
+        assert.equal(r.status, 2, `${args.join(' ')}: ${r.out}`);
+        assert.equal(r.out.trim().split('\n').length, 1, r.out);
+        assert.match(r.out.trim(), want);
+      }
+      fs.writeFileSync(path.join(tmp, 'tag'), 'mcs0');
+      const r = cluster(['kill-node', tmp, '3']);
+      assert.equal(r.status, 2, r.out);
+      assert.match(r.out, /^error: test-cluster\.sh: node 3: no such node \(1\.\.2\)$/m);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
   });
 });
