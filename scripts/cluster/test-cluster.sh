@@ -215,13 +215,13 @@ run() {
   [ "${1:-}" = "--" ] && shift
   [ $# -gt 0 ] || die "give the command to run on the controller after -- (e.g. bash)"
   need
-  local dir
-  dir=$(mktemp -d "${TMPDIR:-/tmp}/moecat-slurm-XXXXXX")
-  up "$dir" "$limit"
+  # Global: the EXIT trap runs after this function has returned.
+  RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/moecat-slurm-XXXXXX")
+  up "$RUN_DIR" $((limit + 30))
   trap 'exit 130' INT TERM
-  trap 'down "$dir" >/dev/null 2>&1 || rm -rf "$dir"' EXIT
-  load "$dir"
-  in_ns ctl timeout "$limit" "$@"
+  trap 'down "$RUN_DIR" >/dev/null 2>&1 || rm -rf "$RUN_DIR"' EXIT
+  load "$RUN_DIR"
+  in_ns ctl timeout --foreground "$limit" "$@"
 }
 
 cmd=${1:-}
