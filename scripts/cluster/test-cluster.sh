@@ -81,7 +81,7 @@ down() {
   if [ -f "$DIR/munged.pid" ]; then
     p=$(cat "$DIR/munged.pid")
     kill "$p" 2>/dev/null || true
-    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$p" 2>/dev/null && [ "$(ps -o stat= -p "$p")" != Z ] || break; sleep 0.2; done
+    for _ in 1 2 3 4 5 6 7 8 9 10; do grep -qs '^State:[[:space:]]*[^Z[:space:]]' "/proc/$p/status" || break; sleep 0.2; done
     kill -9 "$p" 2>/dev/null || true
   fi
   rm -rf "$DIR"
