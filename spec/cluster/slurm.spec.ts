@@ -216,8 +216,11 @@ describe('Slurm: a two-node cluster in network namespaces', function () {
     const after = hashes(out.slice(resumed.index));
     assert.ok(after.length >= 1, out);
     for (const x of after) assert.equal(x, reference, out);
+    assert.match(out.slice(lost, nodeFail), /task 0: Exited with exit code 2/, 'the survivor exits with status 2');
     const log = fs.readFileSync(path.join(dir, 'slurmctld.log'), 'utf8');
-    assert.match(log, new RegExp(`[Rr]equeu\\w* JobId=${r.id}`), 'slurmctld logged the requeue');
+    const events = log.split('\n').filter((l) => new RegExp(`JobId=${r.id}\\b.*(requeu|NODE_FAIL|node_fail)|node2.*(not responding|DOWN|returned to service)|[Rr]equeu\\w* JobId=${r.id}\\b`, 'i').test(l));
+    console.log(`      slurmctld.log:\n${events.map((l) => `        ${l}`).join('\n')}`);
+    assert.ok(events.some((l) => new RegExp(`[Rr]equeu\\w* JobId=${r.id}\\b`).test(l)), `slurmctld logged no requeue of job ${r.id}:\n${log.slice(-3000)}`);
   });
 
   it('torchrun-style RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT alone launch the ranks on the two hosts', async () => {
