@@ -20,7 +20,7 @@ function validate(file: string) {
   return { status: r.status, out: r.stdout, err: r.stderr };
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
+/** A parsed manifest document: free-form YAML, checked by the schemas, not by TypeScript. */
 type Doc = any;
 
 describe('Kubernetes indexed Job manifest (scripts/cluster/moecat-job.yaml)', function () {
