@@ -22,7 +22,7 @@ const SETS = ['data.synthetic={}', 'data.seqLen=16', 'data.microBatchSize=2', 'd
 const TRAIN_ARGS = ['--config', 'configs/tiny.yaml', ...SETS.flatMap((s) => ['--set', s])];
 const SECRET = 'cluster-test-secret';
 /** The cluster's own watchdog tears it down after this long even if this process dies. */
-const CLUSTER_LIFETIME_S = 420;
+const CLUSTER_LIFETIME_S = 900;
 
 function skipReason(): string {
   if (process.platform !== 'linux') return 'Slurm cluster test: Linux only';
