@@ -16,7 +16,8 @@ import { stepFingerprint } from '../core/hash';
 import { TrainingError } from '../core/errors';
 import { adamwStep, AdamWState, newAdamWState, ParamSlice } from './adamw';
 import { TrainConfig } from './config';
-import { DataSource, TrainBatch } from './data';
+import { DataSource } from './data';
+import { Batch } from '../data/batch';
 import { DataParallel, localMicrobatches, singleProcess } from './dataParallel';
 import { MetricsWriter, StepMetrics } from './metrics';
 import { microbatchGrad } from './microbatch';
@@ -216,7 +217,7 @@ export class Trainer {
   }
 
   /** Spike snapshot, skipped data steps, and this rank's block of microbatches. */
-  private beginStep(): { step: number; dataStep: number; first: number; count: number; batches: TrainBatch[] } {
+  private beginStep(): { step: number; dataStep: number; first: number; count: number; batches: Batch[] } {
     const spikeCfg = this.cfg.stability.spike;
     if (spikeCfg.enabled && (this.snapshot === null || this.state.step % spikeCfg.snapshotEvery === 0)) {
       if (this.snapshot?.step !== this.state.step) this.snapshot = cloneState(this.syncDetector(), this.snapshot);
@@ -229,7 +230,7 @@ export class Trainer {
   }
 
   /** Global normalisers first: losses are divided by global counts, never per-rank means. */
-  private async globalNorms(batches: TrainBatch[], count: number): Promise<LossNorms> {
+  private async globalNorms(batches: Batch[], count: number): Promise<LossNorms> {
     let localTokens = 0;
     for (const b of batches) for (let i = 0; i < b.lossMask.length; i++) localTokens += b.lossMask[i];
     const counts = await this.dp.allReduceExact(new Float64Array([localTokens, count * this.cfg.data.microBatchSize]));
@@ -239,7 +240,7 @@ export class Trainer {
   }
 
   /** Forward + backward of this rank's microbatches: their gradient subtree and packed scalars. */
-  private forwardBackward(model: ModelConfig, batches: TrainBatch[], norms: LossNorms, first: number): { acc: TreeAccumulator; scalars: StepScalars } {
+  private forwardBackward(model: ModelConfig, batches: Batch[], norms: LossNorms, first: number): { acc: TreeAccumulator; scalars: StepScalars } {
     const scalars = new StepScalars(this.cfg.data.microBatches, model.nLayers, model.moe.nExperts);
     const acc = new TreeAccumulator();
     batches.forEach((b, i) => {
@@ -253,7 +254,7 @@ export class Trainer {
 
   /** Gradient in the canonical tree across ranks, scalars summed exactly; test-only gradient injection. */
   private async reduce(local: { acc: TreeAccumulator; scalars: StepScalars }, first: number, count: number, dataStep: number): Promise<{ grad: Float32Array; scalars: StepScalars }> {
-    const grad = await this.dp.treeAllReduce(local.acc.result(), first, count, this.cfg.data.microBatches);
+    const grad = await this.dp.treeAllReduceSubtree(local.acc.result(), first, count, this.cfg.data.microBatches);
     const scalars = local.scalars.over(await this.dp.allReduceExact(local.scalars.data));
     const inject = this.cfg.train.injectGradScale.find((x) => x.dataStep === dataStep);
     if (inject) for (let i = 0; i < grad.length; i++) grad[i] *= inject.scale;
@@ -286,7 +287,7 @@ export class Trainer {
 
   private stepMetrics(
     model: ModelConfig, dataStep: number, losses: StepLosses, g: StepScalars, grad: Float32Array, gradNorm: number,
-    opt: { lr: number; groupRms: Record<string, number> }, batches: TrainBatch[],
+    opt: { lr: number; groupRms: Record<string, number> }, batches: Batch[],
   ): StepMetrics {
     const L = model.nLayers;
     const E = model.moe.nExperts + model.moe.nZeroExperts;
@@ -327,7 +328,7 @@ export class Trainer {
   }
 
   /** Every routerRatioEvery steps: R_g into the metrics, and the balance alpha halved when it is too high. */
-  private balanceController(model: ModelConfig, batches: TrainBatch[], norms: LossNorms, metrics: StepMetrics): void {
+  private balanceController(model: ModelConfig, batches: Batch[], norms: LossNorms, metrics: StepMetrics): void {
     const { stability } = this.cfg;
     if (!(stability.routerRatioEvery > 0 && this.state.step % stability.routerRatioEvery === 0 && batches.length > 0)) return;
     const rg = routerGradRatio(model, this.store, batches[0], norms, this.state.biases);

@@ -5,7 +5,8 @@
 # sampled, CHESS-sparse, A2ATS). Run from the repository root after `npm run build` and
 # `npm run build:native`; prepares data/prepared/demo if absent. Usage:
 #   scripts/dev/behaviour-check.sh LABEL      -> out/behaviour/LABEL/{hashes.txt,gen*.txt}
-# Compare two labels with `diff -r out/behaviour/A out/behaviour/B -x '*.log' -x tiny -x small`.
+# Compare two labels with `diff -r out/behaviour/A out/behaviour/B -x '*.log' -x tiny -x small`
+# (checkpoint.txt: sha256 of the tiny checkpoint's files, calibration outputs included).
 set -euo pipefail
 L=${1:?usage: behaviour-check.sh LABEL}
 O=out/behaviour/$L
@@ -30,3 +31,5 @@ $M generate --checkpoint "$C" --prompt "$P" --max-tokens 40 --temperature 0.8 --
 $M calibrate --method a2ats --checkpoint "$C" --data data/prepared/demo --tokens 1024 > "$O/cal_a2ats.log" 2>&1
 $M generate --checkpoint "$C" --prompt "$P" --max-tokens 40 --temperature 0.8 --seed 7 --kv a2ats --kv-ratio 0.3 > "$O/gen_a2ats.txt" 2>> "$O/gen.log"
 cat "$O/hashes.txt"; for f in gen gen_sampled gen_chess gen_a2ats; do echo "== $f: $(cat "$O/$f.txt")"; done
+# Checkpoint files (weights, optimizer, state.json, calibration outputs) byte for byte.
+(cd "$O/tiny/checkpoints" && sha256sum */*.safetensors */*.json) > "$O/checkpoint.txt"
