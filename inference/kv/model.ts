@@ -10,7 +10,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { ModelConfig } from '../../model/config';
-import { ParamGetter } from '../../model/attention';
+import { ParamGetter, projectQkv } from '../../model/attention';
 import { gatherRows, rmsNorm } from '../../model/ops';
 import { tensorLayer } from '../../model/scmoeLayer';
 import { moeLayer } from '../../model/moe/layer';
@@ -65,32 +65,10 @@ export interface Projections {
   v: Float32Array; // [S, Hk, dv]
 }
 
-/** Pre-RoPE queries, keys and values of one attention block (same math as model/attention.ts). */
+/** Pre-RoPE queries, keys and values of one attention block (model/attention.projectQkv). */
 export function project(c: ModelConfig, P: ParamGetter, p: string, x: tf.Tensor2D, S: number): Projections {
-  const a = c.attention;
-  const mm = (t: tf.Tensor2D, w: string) => tf.matMul(t, P(`${p}.${w}.weight`) as tf.Tensor2D);
-  if (a.type === 'gqa') {
-    return { q: mm(x, 'q_proj').dataSync() as Float32Array, k: mm(x, 'k_proj').dataSync() as Float32Array, v: mm(x, 'v_proj').dataSync() as Float32Array };
-  }
-  const H = a.nHeads, dn = a.nopeHeadDim, dr = a.ropeHeadDim, dv = a.vHeadDim;
-  const qa = rmsNorm(mm(x, 'q_a_proj'), P(`${p}.q_a_layernorm.weight`), c.rmsEps) as tf.Tensor2D;
-  const q = tf.mul(mm(qa, 'q_b_proj'), Math.sqrt(c.dModel / a.qLoraRank)).dataSync() as Float32Array;
-  const kva = mm(x, 'kv_a_proj_with_mqa');
-  const latent = tf.mul(rmsNorm(tf.slice(kva, [0, 0], [S, a.kvLoraRank]), P(`${p}.kv_a_layernorm.weight`), c.rmsEps), Math.sqrt(c.dModel / a.kvLoraRank)) as tf.Tensor2D;
-  const kRope = tf.slice(kva, [0, a.kvLoraRank], [S, dr]).dataSync();
-  const kvb = mm(latent, 'kv_b_proj').dataSync(); // [S, H, dn + dv]
-  const dk = dn + dr;
-  const k = new Float32Array(S * H * dk);
-  const v = new Float32Array(S * H * dv);
-  for (let i = 0; i < S; i++) {
-    for (let h = 0; h < H; h++) {
-      const src = (i * H + h) * (dn + dv);
-      k.set(kvb.subarray(src, src + dn), (i * H + h) * dk);
-      k.set(kRope.subarray(i * dr, (i + 1) * dr), (i * H + h) * dk + dn);
-      v.set(kvb.subarray(src + dn, src + dn + dv), (i * H + h) * dv);
-    }
-  }
-  return { q, k, v };
+  const { q, k, v } = projectQkv(c, P, p, x, 1, S, null);
+  return { q: q.dataSync() as Float32Array, k: k.dataSync() as Float32Array, v: v.dataSync() as Float32Array };
 }
 
 /** Statistics of one forward: attended keys over available keys, summed over blocks/heads/rows. */
