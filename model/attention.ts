@@ -49,11 +49,6 @@ export function segmentCausalMask(segmentIds: Int32Array, B: number, S: number):
   return tf.tensor4d(m, [B, 1, S, S]);
 }
 
-/** [B·S, H·D] -> [B, H, S, D] */
-function toHeads(x: tf.Tensor, B: number, S: number, H: number, D: number): tf.Tensor4D {
-  return tf.transpose(tf.reshape(x, [B, S, H, D]), [0, 2, 1, 3]) as tf.Tensor4D;
-}
-
 function sdpa(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale: number, mask: tf.Tensor | null): tf.Tensor4D {
   let scores = tf.mul(tf.matMul(q, k, false, true), scale);
   if (mask) scores = tf.add(scores, mask);
