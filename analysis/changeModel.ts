@@ -11,44 +11,10 @@
  * which costs O(m s) per proposal. The two directions of C that S already spans (constants
  * and lines) are absorbed by the ridge and not counted: p = s + k parameters in the evidence.
  */
+import { backSolveInPlace, choleskyInPlace, forwardSolveInPlace } from '../core/linalg';
 import { designMatrix } from './bspline';
 import type { KnotModel, KnotModelFactory } from './rjmcmc';
 import { logEvidence } from './splineFit';
-
-/** Dense Cholesky of a row-major n x n SPD matrix, in place (lower triangle); false if not SPD. */
-function cholesky(a: Float64Array, n: number): boolean {
-  for (let j = 0; j < n; j++) {
-    let s = a[j * n + j];
-    for (let k = 0; k < j; k++) s -= a[j * n + k] * a[j * n + k];
-    if (!(s > 0)) return false;
-    const d = Math.sqrt(s);
-    a[j * n + j] = d;
-    for (let i = j + 1; i < n; i++) {
-      let v = a[i * n + j];
-      for (let k = 0; k < j; k++) v -= a[i * n + k] * a[j * n + k];
-      a[i * n + j] = v / d;
-    }
-  }
-  return true;
-}
-
-/** Solves L z = b in place. */
-function forwardDense(l: Float64Array, n: number, b: Float64Array, off = 0, stride = 1): void {
-  for (let i = 0; i < n; i++) {
-    let s = b[off + i * stride];
-    for (let k = 0; k < i; k++) s -= l[i * n + k] * b[off + k * stride];
-    b[off + i * stride] = s / l[i * n + i];
-  }
-}
-
-/** Solves L' z = b in place. */
-function backwardDense(l: Float64Array, n: number, b: Float64Array): void {
-  for (let i = n - 1; i >= 0; i--) {
-    let s = b[i];
-    for (let k = i + 1; k < n; k++) s -= l[k * n + i] * b[k];
-    b[i] = s / l[i * n + i];
-  }
-}
 
 /**
  * Background knots in (0, 1) for `count` interior knots spaced evenly in log(1 + x) over the
@@ -92,10 +58,10 @@ export function backgroundChangeModel(bgKnots: number[], opts: { bgDegree?: numb
     let tr = 0;
     for (let a = 0; a < s; a++) tr += L[a * s + a];
     for (let a = 0; a < s; a++) L[a * s + a] += ridge * (tr / s);
-    if (!cholesky(L, s)) throw new Error('background normal equations are not positive definite');
+    if (!choleskyInPlace(L, s)) throw new Error('background normal equations are not positive definite');
     const coef = Float64Array.from(sty);
-    forwardDense(L, s, coef);
-    backwardDense(L, s, coef);
+    forwardSolveInPlace(L, s, coef);
+    backSolveInPlace(L, s, coef);
     const r = new Float64Array(m);
     let rss0 = 0;
     for (let i = 0; i < m; i++) {
@@ -133,7 +99,7 @@ export function backgroundChangeModel(bgKnots: number[], opts: { bgDegree?: numb
         let trA = 0;
         for (let j = 0; j < p; j++) trA += A[j * p + j];
         // W = L^-1 G column by column; A -= W'W.
-        for (let j = 0; j < p; j++) forwardDense(L, s, G, j, p);
+        for (let j = 0; j < p; j++) forwardSolveInPlace(L, s, G, j, p);
         for (let a = 0; a < p; a++) {
           for (let b = 0; b <= a; b++) {
             let v = 0;
@@ -144,10 +110,10 @@ export function backgroundChangeModel(bgKnots: number[], opts: { bgDegree?: numb
         }
         const lambda = ridge * (trA / p);
         for (let j = 0; j < p; j++) A[j * p + j] += lambda;
-        if (!cholesky(A, p)) return -Infinity;
+        if (!choleskyInPlace(A, p)) return -Infinity;
         const beta = Float64Array.from(c);
-        forwardDense(A, p, beta);
-        backwardDense(A, p, beta);
+        forwardSolveInPlace(A, p, beta);
+        backSolveInPlace(A, p, beta);
         let cb = 0;
         let bb = 0;
         for (let j = 0; j < p; j++) {

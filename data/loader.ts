@@ -13,20 +13,9 @@ import { manifestFingerprint, readManifest } from './manifest';
 import { loadPrepared, PreparedData } from './prepared';
 import { MixtureConfig, parseMixture, planStages, Stage } from './mixture';
 import { SourceStream } from './sourceStream';
+import { Batch } from './batch';
 
-export interface Batch {
-  inputs: Int32Array;
-  targets: Int32Array;
-  lossMask: Float32Array;
-  /** Document index within each row (only with crossDocMask): attend only where equal. */
-  segmentIds?: Int32Array;
-  batchSize: number;
-  seqLen: number;
-  /** Source of each row. */
-  sources: string[];
-  ropeBase?: number;
-  stage: string;
-}
+export type { Batch };
 
 export interface LoaderOptions {
   dataDir: string;

@@ -11,13 +11,15 @@
  * batch, so each FFN expert runs once per step on all rows routed to it and zero experts run
  * nothing (DESIGN.md section 2).
  *
- * The layer below mirrors model/scmoeLayer.ts (ScMoE and sequential); spec/inference checks
- * that its greedy output equals generate() token for token.
+ * Each layer is model/scmoeLayer.ts's `tensorLayer` with per-row decode attention as its
+ * attention hook; spec/inference checks that its greedy output equals generate() token for
+ * token, and spec/model/layerPaths that its logits equal the training forward's.
  */
 import * as tf from '@tensorflow/tfjs';
 import { AttnCache, ropeDim } from '../model/attention';
 import { forward } from '../model/transformer';
-import { gatherRows, rmsNorm, ropeTables, swiglu } from '../model/ops';
+import { gatherRows, rmsNorm, ropeTables } from '../model/ops';
+import { tensorLayer } from '../model/scmoeLayer';
 import { moeLayer } from '../model/moe/layer';
 import { ServingModel } from './loadModel';
 import { decodeAttention } from './engineAttention';
@@ -97,21 +99,16 @@ export function decodeBatch(m: ServingModel, tokens: number[], past: number[], c
 
     let x = gatherRows(P('model.embed_tokens.weight') as tf.Tensor2D, Int32Array.from(tokens));
     for (let l = 0; l < c.nLayers; l++) {
-      const p = `model.layers.${l}`;
-      const norm = (t: tf.Tensor, name: string) => rmsNorm(t, P(`${p}.${name}.weight`), c.rmsEps) as tf.Tensor2D;
-      const ffn = (t: tf.Tensor2D, j: number) =>
-        swiglu(t, P(`${p}.mlps.${j}.gate_proj.weight`), P(`${p}.mlps.${j}.up_proj.weight`), P(`${p}.mlps.${j}.down_proj.weight`));
-      const h1 = tf.add(x, perRowAttention(`${p}.self_attn.0`, norm(x, 'input_layernorm.0'), l, 0)) as tf.Tensor2D;
-      const u = norm(h1, 'post_attention_layernorm.0');
-      const moe = moeLayer(c, P, `${p}.mlp`, u, m.biases[l], { B, S: 1 });
-      ffnRows += moe.stats.ffnRows;
-      tokenLayers += moe.stats.tokens;
-      for (let slot = 0; slot < B * K; slot++) if (moe.routing.idx[slot] < N) rowFfnRows[Math.floor(slot / K)]++;
-      const h2 = (c.layerType === 'scmoe' ? tf.add(h1, ffn(u, 0)) : tf.add(h1, moe.out)) as tf.Tensor2D;
-      const h3 = tf.add(h2, perRowAttention(`${p}.self_attn.1`, norm(h2, 'input_layernorm.1'), l, 1)) as tf.Tensor2D;
-      let y = tf.add(h3, ffn(norm(h3, 'post_attention_layernorm.1'), 1)) as tf.Tensor2D;
-      if (c.layerType === 'scmoe') y = tf.add(y, moe.out) as tf.Tensor2D;
-      x = y;
+      x = tensorLayer(c, P, l, x, {
+        attention: (t, j, prefix) => perRowAttention(prefix, t, l, j),
+        moe: (u, prefix) => {
+          const moe = moeLayer(c, P, prefix, u, m.biases[l], { B, S: 1 });
+          ffnRows += moe.stats.ffnRows;
+          tokenLayers += moe.stats.tokens;
+          for (let slot = 0; slot < B * K; slot++) if (moe.routing.idx[slot] < N) rowFfnRows[Math.floor(slot / K)]++;
+          return moe;
+        },
+      }).out;
     }
     const h = rmsNorm(x, P('model.norm.weight'), c.rmsEps) as tf.Tensor2D;
     const logits = tf.matMul(h, P('lm_head.weight') as tf.Tensor2D) as tf.Tensor2D;

@@ -49,11 +49,6 @@ export function segmentCausalMask(segmentIds: Int32Array, B: number, S: number):
   return tf.tensor4d(m, [B, 1, S, S]);
 }
 
-/** [B·S, H·D] -> [B, H, S, D] */
-function toHeads(x: tf.Tensor, B: number, S: number, H: number, D: number): tf.Tensor4D {
-  return tf.transpose(tf.reshape(x, [B, S, H, D]), [0, 2, 1, 3]) as tf.Tensor4D;
-}
-
 function sdpa(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale: number, mask: tf.Tensor | null): tf.Tensor4D {
   let scores = tf.mul(tf.matMul(q, k, false, true), scale);
   if (mask) scores = tf.add(scores, mask);
@@ -72,52 +67,73 @@ function repeatKv(x: tf.Tensor4D, groups: number): tf.Tensor4D {
   return tf.reshape(tf.tile(tf.reshape(x, [B, Hk, 1, S * D]), [1, 1, groups, 1]), [B, Hk * groups, S, D]) as tf.Tensor4D;
 }
 
-function gqa(c: ModelConfig, P: ParamGetter, p: string, x: tf.Tensor2D, ctx: AttnContext, cache?: AttnCache) {
-  const a = c.attention;
-  if (a.type !== 'gqa') throw new Error('unreachable');
-  const { B, S } = ctx;
-  const q = applyRope(tf.reshape(tf.matMul(x, P(`${p}.q_proj.weight`) as tf.Tensor2D), [B, S, a.nHeads, a.headDim]) as tf.Tensor4D, ctx.cos, ctx.sin);
-  const k = applyRope(tf.reshape(tf.matMul(x, P(`${p}.k_proj.weight`) as tf.Tensor2D), [B, S, a.nKvHeads, a.headDim]) as tf.Tensor4D, ctx.cos, ctx.sin);
-  const v = tf.reshape(tf.matMul(x, P(`${p}.v_proj.weight`) as tf.Tensor2D), [B, S, a.nKvHeads, a.headDim]);
-  const kv = withCache(tf.transpose(k, [0, 2, 1, 3]) as tf.Tensor4D, tf.transpose(v, [0, 2, 1, 3]) as tf.Tensor4D, cache);
-  const g = a.nHeads / a.nKvHeads;
-  const o = sdpa(tf.transpose(q, [0, 2, 1, 3]) as tf.Tensor4D, repeatKv(kv.k, g), repeatKv(kv.v, g), 1 / Math.sqrt(a.headDim), ctx.mask);
-  const flat = tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [B * S, a.nHeads * a.headDim]) as tf.Tensor2D;
-  return { out: tf.matMul(flat, P(`${p}.o_proj.weight`) as tf.Tensor2D) as tf.Tensor2D, cache: kv };
+/** Per-token queries, keys and values of one attention block, token-major [B, S, heads, dim]. */
+export interface QkvProjections {
+  /** [B, S, nHeads, dq]; MLA: [q_nope, q_rope]. */
+  q: tf.Tensor4D;
+  /** [B, S, nKvHeads, dk]; MLA: per-head [k_nope, shared k_rope] (one KV head per query head). */
+  k: tf.Tensor4D;
+  /** [B, S, nKvHeads, dv]. */
+  v: tf.Tensor4D;
 }
 
-function mla(c: ModelConfig, P: ParamGetter, p: string, x: tf.Tensor2D, ctx: AttnContext, cache?: AttnCache) {
+/**
+ * The projections of one attention block, shared by every path that attends (training and
+ * generation here, the engine's per-row decode, A2ATS host attention): GQA q/k/v, or MLA's query
+ * latent (q = Wqb·RMS(Wqa·h)·sqrt(d_model/q_lora)) and KV latent
+ * (c = RMS(Wkva·h)[:kv_lora]·sqrt(d_model/kv_lora), expanded per head by Wkvb, plus one shared
+ * rope key). `rope`: RoPE tables ([S, dr/2], or per row [B, S, dr/2]) applied to q and k; null
+ * returns them before RoPE.
+ */
+export function projectQkv(c: ModelConfig, P: ParamGetter, p: string, x: tf.Tensor2D, B: number, S: number, rope: { cos: tf.Tensor; sin: tf.Tensor } | null): QkvProjections {
   const a = c.attention;
-  if (a.type !== 'mla') throw new Error('unreachable');
-  const { B, S } = ctx;
+  const r = (t: tf.Tensor4D) => (rope ? applyRope(t, rope.cos, rope.sin) : t);
+  if (a.type === 'gqa') {
+    const proj = (w: string, H: number) => tf.reshape(tf.matMul(x, P(`${p}.${w}.weight`) as tf.Tensor2D), [B, S, H, a.headDim]) as tf.Tensor4D;
+    const q = r(proj('q_proj', a.nHeads));
+    const k = r(proj('k_proj', a.nKvHeads));
+    return { q, k, v: proj('v_proj', a.nKvHeads) };
+  }
   const H = a.nHeads;
   const dn = a.nopeHeadDim;
   const dr = a.ropeHeadDim;
-  // Query latent: q = Wqb·RMS(Wqa·h), scaled by sqrt(d_model/q_lora) (LongCat-Flash MLA scale).
   const qa = rmsNorm(tf.matMul(x, P(`${p}.q_a_proj.weight`) as tf.Tensor2D), P(`${p}.q_a_layernorm.weight`), latentNormEps(c)) as tf.Tensor2D;
   const q = tf.reshape(tf.mul(tf.matMul(qa, P(`${p}.q_b_proj.weight`) as tf.Tensor2D), Math.sqrt(c.dModel / a.qLoraRank)), [B, S, H, dn + dr]) as tf.Tensor4D;
   // Splits rather than slices: a split's gradient is one concat, a slice's a padded copy.
   const [qNope, qPe] = tf.split(q, [dn, dr], 3);
-  const qRope = applyRope(qPe as tf.Tensor4D, ctx.cos, ctx.sin);
-  // KV latent c = RMS(Wkva·h)[:kv_lora]·sqrt(d_model/kv_lora), plus one shared rope key.
+  const qRope = r(qPe as tf.Tensor4D);
   const kva = tf.matMul(x, P(`${p}.kv_a_proj_with_mqa.weight`) as tf.Tensor2D);
   const [kvLat, kPe] = tf.split(kva, [a.kvLoraRank, dr], 1);
   const latent = tf.mul(rmsNorm(kvLat, P(`${p}.kv_a_layernorm.weight`), latentNormEps(c)), Math.sqrt(c.dModel / a.kvLoraRank)) as tf.Tensor2D;
-  const kRope = applyRope(tf.reshape(kPe, [B, S, 1, dr]) as tf.Tensor4D, ctx.cos, ctx.sin);
+  const kRope = r(tf.reshape(kPe, [B, S, 1, dr]) as tf.Tensor4D);
   const kvb = tf.reshape(tf.matMul(latent, P(`${p}.kv_b_proj.weight`) as tf.Tensor2D), [B, S, H, dn + a.vHeadDim]);
   const [kNope, v] = tf.split(kvb, [dn, a.vHeadDim], 3);
   // broadcastTo's gradient is one sum over heads (Tile's: one slice and add per head).
-  const k = tf.concat([kNope, tf.broadcastTo(kRope, [B, S, H, dr])], 3);
-  const qFull = tf.transpose(tf.concat([qNope, qRope], 3), [0, 2, 1, 3]) as tf.Tensor4D;
-  const kv = withCache(tf.transpose(k, [0, 2, 1, 3]) as tf.Tensor4D, tf.transpose(v, [0, 2, 1, 3]) as tf.Tensor4D, cache);
-  const o = sdpa(qFull, kv.k, kv.v, 1 / Math.sqrt(dn + dr), ctx.mask);
-  const flat = tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [B * S, H * a.vHeadDim]) as tf.Tensor2D;
-  return { out: tf.matMul(flat, P(`${p}.o_proj.weight`) as tf.Tensor2D) as tf.Tensor2D, cache: kv };
+  const k = tf.concat([kNope, tf.broadcastTo(kRope, [B, S, H, dr])], 3) as tf.Tensor4D;
+  return { q: tf.concat([qNope, qRope], 3) as tf.Tensor4D, k, v: v as tf.Tensor4D };
 }
+
+/** Softmax scale 1/sqrt(dq) and query heads per KV head of the block. */
+export function attentionShape(c: ModelConfig): { scale: number; groups: number; nHeads: number; dv: number } {
+  const a = c.attention;
+  return a.type === 'gqa'
+    ? { scale: 1 / Math.sqrt(a.headDim), groups: a.nHeads / a.nKvHeads, nHeads: a.nHeads, dv: a.headDim }
+    : { scale: 1 / Math.sqrt(a.nopeHeadDim + a.ropeHeadDim), groups: 1, nHeads: a.nHeads, dv: a.vHeadDim };
+}
+
+const toHeadMajor = (t: tf.Tensor4D) => tf.transpose(t, [0, 2, 1, 3]) as tf.Tensor4D;
 
 /** One attention block (without residual or pre-norm). */
 export function attention(c: ModelConfig, P: ParamGetter, prefix: string, x: tf.Tensor2D, ctx: AttnContext, cache?: AttnCache): { out: tf.Tensor2D; cache: AttnCache } {
-  return c.attention.type === 'mla' ? mla(c, P, prefix, x, ctx, cache) : gqa(c, P, prefix, x, ctx, cache);
+  const { B, S } = ctx;
+  const { q, k, v } = projectQkv(c, P, prefix, x, B, S, ctx);
+  const { scale, groups, nHeads, dv } = attentionShape(c);
+  // (The transposes keep the op order the tape has always had: MLA's query first, GQA's last.)
+  const qMla = c.attention.type === 'mla' ? toHeadMajor(q) : null;
+  const kv = withCache(toHeadMajor(k), toHeadMajor(v), cache);
+  const o = sdpa(qMla ?? toHeadMajor(q), repeatKv(kv.k, groups), repeatKv(kv.v, groups), scale, ctx.mask);
+  const flat = tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [B * S, nHeads * dv]) as tf.Tensor2D;
+  return { out: tf.matMul(flat, P(`${prefix}.o_proj.weight`) as tf.Tensor2D) as tf.Tensor2D, cache: kv };
 }
 
 /** Head dimension that RoPE rotates. */

@@ -1,15 +1,16 @@
 /**
- * One LongCat-Flash layer (DESIGN.md section 2). ScMoE:
- *   h1 = x + Attn0(RMS(x));  u = RMS(h1);  m = MoE(u)   (shortcut: needed only at the end)
- *   h2 = h1 + FFN0(u);  h3 = h2 + Attn1(RMS(h2));  y = h3 + FFN1(RMS(h3)) + m
- * Sequential (the comparison baseline): the MoE takes FFN0's place, h2 = h1 + MoE(u), and y
- * has no shortcut term.
+ * The LongCat-Flash layer on tfjs tensors: model/layer.ts's dataflow with the layer's RMSNorms,
+ * dense SwiGLU FFNs and residual adds bound to tensors. `tensorLayer` takes the attention and
+ * MoE hooks (training attention with an optional KV cache, the serving engine's per-row decode
+ * attention, A2ATS host attention; local or expert-parallel MoE); `scmoeLayer` is the training
+ * and full-sequence forward (model/attention.ts, local MoE unless overridden).
  */
 import * as tf from '@tensorflow/tfjs';
 import { ModelConfig } from './config';
 import { attention, AttnCache, AttnContext, ParamGetter } from './attention';
 import { rmsNorm, swiglu } from './ops';
 import { moeLayer, MoeOutput } from './moe/layer';
+import { LayerResult, PendingMoe as PendingMoeOf, runLayer } from './layer';
 
 export interface LayerOutput {
   out: tf.Tensor2D;
@@ -28,24 +29,37 @@ export interface MoeCall {
   balance?: boolean;
 }
 
-/**
- * A MoE whose communication is still in flight (expert parallelism). ScMoE calls `mid()` after
- * FFN0 and `finish()` after FFN1, so dispatch/combine overlap the dense work; the sequential
- * layer calls `finish()` at once.
- */
-export interface PendingMoe {
-  pending: true;
-  mid(): void;
-  finish(): MoeOutput;
-}
+/** A tensor MoE whose expert-parallel communication is still in flight (model/layer.ts). */
+export type PendingMoe = PendingMoeOf<MoeOutput>;
 
 /** How a layer obtains its MoE output; expert parallelism substitutes a distributed version. */
 export type MoeFn = (u: tf.Tensor2D, call: MoeCall) => MoeOutput | PendingMoe;
 
-function isPending(r: MoeOutput | PendingMoe): r is PendingMoe {
-  return (r as PendingMoe).pending === true;
+/** Attention block `block` of the layer (parameter prefix `prefix`) on its normalised input. */
+export type AttentionHook = (x: tf.Tensor2D, block: 0 | 1, prefix: string) => tf.Tensor2D;
+
+/** MoE hook of `tensorLayer`: `prefix` is the MoE block's parameter prefix. */
+export type TensorMoeHook = (u: tf.Tensor2D, prefix: string) => MoeOutput | PendingMoe;
+
+/** Layer l on x [rows, d] with the path's attention and MoE. */
+export function tensorLayer(
+  c: ModelConfig,
+  P: ParamGetter,
+  l: number,
+  x: tf.Tensor2D,
+  hooks: { attention: AttentionHook; moe: TensorMoeHook },
+): LayerResult<tf.Tensor2D, MoeOutput> {
+  const p = `model.layers.${l}`;
+  return runLayer<tf.Tensor2D, MoeOutput>(c.layerType, x, {
+    norm: (t, name) => rmsNorm(t, P(`${p}.${name}.weight`), c.rmsEps) as tf.Tensor2D,
+    attention: (t, j) => hooks.attention(t, j, `${p}.self_attn.${j}`),
+    ffn: (t, j) => swiglu(t, P(`${p}.mlps.${j}.gate_proj.weight`), P(`${p}.mlps.${j}.up_proj.weight`), P(`${p}.mlps.${j}.down_proj.weight`)),
+    moe: (u) => hooks.moe(u, `${p}.mlp`),
+    add: (a, b) => tf.add(a, b) as tf.Tensor2D,
+  });
 }
 
+/** Layer l over full sequences (training, prefill, KV-cached generation). */
 export function scmoeLayer(
   c: ModelConfig,
   P: ParamGetter,
@@ -55,25 +69,15 @@ export function scmoeLayer(
   bias: Float32Array,
   opts: { caches?: [AttnCache, AttnCache]; balance?: boolean; moe?: MoeFn } = {},
 ): LayerOutput {
-  const p = `model.layers.${l}`;
-  const norm = (t: tf.Tensor, name: string) => rmsNorm(t, P(`${p}.${name}.weight`), c.rmsEps) as tf.Tensor2D;
-  const ffn = (t: tf.Tensor2D, j: number) =>
-    swiglu(t, P(`${p}.mlps.${j}.gate_proj.weight`), P(`${p}.mlps.${j}.up_proj.weight`), P(`${p}.mlps.${j}.down_proj.weight`));
-  const runMoe: MoeFn = opts.moe ?? ((u) => moeLayer(c, P, `${p}.mlp`, u, bias, ctx, { balance: opts.balance }));
-
-  const a0 = attention(c, P, `${p}.self_attn.0`, norm(x, 'input_layernorm.0'), ctx, opts.caches?.[0]);
-  const h1 = tf.add(x, a0.out) as tf.Tensor2D;
-  const u = norm(h1, 'post_attention_layernorm.0');
-  const started = runMoe(u, { c, P, prefix: `${p}.mlp`, bias, shape: ctx, balance: opts.balance });
-  // A pending (expert-parallel) MoE is resolved immediately by the sequential layer, and after
-  // FFN1 by ScMoE (dispatch overlaps FFN0, expert compute + combine overlap Attn1 and FFN1).
-  let moe: MoeOutput | null = isPending(started) ? (c.layerType === 'scmoe' ? null : started.finish()) : started;
-  const h2 = (c.layerType === 'scmoe' ? tf.add(h1, ffn(u, 0)) : tf.add(h1, moe!.out)) as tf.Tensor2D;
-  if (!moe) (started as PendingMoe).mid();
-  const a1 = attention(c, P, `${p}.self_attn.1`, norm(h2, 'input_layernorm.1'), ctx, opts.caches?.[1]);
-  const h3 = tf.add(h2, a1.out) as tf.Tensor2D;
-  let y = tf.add(h3, ffn(norm(h3, 'post_attention_layernorm.1'), 1)) as tf.Tensor2D;
-  if (!moe) moe = (started as PendingMoe).finish();
-  if (c.layerType === 'scmoe') y = tf.add(y, moe.out) as tf.Tensor2D;
-  return { out: y, moe, caches: [a0.cache, a1.cache] };
+  const caches: AttnCache[] = [];
+  const r = tensorLayer(c, P, l, x, {
+    attention: (t, j, prefix) => {
+      const a = attention(c, P, prefix, t, ctx, opts.caches?.[j]);
+      caches[j] = a.cache;
+      return a.out;
+    },
+    moe: (u, prefix) =>
+      opts.moe ? opts.moe(u, { c, P, prefix, bias, shape: ctx, balance: opts.balance }) : moeLayer(c, P, prefix, u, bias, ctx, { balance: opts.balance }),
+  });
+  return { out: r.out, moe: r.moe, caches: [caches[0], caches[1]] };
 }

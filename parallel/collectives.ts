@@ -10,7 +10,7 @@
  *    everyone sends everything and reduces locally.
  *  - Determinism: every reduction over ranks is the canonical tree over rank index (tree.ts),
  *    applied element-wise, so results do not depend on arrival order or on which algorithm the
- *    size picked. treeAllReduce extends this to the global microbatch index, making gradients
+ *    size picked. treeAllReduceLeaves/Subtree extend this to the global microbatch index, making gradients
  *    bitwise identical across (power-of-two) world sizes.
  * Every rank must call the same collectives in the same order (SPMD): each call takes the next
  * sequence number as its tag, and a peer found in a different collective is a clear error.
@@ -219,35 +219,41 @@ export class Group {
 
   /**
    * Canonical-tree sum of per-microbatch gradients across ranks (DESIGN.md section 4). This rank
-   * holds microbatches [first, first + n) of `total`, either as the n leaves (`localParts`) or,
-   * when that block is one node of the canonical tree (aligned power-of-two blocks), as its
-   * subtree sum. The blocks of all ranks must tile [0, total). Every rank gets exactly
-   * canonicalTreeSum(all leaves), bit for bit, whatever the world size.
+   * holds microbatches [first, first + localParts.length) of `total` as their leaves; the blocks
+   * of all ranks must tile [0, total). Every rank gets exactly canonicalTreeSum(all leaves), bit
+   * for bit, whatever the world size.
    * Bandwidth: reduce-scatter style — shard s of every node value goes to rank s, which
    * evaluates the top of the tree for its shard; then the shards are all-gathered.
    */
-  treeAllReduce(localParts: Float32Array[], firstIndex: number, totalM: number): Promise<Float32Array>;
-  treeAllReduce(localSubtree: Float32Array, first: number, count: number, total: number): Promise<Float32Array>;
-  async treeAllReduce(a: Float32Array | Float32Array[], first: number, c: number, d?: number): Promise<Float32Array> {
-    const tag = this.begin();
-    const total = Array.isArray(a) ? c : d!;
-    const end = first + (Array.isArray(a) ? a.length : c);
+  async treeAllReduceLeaves(localParts: Float32Array[], first: number, total: number): Promise<Float32Array> {
+    const end = first + localParts.length;
     const nodes = blockNodes(first, end, total);
-    let values: Float32Array[];
-    if (Array.isArray(a)) {
-      values = nodes.map((n) => canonicalTreeSum(a.slice(n.lo - first, n.hi - first)));
-    } else {
-      if (nodes.length > 1) {
-        throw new ParallelError(`treeAllReduce: microbatches [${first}, ${end}) are not one node of the canonical tree over ${total}`, {
-          hint: 'pass the per-microbatch gradients instead of their sum',
-        });
-      }
-      values = nodes.length ? [a] : [];
+    return this.treeAllReduceNodes(nodes.map((n) => canonicalTreeSum(localParts.slice(n.lo - first, n.hi - first))), null, first, end, total);
+  }
+
+  /**
+   * As treeAllReduceLeaves, when this rank's block [first, first + count) is one node of the
+   * canonical tree (aligned power-of-two blocks) and it holds that node's subtree sum.
+   */
+  async treeAllReduceSubtree(localSubtree: Float32Array, first: number, count: number, total: number): Promise<Float32Array> {
+    const end = first + count;
+    const nodes = blockNodes(first, end, total);
+    if (nodes.length > 1) {
+      throw new ParallelError(`treeAllReduceSubtree: microbatches [${first}, ${end}) are not one node of the canonical tree over ${total}`, {
+        hint: 'pass the per-microbatch gradients to treeAllReduceLeaves instead',
+      });
     }
+    return this.treeAllReduceNodes(nodes.length ? [localSubtree] : [], localSubtree, first, end, total);
+  }
+
+  /** The ranks' node values (in blockNodes order) reduced to the whole tree's sum. `input`: copy if returned as is. */
+  private async treeAllReduceNodes(values: Float32Array[], input: Float32Array | null, first: number, end: number, total: number): Promise<Float32Array> {
+    const tag = this.begin();
+    const nodes = blockNodes(first, end, total);
     if (this.worldSize === 1) {
       if (first !== 0 || end !== total) throw new ParallelError(`treeAllReduce: a world of one must hold all ${total} microbatches, got [${first}, ${end})`);
       const r = treeFromNodes(new Map(nodes.map((n, i) => [`${n.lo}:${n.hi}`, values[i]])), total);
-      return r === a ? copyOf(r) : r;
+      return r === input ? copyOf(r) : r;
     }
     const W = this.worldSize;
     const n = values.length ? values[0].length : 0;

@@ -17,7 +17,7 @@
  * (parallel/tree.ts: lower rank on the left, zeros for sources that sent no rows). With one
  * microbatch per rank per step (M = W) that is exactly the single-process microbatch tree's
  * value for expert e; the non-owners return nothing (zero) for e, and the data-parallel
- * treeAllReduce then yields the same sum bit for bit (0 + x = x).
+ * treeAllReduceSubtree then yields the same sum bit for bit (0 + x = x).
  *
  * Expert weights stay replicated on every rank: this distributes expert compute and traffic,
  * not expert memory. Replication keeps the optimizer, checkpoints, the flat parameter layout

@@ -8,7 +8,8 @@
  * the left operand always holding the lower indices. Adds are float32 for Float32Array (every
  * intermediate is stored to a Float32Array, i.e. rounded like Math.fround). For n a power of two
  * this is the perfectly balanced tree, so rank-local subtrees over aligned power-of-two blocks
- * are nodes of it. It is the same tree as trainer/treeSum.ts builds by streaming.
+ * are nodes of it. It is the same tree as trainer/treeSum.ts builds by streaming; this is the one
+ * recursive reference of it.
  */
 import { ParallelError } from '../core/errors';
 import { NumArray } from './frames';

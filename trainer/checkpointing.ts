@@ -11,7 +11,7 @@ import YAML from 'yaml';
 import { loadCheckpoint, writeCheckpoint } from '../core/checkpoint';
 import { decodeSafetensors, encodeSafetensors } from '../core/safetensors';
 import { CheckpointError } from '../core/errors';
-import { flatLayout, flatten, views } from '../model/flatParams';
+import { flatLayout, flatten, FlatLayout, views } from '../model/flatParams';
 import { paramSpecs } from '../model/params';
 import { decodeModelWeights, encodeModelWeights } from '../model/weights';
 import { parseTrainConfig, TrainConfig } from './config';
@@ -39,13 +39,25 @@ export interface SavedState {
   [k: string]: unknown;
 }
 
-export function saveTrainerCheckpoint(
-  runDir: string,
-  trainer: Trainer,
-  extras: { rawConfig: unknown; backend: string; keepLast: number; tokenizerJson: string | null; state?: Record<string, unknown> },
-): string {
-  const s = trainer.checkpointState();
-  const layout = trainer.layout;
+/** What a checkpoint records beside the TrainerState. */
+export interface CheckpointContext {
+  rawConfig: unknown;
+  tokenizerJson: string | null;
+  seed: number;
+  /** Data-loader state. */
+  data: unknown;
+  worldSize: number;
+  backend: string;
+  paramHash: string;
+  /** Keys appended to state.json (lineage, growth, run extras). */
+  state?: Record<string, unknown>;
+}
+
+/**
+ * The one assembler of a training checkpoint's file set and state.json (the trainer's saves
+ * and model growth both write through it); `writeCheckpoint` makes it atomic.
+ */
+export function assembleCheckpoint(layout: FlatLayout, s: TrainerState, o: CheckpointContext): { files: Record<string, Buffer | string>; state: SavedState } {
   const files: Record<string, Buffer | string> = {
     'model.safetensors': encodeModelWeights(layout.specs, views(layout, s.params), s.biases, { step: String(s.step) }),
     'optimizer.safetensors': encodeSafetensors(
@@ -55,27 +67,46 @@ export function saveTrainerCheckpoint(
       ]),
       { adam_t: String(s.opt.t), layout: 'moecat-flat-spec-order' },
     ),
-    'config.yaml': YAML.stringify(extras.rawConfig),
+    'config.yaml': YAML.stringify(o.rawConfig),
   };
-  if (extras.tokenizerJson) files['tokenizer.json'] = extras.tokenizerJson;
+  if (o.tokenizerJson) files['tokenizer.json'] = o.tokenizerJson;
   const state: SavedState = {
     step: s.step,
     data_step: s.dataStep,
     tokens: s.tokens,
-    seed: trainer.cfg.seed,
+    seed: o.seed,
     adam_t: s.opt.t,
     expert_biases: s.biases.map((b) => Array.from(b)),
     skipped_data_steps: s.skipped,
     spikes: s.spikes,
     spike_detector: s.detector,
     balance_scale: s.balanceScale,
-    data: trainer.data.state(),
-    world_size: trainer.dp.worldSize,
-    backend: extras.backend,
-    param_hash: trainer.paramHash(),
+    data: o.data,
+    world_size: o.worldSize,
+    backend: o.backend,
+    param_hash: o.paramHash,
     trainer_format: FORMAT_VERSION,
-    ...(extras.state ?? {}),
+    ...(o.state ?? {}),
   };
+  return { files, state };
+}
+
+export function saveTrainerCheckpoint(
+  runDir: string,
+  trainer: Trainer,
+  extras: { rawConfig: unknown; backend: string; keepLast: number; tokenizerJson: string | null; state?: Record<string, unknown> },
+): string {
+  const s = trainer.checkpointState();
+  const { files, state } = assembleCheckpoint(trainer.layout, s, {
+    rawConfig: extras.rawConfig,
+    tokenizerJson: extras.tokenizerJson,
+    seed: trainer.cfg.seed,
+    data: trainer.data.state(),
+    worldSize: trainer.dp.worldSize,
+    backend: extras.backend,
+    paramHash: trainer.paramHash(),
+    state: extras.state,
+  });
   return writeCheckpoint(runDir, s.step, files, state, { keepLast: extras.keepLast });
 }
 

@@ -3,16 +3,10 @@
  * rank reads only its share and resume needs only the step (DESIGN.md sections 4 and 7).
  */
 import { RngStream } from '../core/rng';
-import { MicroBatch } from './losses';
-
-export interface TrainBatch extends MicroBatch {
-  /** Source name of each row (mixture accounting). */
-  sources?: string[];
-  stage?: string;
-}
+import { Batch } from '../data/batch';
 
 export interface DataSource {
-  microbatch(step: number, mb: number): TrainBatch;
+  microbatch(step: number, mb: number): Batch;
   /** Serializable loader state for state.json. */
   state(): unknown;
   /** The tokenizer that produced the tokens (copied into checkpoints), if any. */
@@ -32,7 +26,7 @@ export class MarkovSource implements DataSource {
     for (let i = 0; i < this.next.length; i++) this.next[i] = rng.int(vocab);
   }
 
-  microbatch(step: number, mb: number): TrainBatch {
+  microbatch(step: number, mb: number): Batch {
     const { B, S } = this;
     const inputs = new Int32Array(B * S);
     const targets = new Int32Array(B * S);

@@ -12,14 +12,14 @@ export interface DataParallel {
    * Canonical tree sum across ranks: this rank holds the subtree sum over microbatches
    * [first, first + count) of `total`; every rank receives the full tree's sum.
    */
-  treeAllReduce(localSubtree: Float32Array, first: number, count: number, total: number): Promise<Float32Array>;
+  treeAllReduceSubtree(localSubtree: Float32Array, first: number, count: number, total: number): Promise<Float32Array>;
 }
 
 export const singleProcess: DataParallel = {
   rank: 0,
   worldSize: 1,
   allReduceExact: async (x) => x,
-  treeAllReduce: async (x) => x,
+  treeAllReduceSubtree: async (x) => x,
 };
 
 /** The contiguous block of microbatches a rank computes (world size must divide M). */

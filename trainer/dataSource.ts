@@ -9,12 +9,13 @@ import { MixtureLoader, LoaderState } from '../data/loader';
 import { parseMixture } from '../data/mixture';
 import { openSftLoader, sftTokenizerPath } from '../data/sft';
 import { TrainConfig } from './config';
-import { DataSource, MarkovSource, TrainBatch } from './data';
+import { DataSource, MarkovSource } from './data';
+import { Batch } from '../data/batch';
 
 export class MixtureSource implements DataSource {
   constructor(readonly loader: MixtureLoader, private readonly dir: string) {}
 
-  microbatch(step: number, mb: number): TrainBatch {
+  microbatch(step: number, mb: number): Batch {
     return this.loader.microbatch(step, mb);
   }
 

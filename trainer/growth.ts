@@ -17,12 +17,10 @@ import * as path from 'path';
 import YAML from 'yaml';
 import { CheckpointError, ConfigError } from '../core/errors';
 import { latestCheckpoint, writeCheckpoint } from '../core/checkpoint';
-import { encodeSafetensors } from '../core/safetensors';
 import { flatLayout, FlatLayout, views } from '../model/flatParams';
 import { numel, paramHash, paramSpecs } from '../model/params';
-import { encodeModelWeights } from '../model/weights';
 import { applyOverrides, parseTrainConfig, TrainConfig } from './config';
-import { FORMAT_VERSION, loadTrainerCheckpoint, SavedState } from './checkpointing';
+import { assembleCheckpoint, loadTrainerCheckpoint } from './checkpointing';
 import { readMetrics } from './metrics';
 import { TrainerState } from './trainer';
 
@@ -121,41 +119,23 @@ export function growCheckpoint(o: GrowOptions): GrowResult {
   const state = growState(ck.config, grown, ck.state, o.optimizer);
   const layout = flatLayout(paramSpecs(grown.model));
   const hash = paramHash(layout.specs, views(layout, state.params));
-  const files: Record<string, Buffer | string> = {
-    'model.safetensors': encodeModelWeights(layout.specs, views(layout, state.params), state.biases, { step: String(state.step) }),
-    'optimizer.safetensors': encodeSafetensors(
-      new Map([
-        ['exp_avg', { dtype: 'F32' as const, shape: [layout.total], data: state.opt.m }],
-        ['exp_avg_sq', { dtype: 'F32' as const, shape: [layout.total], data: state.opt.v }],
-      ]),
-      { adam_t: String(state.opt.t), layout: 'moecat-flat-spec-order' },
-    ),
-    'config.yaml': YAML.stringify(raw),
-  };
-  if (ck.tokenizerJson) files['tokenizer.json'] = ck.tokenizerJson;
-  const saved: SavedState = {
-    step: state.step,
-    data_step: state.dataStep,
-    tokens: state.tokens,
+  const { files, state: saved } = assembleCheckpoint(layout, state, {
+    rawConfig: raw,
+    tokenizerJson: ck.tokenizerJson,
     seed: grown.seed,
-    adam_t: state.opt.t,
-    expert_biases: state.biases.map((b) => Array.from(b)),
-    skipped_data_steps: state.skipped,
-    spikes: state.spikes,
-    spike_detector: state.detector,
-    balance_scale: state.balanceScale,
     data: ck.saved.data,
-    world_size: ck.saved.world_size,
+    worldSize: ck.saved.world_size,
     backend: ck.saved.backend,
-    param_hash: hash,
-    trainer_format: FORMAT_VERSION,
-    lineage: { parent: path.resolve(ck.dir), parent_step: ck.state.step, parent_param_hash: ck.saved.param_hash },
-    growth: { factor: o.factor, optimizer: o.optimizer, from_layers: ck.config.model.nLayers, to_layers: grown.model.nLayers, layer_map: Array.from({ length: grown.model.nLayers }, (_, j) => sourceLayer(j, ck.config.model.nLayers)) },
-  };
+    paramHash: hash,
+    state: {
+      lineage: { parent: path.resolve(ck.dir), parent_step: ck.state.step, parent_param_hash: ck.saved.param_hash },
+      growth: { factor: o.factor, optimizer: o.optimizer, from_layers: ck.config.model.nLayers, to_layers: grown.model.nLayers, layer_map: Array.from({ length: grown.model.nLayers }, (_, j) => sourceLayer(j, ck.config.model.nLayers)) },
+    },
+  });
   fs.mkdirSync(o.outDir, { recursive: true });
   fs.writeFileSync(path.join(o.outDir, 'config.yaml'), YAML.stringify(raw));
   copyParentMetrics(ck.dir, o.outDir, state.step, { factor: o.factor, optimizer: o.optimizer, parent: path.resolve(ck.dir) });
-  const dir = writeCheckpoint(o.outDir, state.step, files, saved as unknown as Parameters<typeof writeCheckpoint>[3], { keepLast: grown.train.keepLast });
+  const dir = writeCheckpoint(o.outDir, state.step, files, saved, { keepLast: grown.train.keepLast });
   return { dir, config: grown, state, parent: ck.dir };
 }
 

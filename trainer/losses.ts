@@ -13,16 +13,7 @@ import { ParamGetter } from '../model/attention';
 import { weightedCrossEntropy } from '../model/ops';
 import { forward, ForwardOptions } from '../model/transformer';
 import { MoeStats } from '../model/moe/layer';
-
-export interface MicroBatch {
-  inputs: Int32Array;
-  targets: Int32Array;
-  lossMask: Float32Array;
-  segmentIds?: Int32Array;
-  batchSize: number;
-  seqLen: number;
-  ropeBase?: number;
-}
+import { Batch } from '../data/batch';
 
 export interface LossNorms {
   /** Masked target tokens in the global batch. */
@@ -44,7 +35,7 @@ export interface LossParts {
 export function microbatchLoss(
   c: ModelConfig,
   P: ParamGetter,
-  mb: MicroBatch,
+  mb: Batch,
   norms: LossNorms,
   opts: { biases: Float32Array[]; zLossCoef?: number; moe?: ForwardOptions['moe'] },
 ): LossParts {

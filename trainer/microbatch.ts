@@ -9,7 +9,8 @@ import { FlatLayout } from '../model/flatParams';
 import { ParamStore } from '../model/params';
 import { MoeStats } from '../model/moe/layer';
 import { ForwardOptions } from '../model/transformer';
-import { LossNorms, microbatchLoss, MicroBatch } from './losses';
+import { LossNorms, microbatchLoss } from './losses';
+import { Batch } from '../data/batch';
 
 export interface MicrobatchResult {
   grad: Float32Array;
@@ -25,7 +26,7 @@ export function microbatchGrad(
   c: ModelConfig,
   store: ParamStore,
   layout: FlatLayout,
-  mb: MicroBatch,
+  mb: Batch,
   norms: LossNorms,
   opts: { biases: Float32Array[]; zLossCoef: number; moe?: ForwardOptions['moe']; gradOut?: Float32Array },
 ): MicrobatchResult {

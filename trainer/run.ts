@@ -6,7 +6,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import YAML from 'yaml';
 import { TrainConfig } from './config';
-import { DataSource, TrainBatch } from './data';
+import { DataSource } from './data';
+import { Batch } from '../data/batch';
 import { DataParallel } from './dataParallel';
 import { MetricsWriter, StepMetrics } from './metrics';
 import { openRun, SpikeEvent, Trainer, TrainerOptions } from './trainer';
@@ -129,7 +130,7 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     }
     last = r.metrics;
     const valEvery = config.data.sft?.valEvery ?? 0;
-    const val = (data as { validationBatches?: () => TrainBatch[] }).validationBatches;
+    const val = (data as { validationBatches?: () => Batch[] }).validationBatches;
     if (val && valEvery > 0 && (trainer.state.step % valEvery === 0 || trainer.state.step === target)) last.val_loss = validationLoss(trainer, val.call(data), o.moe);
     if (write) metrics.append(last);
     o.onStep?.(last, trainer);
@@ -141,7 +142,7 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
 }
 
 /** Mean cross-entropy over the masked tokens of held-out batches (no gradient, no bias update). */
-export function validationLoss(trainer: Trainer, batches: TrainBatch[], moe?: TrainerOptions['moe']): number {
+export function validationLoss(trainer: Trainer, batches: Batch[], moe?: TrainerOptions['moe']): number {
   let tokens = 0;
   for (const b of batches) for (let i = 0; i < b.lossMask.length; i++) tokens += b.lossMask[i];
   if (tokens === 0) return NaN;

@@ -8,7 +8,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { ModelConfig } from '../model/config';
 import { ParamStore, ParamGroup } from '../model/params';
-import { LossNorms, microbatchLoss, MicroBatch } from './losses';
+import { LossNorms, microbatchLoss } from './losses';
+import { Batch } from '../data/batch';
 import { ParamSlice } from './adamw';
 
 /** Mean pairwise cosine similarity between expert rows of Wr ([d, E] held as [in, out]). */
@@ -57,7 +58,7 @@ export function gradRmsByGroup(grad: Float32Array, slices: ParamSlice[], scale =
  * R_g per MoE layer on one microbatch: the router gradient of the (alpha-weighted) balance loss
  * against that of the LM loss. Two extra backward passes restricted to router weights.
  */
-export function routerGradRatio(c: ModelConfig, store: ParamStore, mb: MicroBatch, norms: LossNorms, biases: Float32Array[]): number[] {
+export function routerGradRatio(c: ModelConfig, store: ParamStore, mb: Batch, norms: LossNorms, biases: Float32Array[]): number[] {
   const names = Array.from({ length: c.nLayers }, (_, l) => `model.layers.${l}.mlp.router.classifier.weight`);
   const vars = names.map((n) => store.get(n));
   const normOf = (which: 'lm' | 'balance'): number[] => {

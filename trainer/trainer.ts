@@ -17,9 +17,12 @@ import { TrainingError } from '../core/errors';
 import { adamwStep, AdamWState, newAdamWState, ParamSlice } from './adamw';
 import { TrainConfig } from './config';
 import { DataSource } from './data';
+import { Batch } from '../data/batch';
 import { DataParallel, localMicrobatches, singleProcess } from './dataParallel';
 import { MetricsWriter, StepMetrics } from './metrics';
 import { microbatchGrad } from './microbatch';
+import { LossNorms } from './losses';
+import { StepScalars } from './stepScalars';
 import { lrAt } from './schedule';
 import { TreeAccumulator } from './treeSum';
 import { gradRmsByGroup, routerGradRatio, routerSimilarity, SpikeDetector } from './stability';
@@ -78,6 +81,38 @@ function cloneState(s: TrainerState, reuse?: TrainerState | null): TrainerState 
     spikes: [...s.spikes],
     detector: { loss: [...s.detector.loss], grad: [...s.detector.grad] },
   };
+}
+
+interface StepLosses {
+  loss: number;
+  lmLoss: number;
+  balLoss: number;
+  zLoss: number;
+  hiddenRms: number;
+  hiddenMax: number;
+  stepTokens: number;
+}
+
+/** Loss parts summed over the global batch's microbatches in index order. */
+function summariseLosses(g: StepScalars): StepLosses {
+  const s: StepLosses = { loss: 0, lmLoss: 0, balLoss: 0, zLoss: 0, hiddenRms: 0, hiddenMax: 0, stepTokens: 0 };
+  for (let m = 0; m < g.M; m++) {
+    s.lmLoss += g.micro('lm', m);
+    s.balLoss += g.micro('balance', m);
+    s.zLoss += g.micro('z', m);
+    s.hiddenRms += g.micro('hiddenRms', m) / g.M;
+    s.hiddenMax = Math.max(s.hiddenMax, g.micro('hiddenMax', m));
+    s.stepTokens += g.micro('tokens', m);
+  }
+  s.loss = s.lmLoss + s.balLoss + s.zLoss;
+  return s;
+}
+
+/** Global gradient norm in a fixed order (float64). */
+function globalGradNorm(grad: Float32Array): number {
+  let sq = 0;
+  for (let i = 0; i < grad.length; i++) sq += grad[i] * grad[i];
+  return Math.sqrt(sq);
 }
 
 export class Trainer {
@@ -144,84 +179,91 @@ export class Trainer {
     return { ...this.model, moe: { ...this.model.moe, balanceAlpha: this.model.moe.balanceAlpha * this.state.balanceScale } };
   }
 
-  /** Runs one optimizer step, or reports a spike after rolling back to the last snapshot. */
+  /**
+   * Runs one optimizer step, or reports a spike after rolling back to the last snapshot.
+   * Phases: begin (snapshot, data cursor, this rank's microbatches), global loss normalisers,
+   * microbatch forward/backward, reduce (gradient tree + exact scalars), spike check, optimizer,
+   * controllers (expert bias), metrics (with the R_g balance controller).
+   */
   async step(): Promise<StepOutcome> {
     const t0 = Date.now();
-    const { cfg, dp } = this;
     const model = this.effectiveModel();
-    const spikeCfg = cfg.stability.spike;
+    const { step, dataStep, first, count, batches } = this.beginStep();
+    const norms = await this.globalNorms(batches, count);
+    const local = this.forwardBackward(model, batches, norms, first);
+    const { grad, scalars } = await this.reduce(local, first, count, dataStep);
+    const losses = summariseLosses(scalars);
+    const gradNorm = globalGradNorm(grad);
+
+    if (this.cfg.stability.spike.enabled) {
+      const reason = this.detector.check(losses.loss, gradNorm);
+      if (reason) return { kind: 'spike', event: this.rollback(step, dataStep, reason) };
+    } else if (!Number.isFinite(losses.loss)) {
+      throw new TrainingError(`step ${step}: loss is ${losses.loss}`, { hint: 'lower the learning rate or enable stability.spike' });
+    }
+
+    const opt = this.optimize(grad, gradNorm, step);
+    this.updateBiases(model, scalars);
+    this.state.step += 1;
+    this.state.dataStep += 1;
+    this.state.tokens += losses.stepTokens;
+    const metrics = this.stepMetrics(model, dataStep, losses, scalars, grad, gradNorm, opt, batches);
+    this.balanceController(model, batches, norms, metrics);
+    if (this.state.step % this.cfg.train.paramHashEvery === 0 || this.state.step === this.cfg.train.steps) metrics.param_hash = this.paramHash();
+    const ms = Date.now() - t0;
+    metrics.step_ms = ms;
+    metrics.tokens_per_s = (losses.stepTokens / Math.max(1, ms)) * 1000;
+    return { kind: 'step', metrics };
+  }
+
+  /** Spike snapshot, skipped data steps, and this rank's block of microbatches. */
+  private beginStep(): { step: number; dataStep: number; first: number; count: number; batches: Batch[] } {
+    const spikeCfg = this.cfg.stability.spike;
     if (spikeCfg.enabled && (this.snapshot === null || this.state.step % spikeCfg.snapshotEvery === 0)) {
       if (this.snapshot?.step !== this.state.step) this.snapshot = cloneState(this.syncDetector(), this.snapshot);
     }
     while (this.state.skipped.includes(this.state.dataStep)) this.state.dataStep++;
-    const step = this.state.step;
     const dataStep = this.state.dataStep;
-    const M = cfg.data.microBatches;
-    const { first, count } = localMicrobatches(dp.rank, dp.worldSize, M);
+    const { first, count } = localMicrobatches(this.dp.rank, this.dp.worldSize, this.cfg.data.microBatches);
     const batches = Array.from({ length: count }, (_, i) => this.data.microbatch(dataStep, first + i));
+    return { step: this.state.step, dataStep, first, count, batches };
+  }
 
-    // Global normalisers first: losses are divided by global counts, never per-rank means.
+  /** Global normalisers first: losses are divided by global counts, never per-rank means. */
+  private async globalNorms(batches: Batch[], count: number): Promise<LossNorms> {
     let localTokens = 0;
     for (const b of batches) for (let i = 0; i < b.lossMask.length; i++) localTokens += b.lossMask[i];
-    const counts = await dp.allReduceExact(new Float64Array([localTokens, count * cfg.data.microBatchSize]));
+    const counts = await this.dp.allReduceExact(new Float64Array([localTokens, count * this.cfg.data.microBatchSize]));
     const norms = { globalTokens: counts[0], globalSeqs: counts[1] };
-    if (norms.globalTokens <= 0) throw new TrainingError(`step ${step}: the global batch has no target tokens`);
+    if (norms.globalTokens <= 0) throw new TrainingError(`step ${this.state.step}: the global batch has no target tokens`);
+    return norms;
+  }
 
-    const L = model.nLayers;
-    const N = model.moe.nExperts;
-    // Per-microbatch scalars placed at their global index (exact when summed across ranks),
-    // then routing counts per layer and expert, tokens routed per layer, FFN rows per layer.
-    const scal = new Float64Array(6 * M + L * N + 2 * L);
+  /** Forward + backward of this rank's microbatches: their gradient subtree and packed scalars. */
+  private forwardBackward(model: ModelConfig, batches: Batch[], norms: LossNorms, first: number): { acc: TreeAccumulator; scalars: StepScalars } {
+    const scalars = new StepScalars(this.cfg.data.microBatches, model.nLayers, model.moe.nExperts);
     const acc = new TreeAccumulator();
     batches.forEach((b, i) => {
-      const r = microbatchGrad(model, this.store, this.layout, b, norms, { biases: this.state.biases, zLossCoef: cfg.train.zLossCoef, moe: this.moe, gradOut: this.gradBuffer(i) });
+      const r = microbatchGrad(model, this.store, this.layout, b, norms, { biases: this.state.biases, zLossCoef: this.cfg.train.zLossCoef, moe: this.moe, gradOut: this.gradBuffer(i) });
       acc.push(r.grad);
-      const m = first + i;
-      scal[m] = r.lm;
-      scal[M + m] = r.balance;
-      scal[2 * M + m] = r.z;
-      scal[3 * M + m] = r.hiddenRms;
-      scal[4 * M + m] = r.hiddenMax;
-      scal[5 * M + m] = b.batchSize * b.seqLen;
-      r.moe.forEach((s, l) => {
-        for (let e = 0; e < N; e++) scal[6 * M + l * N + e] += s.ffnCounts[e];
-        scal[6 * M + L * N + l] += s.tokens;
-        scal[6 * M + L * N + L + l] += s.ffnRows;
-      });
+      scalars.setMicro(first + i, { lm: r.lm, balance: r.balance, z: r.z, hiddenRms: r.hiddenRms, hiddenMax: r.hiddenMax, tokens: b.batchSize * b.seqLen });
+      scalars.addRouting(r.moe);
     });
-    const grad = await dp.treeAllReduce(acc.result(), first, count, M);
-    const g = await dp.allReduceExact(scal);
-    const inject = cfg.train.injectGradScale.find((x) => x.dataStep === dataStep);
+    return { acc, scalars };
+  }
+
+  /** Gradient in the canonical tree across ranks, scalars summed exactly; test-only gradient injection. */
+  private async reduce(local: { acc: TreeAccumulator; scalars: StepScalars }, first: number, count: number, dataStep: number): Promise<{ grad: Float32Array; scalars: StepScalars }> {
+    const grad = await this.dp.treeAllReduceSubtree(local.acc.result(), first, count, this.cfg.data.microBatches);
+    const scalars = local.scalars.over(await this.dp.allReduceExact(local.scalars.data));
+    const inject = this.cfg.train.injectGradScale.find((x) => x.dataStep === dataStep);
     if (inject) for (let i = 0; i < grad.length; i++) grad[i] *= inject.scale;
+    return { grad, scalars };
+  }
 
-    let lmLoss = 0;
-    let balLoss = 0;
-    let zLoss = 0;
-    let hiddenRms = 0;
-    let hiddenMax = 0;
-    let stepTokens = 0;
-    for (let m = 0; m < M; m++) {
-      lmLoss += g[m];
-      balLoss += g[M + m];
-      zLoss += g[2 * M + m];
-      hiddenRms += g[3 * M + m] / M;
-      hiddenMax = Math.max(hiddenMax, g[4 * M + m]);
-      stepTokens += g[5 * M + m];
-    }
-    const loss = lmLoss + balLoss + zLoss;
-
-    // Global gradient norm in a fixed order (float64).
-    let sq = 0;
-    for (let i = 0; i < grad.length; i++) sq += grad[i] * grad[i];
-    const gradNorm = Math.sqrt(sq);
-
-    if (spikeCfg.enabled) {
-      const reason = this.detector.check(loss, gradNorm);
-      if (reason) return { kind: 'spike', event: this.rollback(step, dataStep, reason) };
-    } else if (!Number.isFinite(loss)) {
-      throw new TrainingError(`step ${step}: loss is ${loss}`, { hint: 'lower the learning rate or enable stability.spike' });
-    }
-
+  /** Clip factor, learning rate, eps warnings, AdamW on the host, weights back to the store. */
+  private optimize(grad: Float32Array, gradNorm: number, step: number): { lr: number; groupRms: Record<string, number> } {
+    const { cfg } = this;
     const clip = cfg.optim.clipNorm > 0 && gradNorm > cfg.optim.clipNorm ? cfg.optim.clipNorm / gradNorm : 1;
     const lr = lrAt(step, cfg.optim.lr, { ...cfg.optim.schedule, totalSteps: cfg.train.steps });
     const groupRms = gradRmsByGroup(grad, this.slices, clip);
@@ -232,64 +274,69 @@ export class Trainer {
     }
     adamwStep(this.state.params, grad, this.state.opt, this.slices, lr, cfg.optim, cfg.optim.lrScale, clip);
     this.store.assign(views(this.layout, this.state.params));
+    return { lr, groupRms };
+  }
 
-    // Aux-loss-free bias controller on globally summed routing counts.
+  /** Aux-loss-free bias controller on globally summed routing counts. */
+  private updateBiases(model: ModelConfig, g: StepScalars): void {
+    const N = model.moe.nExperts;
+    for (let l = 0; l < model.nLayers; l++) {
+      updateExpertBias(this.state.biases[l], g.expertCounts(l), g.layerTokens(l), { nFfn: N, topK: model.moe.topK, targetFfn: targetFfnPerToken(model), mu: model.moe.biasUpdateRate });
+    }
+  }
+
+  private stepMetrics(
+    model: ModelConfig, dataStep: number, losses: StepLosses, g: StepScalars, grad: Float32Array, gradNorm: number,
+    opt: { lr: number; groupRms: Record<string, number> }, batches: Batch[],
+  ): StepMetrics {
+    const L = model.nLayers;
+    const E = model.moe.nExperts + model.moe.nZeroExperts;
     const ffnByLayer: number[] = [];
     const load: number[][] = [];
     const similarity: number[] = [];
-    const E = N + model.moe.nZeroExperts;
     for (let l = 0; l < L; l++) {
-      const cnt = g.subarray(6 * M + l * N, 6 * M + (l + 1) * N);
-      const toks = g[6 * M + L * N + l];
-      updateExpertBias(this.state.biases[l], cnt, toks, { nFfn: N, topK: model.moe.topK, targetFfn: targetFfnPerToken(model), mu: model.moe.biasUpdateRate });
-      ffnByLayer.push(g[6 * M + L * N + L + l] / toks);
-      load.push(Array.from(cnt));
+      ffnByLayer.push(g.layerFfnRows(l) / g.layerTokens(l));
+      load.push(Array.from(g.expertCounts(l)));
       const o = this.layout.offsets.get(`model.layers.${l}.mlp.router.classifier.weight`)!;
       similarity.push(routerSimilarity(this.state.params.subarray(o, o + model.dModel * E), model.dModel, E));
     }
-
-    this.state.step += 1;
-    this.state.dataStep += 1;
-    this.state.tokens += stepTokens;
-    const metrics: StepMetrics = {
+    return {
       step: this.state.step,
       data_step: dataStep,
       tokens: this.state.tokens,
-      loss,
-      lm_loss: lmLoss,
-      balance_loss: balLoss,
-      z_loss: zLoss,
-      lr,
+      loss: losses.loss,
+      lm_loss: losses.lmLoss,
+      balance_loss: losses.balLoss,
+      z_loss: losses.zLoss,
+      lr: opt.lr,
       grad_norm: gradNorm,
       grad_rms: gradNorm / Math.sqrt(grad.length),
-      grad_rms_by_group: groupRms,
-      adam_eps: cfg.optim.eps,
+      grad_rms_by_group: opt.groupRms,
+      adam_eps: this.cfg.optim.eps,
       tokens_per_s: 0,
       step_ms: 0,
       ffn_experts_per_token: ffnByLayer.reduce((a, b) => a + b, 0) / L,
       ffn_experts_per_token_by_layer: ffnByLayer,
       expert_load: load,
       router_similarity: similarity,
-      hidden_rms: hiddenRms,
-      hidden_max: hiddenMax,
+      hidden_rms: losses.hiddenRms,
+      hidden_max: losses.hiddenMax,
       balance_alpha: model.moe.balanceAlpha,
       stage: batches[0]?.stage,
-      fingerprint: stepFingerprint(loss, gradNorm),
+      fingerprint: stepFingerprint(losses.loss, gradNorm),
     };
-    const rgEvery = cfg.stability.routerRatioEvery;
-    if (rgEvery > 0 && this.state.step % rgEvery === 0 && batches.length > 0) {
-      const rg = routerGradRatio(model, this.store, batches[0], norms, this.state.biases);
-      metrics.router_grad_ratio = rg;
-      if (cfg.stability.routerRatioMax > 0 && Math.max(...rg) > cfg.stability.routerRatioMax) {
-        this.state.balanceScale *= 0.5;
-        this.warnings.push(`step ${this.state.step}: R_g ${Math.max(...rg).toFixed(3)} > ${cfg.stability.routerRatioMax}; balance alpha halved`);
-      }
+  }
+
+  /** Every routerRatioEvery steps: R_g into the metrics, and the balance alpha halved when it is too high. */
+  private balanceController(model: ModelConfig, batches: Batch[], norms: LossNorms, metrics: StepMetrics): void {
+    const { stability } = this.cfg;
+    if (!(stability.routerRatioEvery > 0 && this.state.step % stability.routerRatioEvery === 0 && batches.length > 0)) return;
+    const rg = routerGradRatio(model, this.store, batches[0], norms, this.state.biases);
+    metrics.router_grad_ratio = rg;
+    if (stability.routerRatioMax > 0 && Math.max(...rg) > stability.routerRatioMax) {
+      this.state.balanceScale *= 0.5;
+      this.warnings.push(`step ${this.state.step}: R_g ${Math.max(...rg).toFixed(3)} > ${stability.routerRatioMax}; balance alpha halved`);
     }
-    if (this.state.step % cfg.train.paramHashEvery === 0 || this.state.step === cfg.train.steps) metrics.param_hash = this.paramHash();
-    const ms = Date.now() - t0;
-    metrics.step_ms = ms;
-    metrics.tokens_per_s = (stepTokens / Math.max(1, ms)) * 1000;
-    return { kind: 'step', metrics };
   }
 
   private syncDetector(): TrainerState {

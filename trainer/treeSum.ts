@@ -5,7 +5,10 @@
  * leaves in index order into a binary-counter stack (merge equal-sized neighbours) builds
  * exactly that tree while holding only O(log M) partial sums. Adds are float32 (Float32Array
  * stores), left operand always the lower indices: the same bits whoever computes which leaves.
+ * The recursive form of the same tree is parallel/tree.canonicalTreeSum (the specs compare them).
  */
+import { combineInto } from '../parallel/tree';
+
 export class TreeAccumulator {
   private stack: { size: number; data: Float32Array }[] = [];
   private count = 0;
@@ -16,7 +19,7 @@ export class TreeAccumulator {
     // Merge while the top of the stack holds a subtree of the same size (binary carry).
     while (this.stack.length > 0 && this.stack[this.stack.length - 1].size === node.size) {
       const left = this.stack.pop()!;
-      addInto(left.data, node.data);
+      combineInto(left.data, node.data);
       node = { size: left.size * 2, data: left.data };
     }
     this.stack.push(node);
@@ -28,7 +31,7 @@ export class TreeAccumulator {
     let acc = this.stack[this.stack.length - 1].data;
     for (let i = this.stack.length - 2; i >= 0; i--) {
       const left = this.stack[i].data;
-      addInto(left, acc);
+      combineInto(left, acc);
       acc = left;
     }
     return acc;
@@ -37,22 +40,4 @@ export class TreeAccumulator {
   get leaves(): number {
     return this.count;
   }
-}
-
-/** left[i] = fround(left[i] + right[i]). */
-export function addInto(left: Float32Array, right: Float32Array): void {
-  for (let i = 0; i < left.length; i++) left[i] += right[i];
-}
-
-/** Reference (recursive) canonical tree sum over a list of leaves; does not modify them. */
-export function canonicalTreeSumRef(parts: Float32Array[]): Float32Array {
-  const rec = (lo: number, hi: number): Float32Array => {
-    if (hi - lo === 1) return Float32Array.from(parts[lo]);
-    let p = 1;
-    while (p * 2 < hi - lo) p *= 2;
-    const left = rec(lo, lo + p);
-    addInto(left, rec(lo + p, hi));
-    return left;
-  };
-  return rec(0, parts.length);
 }

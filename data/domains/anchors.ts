@@ -1,6 +1,6 @@
 /**
  * FLGP step 1 (arXiv 2405.13342, section 3.1, "subsampling"): s representative points U by
- * k-means (k-means++ seeding, then Lloyd), and the r nearest anchors of every point.
+ * k-means (core/linalg: k-means++ seeding, then Lloyd), and the r nearest anchors of every point.
  *
  * For large n the k-means runs on a uniform subsample of at most `sampleCap` points (mini-batch
  * style), so choosing anchors costs O(1) in n; only `nearestAnchors` touches all n points, at
@@ -8,7 +8,7 @@
  */
 import { RngStream } from '../../core/rng';
 import { DataError } from '../../core/errors';
-import { sqDist } from './linalg';
+import { kmeans, sqDist } from '../../core/linalg';
 
 export interface Matrix {
   data: Float64Array;
@@ -35,9 +35,14 @@ export function kmeansAnchors(X: Matrix, opts: KMeansOptions): Matrix {
   const rng = RngStream.of(opts.seed, 'flgp-kmeans');
   const cap = Math.max(opts.sampleCap ?? Math.max(10 * s, 3000), s);
   const sample = subsampleRows(X, cap, rng);
-  const U = kmeansPlusPlus(sample, s, rng);
-  lloyd(sample, U, opts.iters ?? 15);
-  return U;
+  // Lloyd stops when no point changes anchor; assignment by nearestAnchors (its expanded
+  // distances, ties to the lower index).
+  const { centroids } = kmeans(sample.data, sample.n, d, s, rng, {
+    stop: 'assignments',
+    maxIter: opts.iters ?? 15,
+    assign: (C, m) => nearestAnchors(sample, { data: C, n: m, d }, 1),
+  });
+  return { data: centroids, n: s, d };
 }
 
 /** Uniform subsample of at most `cap` rows (partial Fisher-Yates), in original row order. */
@@ -55,67 +60,6 @@ function subsampleRows(X: Matrix, cap: number, rng: RngStream): Matrix {
   const data = new Float64Array(cap * X.d);
   chosen.forEach((row, k) => data.set(X.data.subarray(row * X.d, (row + 1) * X.d), k * X.d));
   return { data, n: cap, d: X.d };
-}
-
-/** k-means++ seeding (Arthur & Vassilvitskii 2007): each new centre drawn ∝ D(x)². */
-function kmeansPlusPlus(X: Matrix, s: number, rng: RngStream): Matrix {
-  const { n, d } = X;
-  const U = new Float64Array(s * d);
-  const minD = new Float64Array(n).fill(Infinity);
-  let c = rng.int(n);
-  for (let j = 0; j < s; j++) {
-    U.set(X.data.subarray(c * d, (c + 1) * d), j * d);
-    let total = 0;
-    for (let i = 0; i < n; i++) {
-      const dd = sqDist(X.data, i, U, j, d);
-      if (dd < minD[i]) minD[i] = dd;
-      total += minD[i];
-    }
-    if (j === s - 1) break;
-    if (total === 0) {
-      c = rng.int(n); // all points coincide with centres: any point will do
-      continue;
-    }
-    let r = rng.next() * total;
-    c = n - 1;
-    for (let i = 0; i < n; i++) {
-      r -= minD[i];
-      if (r < 0) {
-        c = i;
-        break;
-      }
-    }
-  }
-  return { data: U, n: s, d };
-}
-
-/** Lloyd iterations in place; an empty cluster keeps its previous centre. */
-function lloyd(X: Matrix, U: Matrix, iters: number): void {
-  const { n, d } = X;
-  const s = U.n;
-  const assign = new Int32Array(n).fill(-1);
-  const sums = new Float64Array(s * d);
-  const counts = new Int32Array(s);
-  for (let it = 0; it < iters; it++) {
-    const { idx } = nearestAnchors(X, U, 1);
-    let changed = 0;
-    for (let i = 0; i < n; i++) {
-      if (assign[i] !== idx[i]) changed++;
-      assign[i] = idx[i];
-    }
-    if (changed === 0) return;
-    sums.fill(0);
-    counts.fill(0);
-    for (let i = 0; i < n; i++) {
-      const a = assign[i];
-      counts[a]++;
-      for (let k = 0; k < d; k++) sums[a * d + k] += X.data[i * d + k];
-    }
-    for (let j = 0; j < s; j++) {
-      if (counts[j] === 0) continue;
-      for (let k = 0; k < d; k++) U.data[j * d + k] = sums[j * d + k] / counts[j];
-    }
-  }
 }
 
 /** Indices and squared distances of the r nearest anchors of each point (ascending distance). */

@@ -9,7 +9,7 @@
 import type { Matrix } from './anchors';
 import { FLGPPrediction, Labels, normaliseLabels, predictFromFits } from './flgp';
 import { laplaceFunctionSpace, LaplaceFS, predictFunctionSpace } from './laplace';
-import { sqDist } from './linalg';
+import { sqDist } from '../../core/linalg';
 
 export interface RbfGpResult extends FLGPPrediction {
   /** Chosen (lengthscale, amplitude, log evidence) per binary fit. */

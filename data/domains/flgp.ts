@@ -14,7 +14,7 @@ import { DataError } from '../../core/errors';
 import { kmeansAnchors, Matrix, nearestAnchors } from './anchors';
 import { laeAffinity, meanNeighbourSqDist, seAffinity, SparseZ } from './affinity';
 import { EigenPosterior, laplaceEigen, predictEigen, probitProbability } from './laplace';
-import { toMatrix } from './linalg';
+import { toMatrix } from './matrix';
 import { maximiseLog } from './search';
 import { heatWeights, phiRows, Spectrum, spectrumFromZ } from './spectrum';
 

@@ -9,7 +9,7 @@
  * Sylvester's identity makes the two log|B| equal, so both give the same Laplace evidence and
  * the same Gaussian posterior over β = Γ^{½}α; `auto` picks whichever matrix is smaller.
  */
-import { cholesky, cholLogDet, forwardSolve, backSolve } from './linalg';
+import { cholesky, cholLogDet, forwardSolve, backSolve } from '../../core/linalg';
 
 /** log σ(f) for label 1, log σ(−f) for label 0, computed without overflow. */
 export function logLik(f: number, y: number): number {
@@ -55,7 +55,7 @@ export function laplaceFunctionSpace(C: Float64Array, y: ArrayLike<number>, maxI
     }
     const B = new Float64Array(m * m);
     for (let i = 0; i < m; i++) for (let j = 0; j < m; j++) B[i * m + j] = (i === j ? 1 : 0) + sW[i] * C[i * m + j] * sW[j];
-    return cholesky(B, m);
+    return cholesky(B, m, 'flgp/linalg');
   };
   for (; it < maxIter; it++) {
     const L = factor();
@@ -230,7 +230,7 @@ function eigenViaWeightSpace(phiL: Float64Array, gamma: Float64Array, y: ArrayLi
   let it = 0;
   for (; it < 60; it++) {
     refresh(alpha);
-    const L = cholesky(hessian(), K);
+    const L = cholesky(hessian(), K, 'flgp/linalg');
     // Newton: α' = B⁻¹ Ψᵀ (W f + y − π)
     const rhs = new Float64Array(K);
     for (let i = 0; i < m; i++) {
@@ -255,7 +255,7 @@ function eigenViaWeightSpace(phiL: Float64Array, gamma: Float64Array, y: ArrayLi
     }
   }
   refresh(alpha);
-  const L = cholesky(hessian(), K);
+  const L = cholesky(hessian(), K, 'flgp/linalg');
   const logEvidence = obj - 0.5 * cholLogDet(L, K);
   const mean = new Float64Array(K);
   for (let k = 0; k < K; k++) mean[k] = sg[k] * alpha[k];

@@ -5,7 +5,7 @@
  * Woodbury and the matrix-determinant lemma, so a fit costs O(m·K² + K³) per (t, σ²).
  */
 import { DataError } from '../../core/errors';
-import { cholesky, cholLogDet, forwardSolve, backSolve } from './linalg';
+import { cholesky, cholLogDet, forwardSolve, backSolve } from '../../core/linalg';
 import type { EigenPosterior } from './laplace';
 import { predictEigen } from './laplace';
 import { maximiseLog } from './search';
@@ -35,7 +35,7 @@ export function gpRegressionEigen(phiL: Float64Array, gamma: Float64Array, y: Ar
     B[k * K + k] += 1;
     for (let l = 0; l < k; l++) B[k * K + l] = B[l * K + k];
   }
-  const L = cholesky(B, K);
+  const L = cholesky(B, K, 'flgp/linalg');
   const alpha = backSolve(L, K, forwardSolve(L, K, c));
   let cBc = 0;
   for (let k = 0; k < K; k++) cBc += c[k] * alpha[k];

@@ -13,7 +13,7 @@
  */
 import { DataError } from '../../core/errors';
 import type { SparseZ } from './affinity';
-import { symEig } from './linalg';
+import { symEig } from '../../core/linalg';
 
 export interface Spectrum {
   n: number;

@@ -13,7 +13,8 @@
  * position, so T[code(s)] approximates the exact score R_pos q · R_s k.
  */
 import { Codebook, encodeKey, lookupTable } from './quantizer';
-import { dot, RopeSpec, rotate } from './linalg';
+import { dot } from '../../core/linalg';
+import { RopeSpec, rotate } from './rope';
 
 /**
  * Which keys the codebooks quantise. 'wrope' (the paper): pre-RoPE keys k, scored with R_b q.
@@ -116,7 +117,7 @@ export class A2ATSHeadGroup {
     const qPos = rotate(q, pos, this.dims.rope);
     const qB = rotate(q, this.opts.b, this.dims.rope);
     const out = new Float64Array(this.length);
-    for (let s = 0; s < out.length; s++) out[s] = pos - s < this.opts.window ? dot(qPos, 0, this.keysRot[s], 0, this.dims.dk) : dot(qB, 0, this.keys[s], 0, this.dims.dk);
+    for (let s = 0; s < out.length; s++) out[s] = pos - s < this.opts.window ? dot(qPos, this.keysRot[s], this.dims.dk) : dot(qB, this.keys[s], this.dims.dk);
     return out;
   }
 
@@ -159,7 +160,7 @@ export class A2ATSHeadGroup {
       const logits = new Float64Array(selected.length);
       let max = -Infinity;
       for (let i = 0; i < selected.length; i++) {
-        logits[i] = dot(qr, 0, this.keysRot[selected[i]], 0, dk) * scale;
+        logits[i] = dot(qr, this.keysRot[selected[i]], dk) * scale;
         if (logits[i] > max) max = logits[i];
       }
       let z = 0;

@@ -17,7 +17,7 @@ import { Tokenizer } from '../../data/tokenizer';
 import { PreparedData } from '../../data/prepared';
 import { loadServingModel, ServingModel } from '../loadModel';
 import { DEFAULT_A2ATS, KEY_MODES, KeyMode } from './attention';
-import { rotate } from './linalg';
+import { rotate } from './rope';
 import { A2ATSCache, blockLayout, codebookKey, hostForward } from './model';
 import { Codebook, makeCodebook, trainCodebook } from './quantizer';
 

@@ -1,17 +1,18 @@
 /**
- * Decoding of a whole model with A2ATS attention (DESIGN.md section 8). The layer math mirrors
- * model/scmoeLayer.ts and model/attention.ts, but each attention block computes its pre-RoPE
- * queries/keys/values with tfjs and then attends on the host (kv/attention.ts), so the full K/V
- * live in plain arrays (the host tier). The prompt is prefilled with exact attention; decode
+ * Decoding of a whole model with A2ATS attention (DESIGN.md section 8). Each layer is
+ * model/scmoeLayer.ts's `tensorLayer` with host attention as its attention hook: each block
+ * computes its pre-RoPE queries/keys/values with tfjs (same math as model/attention.ts) and then
+ * attends on the host (kv/attention.ts), so the full K/V live in plain arrays (the host tier). The prompt is prefilled with exact attention; decode
  * steps use A2ATS retrieval. `generateA2ATS` is batch 1; `hostForwardBatch` runs several
  * sequences per forward (the serving engine's steps, kv/engineSteps.ts). Greedy output matches
  * inference/generate.ts when every key is selected (ratio 1), up to float rounding (host
  * attention accumulates in float64).
  */
 import * as tf from '@tensorflow/tfjs';
-import { latentNormEps, ModelConfig } from '../../model/config';
-import { ParamGetter } from '../../model/attention';
-import { gatherRows, rmsNorm, swiglu } from '../../model/ops';
+import { ModelConfig } from '../../model/config';
+import { ParamGetter, projectQkv } from '../../model/attention';
+import { gatherRows, rmsNorm } from '../../model/ops';
+import { tensorLayer } from '../../model/scmoeLayer';
 import { moeLayer } from '../../model/moe/layer';
 import { ServingModel } from '../loadModel';
 import { acceptToken, GenerateOptions, GenerateResult } from '../generate';
@@ -64,32 +65,10 @@ export interface Projections {
   v: Float32Array; // [S, Hk, dv]
 }
 
-/** Pre-RoPE queries, keys and values of one attention block (same math as model/attention.ts). */
+/** Pre-RoPE queries, keys and values of one attention block (model/attention.projectQkv). */
 export function project(c: ModelConfig, P: ParamGetter, p: string, x: tf.Tensor2D, S: number): Projections {
-  const a = c.attention;
-  const mm = (t: tf.Tensor2D, w: string) => tf.matMul(t, P(`${p}.${w}.weight`) as tf.Tensor2D);
-  if (a.type === 'gqa') {
-    return { q: mm(x, 'q_proj').dataSync() as Float32Array, k: mm(x, 'k_proj').dataSync() as Float32Array, v: mm(x, 'v_proj').dataSync() as Float32Array };
-  }
-  const H = a.nHeads, dn = a.nopeHeadDim, dr = a.ropeHeadDim, dv = a.vHeadDim;
-  const qa = rmsNorm(mm(x, 'q_a_proj'), P(`${p}.q_a_layernorm.weight`), latentNormEps(c)) as tf.Tensor2D;
-  const q = tf.mul(mm(qa, 'q_b_proj'), Math.sqrt(c.dModel / a.qLoraRank)).dataSync() as Float32Array;
-  const kva = mm(x, 'kv_a_proj_with_mqa');
-  const latent = tf.mul(rmsNorm(tf.slice(kva, [0, 0], [S, a.kvLoraRank]), P(`${p}.kv_a_layernorm.weight`), latentNormEps(c)), Math.sqrt(c.dModel / a.kvLoraRank)) as tf.Tensor2D;
-  const kRope = tf.slice(kva, [0, a.kvLoraRank], [S, dr]).dataSync();
-  const kvb = mm(latent, 'kv_b_proj').dataSync(); // [S, H, dn + dv]
-  const dk = dn + dr;
-  const k = new Float32Array(S * H * dk);
-  const v = new Float32Array(S * H * dv);
-  for (let i = 0; i < S; i++) {
-    for (let h = 0; h < H; h++) {
-      const src = (i * H + h) * (dn + dv);
-      k.set(kvb.subarray(src, src + dn), (i * H + h) * dk);
-      k.set(kRope.subarray(i * dr, (i + 1) * dr), (i * H + h) * dk + dn);
-      v.set(kvb.subarray(src + dn, src + dn + dv), (i * H + h) * dv);
-    }
-  }
-  return { q, k, v };
+  const { q, k, v } = projectQkv(c, P, p, x, 1, S, null);
+  return { q: q.dataSync() as Float32Array, k: k.dataSync() as Float32Array, v: v.dataSync() as Float32Array };
 }
 
 /** Statistics of one forward: attended keys over available keys, summed over blocks/heads/rows. */
@@ -187,24 +166,17 @@ export function hostForwardBatch(m: ServingModel, segs: HostSegment[], sparse: b
   const logits = tf.tidy(() => {
     let x = gatherRows(P('model.embed_tokens.weight') as tf.Tensor2D, Int32Array.from(ids));
     for (let l = 0; l < c.nLayers; l++) {
-      const p = `model.layers.${l}`;
-      const norm = (t: tf.Tensor, name: string) => rmsNorm(t, P(`${p}.${name}.weight`), c.rmsEps) as tf.Tensor2D;
-      const dense = (t: tf.Tensor2D, j: number) => swiglu(t, P(`${p}.mlps.${j}.gate_proj.weight`), P(`${p}.mlps.${j}.up_proj.weight`), P(`${p}.mlps.${j}.down_proj.weight`));
-      const attn = (t: tf.Tensor2D, j: number) =>
-        hostAttention(c, P, `${p}.self_attn.${j}`, t, segs, past, l, j, sparse, stats, hook ? (q, k, v, S) => hook(l, j, q, k, v, S) : undefined);
-      // Same dataflow as model/scmoeLayer.ts.
-      const h1 = tf.add(x, attn(norm(x, 'input_layernorm.0'), 0)) as tf.Tensor2D;
-      const u = norm(h1, 'post_attention_layernorm.0');
-      // (The shape only feeds the balance loss, which inference does not compute.)
-      const moe = moeLayer(c, P, `${p}.mlp`, u, m.biases[l], { B: 1, S: N });
-      layerFfnRows.push(moe.stats.ffnRows);
-      layerTokens.push(moe.stats.tokens);
-      for (let slot = 0; slot < N * K; slot++) if (moe.routing.idx[slot] < NE) segmentFfnRows[rowSeg[Math.floor(slot / K)]]++;
-      const h2 = (c.layerType === 'scmoe' ? tf.add(h1, dense(u, 0)) : tf.add(h1, moe.out)) as tf.Tensor2D;
-      const h3 = tf.add(h2, attn(norm(h2, 'input_layernorm.1'), 1)) as tf.Tensor2D;
-      let y = tf.add(h3, dense(norm(h3, 'post_attention_layernorm.1'), 1)) as tf.Tensor2D;
-      if (c.layerType === 'scmoe') y = tf.add(y, moe.out) as tf.Tensor2D;
-      x = y;
+      x = tensorLayer(c, P, l, x, {
+        attention: (t, j, prefix) => hostAttention(c, P, prefix, t, segs, past, l, j, sparse, stats, hook ? (q, k, v, S) => hook(l, j, q, k, v, S) : undefined),
+        moe: (u, prefix) => {
+          // (The shape only feeds the balance loss, which inference does not compute.)
+          const moe = moeLayer(c, P, prefix, u, m.biases[l], { B: 1, S: N });
+          layerFfnRows.push(moe.stats.ffnRows);
+          layerTokens.push(moe.stats.tokens);
+          for (let slot = 0; slot < N * K; slot++) if (moe.routing.idx[slot] < NE) segmentFfnRows[rowSeg[Math.floor(slot / K)]]++;
+          return moe;
+        },
+      }).out;
     }
     const last = segs.length === 1 ? tf.slice(x, [N - 1, 0], [1, c.dModel]) : gatherRows(x, lastRows);
     const h = rmsNorm(last, P('model.norm.weight'), c.rmsEps) as tf.Tensor2D;

@@ -7,8 +7,7 @@
  * Plain k-means (the ablation) is the same with L = I.
  */
 import { RngStream } from '../../core/rng';
-import { cholesky, dot, mulRowLower, solveRowLower } from './linalg';
-import { kmeans, KMeansOptions, nearest } from './kmeans';
+import { cholesky, dot, kmeans, KMeansOptions, mulRowLower, nearest, solveRowLower } from '../../core/linalg';
 
 export interface Codebook {
   /** Centroids in key space [M, D] (the table T = q~·C^T reads these). */
@@ -67,7 +66,7 @@ export interface TrainCodebookOptions extends KMeansOptions {
 
 /** Trains a codebook on n keys [n, D] (pre-RoPE keys for WRoPE). */
 export function trainCodebook(keys: ArrayLike<number>, n: number, D: number, rng: RngStream, o: TrainCodebookOptions): Codebook {
-  const L = o.queries ? cholesky(queryCovariance(o.queries, o.nQueries ?? o.queries.length / D, D), D) : identity(D);
+  const L = o.queries ? cholesky(queryCovariance(o.queries, o.nQueries ?? o.queries.length / D, D), D, 'a2ats: query covariance') : identity(D);
   const X = new Float64Array(n * D);
   for (let i = 0; i < n; i++) mulRowLower(keys, i * D, L, D, X, i * D);
   const km = kmeans(X, n, D, o.size, rng, o);
@@ -86,7 +85,7 @@ export function encodeKey(cb: Codebook, k: ArrayLike<number>, scratch: Float64Ar
 
 /** Lookup table T[j] = q~·c_j (float64, accumulated over d in order) for one query. */
 export function lookupTable(cb: Codebook, q: ArrayLike<number>, out: Float64Array = new Float64Array(cb.M)): Float64Array {
-  for (let j = 0; j < cb.M; j++) out[j] = dot(q, 0, cb.centroids, j * cb.D, cb.D);
+  for (let j = 0; j < cb.M; j++) out[j] = dot(q, cb.centroids, cb.D, 0, j * cb.D);
   return out;
 }
 

@@ -1,7 +1,8 @@
 /**
  * Batch-1 decode in plain JS with activation sparsity (CHESS, arXiv 2409.01366). One call of
- * `step` runs one token through the model at position `past`, growing a host KV cache. The
- * math mirrors model/scmoeLayer.ts, model/attention.ts and model/moe/layer.ts op for op
+ * `step` runs one token through the model at position `past`, growing a host KV cache. Each
+ * layer is model/layer.ts's `runLayer` over host Float32Arrays; the attention, FFN and MoE
+ * hooks mirror model/attention.ts, model/ops.ts and model/moe/layer.ts op for op
  * (RMSNorm with eps inside the root, rotate-half RoPE, MLA latents and scales, GQA head
  * groups, softmax router over N+Z experts with the expert bias used for selection only, zero
  * experts as identity); spec/sparse checks it against model forward.
@@ -14,6 +15,7 @@
 import { latentNormEps, ModelConfig } from '../../model/config';
 import { ropeDim } from '../../model/attention';
 import { selectExperts } from '../../model/moe/router';
+import { MoeResult, runLayer } from '../../model/layer';
 import { HostModel } from './hostModel';
 import { activeByThreshold, ffnDense, ffnScratch, ffnSparse, FfnScratch, matVec, matVecRows } from './kernels';
 import { SparsityPlan } from './thresholds';
@@ -260,24 +262,30 @@ export class SparseDecoder {
     const f = this.buffer('ffnOut', d);
     const m = this.buffer('moe', d);
     const u = new Float32Array(d);
+    const add = (acc: Float32Array, y: Float32Array) => {
+      for (let i = 0; i < d; i++) acc[i] += y[i];
+      return acc;
+    };
     for (let l = 0; l < c.nLayers; l++) {
       const p = `model.layers.${l}`;
-      const norm = (t: Float32Array, name: string, o: Float32Array) => rmsNormInto(t, this.m.w(`${p}.${name}.weight`), c.rmsEps, d, o);
-      this.attention(`${p}.self_attn.0`, cache.blocks[2 * l], norm(x, 'input_layernorm.0', n), pos, cos, sin, a, plan, obs);
-      for (let i = 0; i < d; i++) x[i] += a[i]; // h1
-      norm(x, 'post_attention_layernorm.0', u);
-      this.moe(l, u, m, plan, obs);
-      if (c.layerType === 'scmoe') {
-        this.ffn(`${p}.mlps.0`, u, f, plan, obs);
-        for (let i = 0; i < d; i++) x[i] += f[i]; // h2
-      } else {
-        for (let i = 0; i < d; i++) x[i] += m[i];
-      }
-      this.attention(`${p}.self_attn.1`, cache.blocks[2 * l + 1], norm(x, 'input_layernorm.1', n), pos, cos, sin, a, plan, obs);
-      for (let i = 0; i < d; i++) x[i] += a[i]; // h3
-      this.ffn(`${p}.mlps.1`, norm(x, 'post_attention_layernorm.1', n), f, plan, obs);
-      for (let i = 0; i < d; i++) x[i] += f[i];
-      if (c.layerType === 'scmoe') for (let i = 0; i < d; i++) x[i] += m[i];
+      // The residual stream stays in x (adds run in place); u = RMS(h1) has a buffer of its
+      // own (the MoE and FFN0 read it), the other norms share n.
+      runLayer<Float32Array, MoeResult<Float32Array>>(c.layerType, x, {
+        norm: (t, name) => rmsNormInto(t, this.m.w(`${p}.${name}.weight`), c.rmsEps, d, name === 'post_attention_layernorm.0' ? u : n),
+        attention: (t, j) => {
+          this.attention(`${p}.self_attn.${j}`, cache.blocks[2 * l + j], t, pos, cos, sin, a, plan, obs);
+          return a;
+        },
+        ffn: (t, j) => {
+          this.ffn(`${p}.mlps.${j}`, t, f, plan, obs);
+          return f;
+        },
+        moe: (t) => {
+          this.moe(l, t, m, plan, obs);
+          return { out: m };
+        },
+        add,
+      });
     }
     cache.length = pos + 1;
     this.counters.tokens++;

@@ -32,7 +32,8 @@ import { RngStream } from '../../core/rng';
 import { Tokenizer } from '../../data/tokenizer';
 import { loadServingModel, ServingModel } from '../../inference/loadModel';
 import { A2ATSHeadGroup, A2ATSOptions, DEFAULT_A2ATS, isPinned } from '../../inference/kv/attention';
-import { dot, rotate } from '../../inference/kv/linalg';
+import { dot } from '../../core/linalg';
+import { rotate } from '../../inference/kv/rope';
 import { A2ATSCache, blockLayout, hostForward } from '../../inference/kv/model';
 import { Codebook, encodeKey, lookupTable, trainCodebook } from '../../inference/kv/quantizer';
 
@@ -147,7 +148,7 @@ function main() {
         const qPos = rotate(q, pos, rope);
         const qb = rotate(q, OPTS.b, rope);
         const exact = new Float64Array(pos + 1);
-        for (let t = 0; t <= pos; t++) exact[t] = dot(qPos, 0, g.keysRot[t], 0, dk) * lay.scale;
+        for (let t = 0; t <= pos; t++) exact[t] = dot(qPos, g.keysRot[t], dk) * lay.scale;
         const mx = Math.max(...exact);
         const p = Array.from(exact, (x) => Math.exp(x - mx));
         const z = p.reduce((a, b) => a + b, 0);
@@ -163,7 +164,7 @@ function main() {
           plainVQ: rank((t) => Tpl[codes.plain[t]]),
           'postRoPE-qa': rank((t) => Tpq[codes.postQa[t]]),
           'postRoPE-plain': rank((t) => Tpp[codes.postPlain[t]]),
-          'wrope-full': rank((t) => dot(qb, 0, g.keys[t], 0, dk)),
+          'wrope-full': rank((t) => dot(qb, g.keys[t], dk)),
           oracle: rank((t) => exact[t]),
         };
         for (const r of RATIOS) {

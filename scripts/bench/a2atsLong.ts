@@ -55,7 +55,8 @@ import { step } from '../../inference/generate';
 import { argmax } from '../../inference/sampling';
 import { forward } from '../../model/transformer';
 import { A2ATSHeadGroup, A2ATSOptions, DEFAULT_A2ATS, KeyMode } from '../../inference/kv/attention';
-import { dot, rotate } from '../../inference/kv/linalg';
+import { dot } from '../../core/linalg';
+import { rotate } from '../../inference/kv/rope';
 import { A2ATSCache, blockLayout, hostForward } from '../../inference/kv/model';
 import { calibrateModel, loadCodebooks } from '../../inference/kv/calibrate';
 import { Codebook } from '../../inference/kv/quantizer';
@@ -101,7 +102,7 @@ class OracleHeadGroup extends A2ATSHeadGroup {
     const n = Math.min(this.length, pos + 1);
     const qr = rotate(q, pos, this.dims.rope);
     const sc = new Float64Array(n);
-    for (let s = 0; s < n; s++) sc[s] = dot(qr, 0, this.keysRot[s], 0, this.dims.dk);
+    for (let s = 0; s < n; s++) sc[s] = dot(qr, this.keysRot[s], this.dims.dk);
     return sc;
   }
 }

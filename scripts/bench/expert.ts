@@ -20,7 +20,8 @@ import { selectBackend } from '../../core/backend';
 import { ModelConfig, parseModelConfig } from '../../model/config';
 import { initParams, paramSpecs, ParamStore } from '../../model/params';
 import { initialBiases } from '../../model/transformer';
-import { microbatchLoss, MicroBatch } from '../../trainer/losses';
+import { microbatchLoss } from '../../trainer/losses';
+import { Batch } from '../../data/batch';
 import { microbatchGrad } from '../../trainer/microbatch';
 import { flatLayout } from '../../model/flatParams';
 import { freePort } from '../../parallel/launcher';
@@ -50,7 +51,7 @@ async function rankMain(): Promise<void> {
   const base = parseModelConfig(raw.model);
   const comm = await SyncComm.create({ rank, worldSize: W, masterAddr: '127.0.0.1', masterPort: Number(process.env.MASTER_PORT), secret: process.env.MOECAT_SECRET!, timeoutMs: 120000 });
   // Different tokens per rank (each rank holds its own microbatch).
-  const mb: MicroBatch = {
+  const mb: Batch = {
     inputs: new Int32Array(B * S).map((_, i) => (i * 7919 + 13 + rank * 101) % base.vocabSize),
     targets: new Int32Array(B * S).map((_, i) => (i * 104729 + 3 + rank * 37) % base.vocabSize),
     lossMask: new Float32Array(B * S).fill(1),

@@ -11,7 +11,7 @@ import { BUNDLED_DOMAINS, loadBundledCorpus } from '../../data/domains/corpus';
 import { embedDocuments } from '../../data/domains/embed';
 import { fitFLGP } from '../../data/domains/flgp';
 import { accuracy, knnClassify, logisticRegressionClassify } from '../../data/domains/baselines';
-import { toMatrix } from '../../data/domains/linalg';
+import { toMatrix } from '../../data/domains/matrix';
 import { concentricCircles, pickLabelled } from '../../data/domains/synthetic';
 
 const quick = process.argv.includes('--quick');

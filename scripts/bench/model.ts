@@ -19,7 +19,8 @@ import { BackendName, selectBackend } from '../../core/backend';
 import { ModelConfig, parseModelConfig } from '../../model/config';
 import { initParams, numel, paramSpecs, ParamStore, countParams } from '../../model/params';
 import { initialBiases } from '../../model/transformer';
-import { microbatchLoss, MicroBatch } from '../../trainer/losses';
+import { microbatchLoss } from '../../trainer/losses';
+import { Batch } from '../../data/batch';
 import { forwardFlops } from './flops';
 import { MoeStats } from '../../model/moe/layer';
 
@@ -48,7 +49,7 @@ function loadModel(name: string): { c: ModelConfig; B: number; S: number } {
   return { c, B, S };
 }
 
-function batch(c: ModelConfig, B: number, S: number): MicroBatch {
+function batch(c: ModelConfig, B: number, S: number): Batch {
   const inputs = new Int32Array(B * S).map((_, i) => (i * 7919 + 13) % c.vocabSize);
   const targets = new Int32Array(B * S).map((_, i) => (i * 104729 + 3) % c.vocabSize);
   return { inputs, targets, lossMask: new Float32Array(B * S).fill(1), batchSize: B, seqLen: S };

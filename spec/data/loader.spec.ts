@@ -59,7 +59,7 @@ describe('data/loader: staged mixtures, packing, resume and rank slices', () => 
         for (let mb = 0; mb < 4; mb++) {
           const b = l.microbatch(step, mb);
           assert.strictEqual(b.stage, st.name);
-          for (const s of b.sources) tokens[s] += b.seqLen;
+          for (const s of b.sources!) tokens[s] += b.seqLen;
           total += b.batchSize * b.seqLen;
         }
       }

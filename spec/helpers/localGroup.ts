@@ -4,7 +4,7 @@
  * canonical tree over contiguous microbatch blocks.
  */
 import { DataParallel } from '../../trainer/dataParallel';
-import { canonicalTreeSumRef } from '../../trainer/treeSum';
+import { canonicalTreeSum } from '../../parallel/tree';
 
 export class LocalGroup {
   private pending = new Map<string, { parts: unknown[]; resolvers: ((v: unknown) => void)[]; arrived: number }>();
@@ -44,7 +44,7 @@ export class LocalGroup {
           for (const a of all) for (let i = 0; i < out.length; i++) out[i] += a[i];
           return out;
         }),
-      treeAllReduce: (x) => this.exchange(rank, x, (all) => canonicalTreeSumRef(all)),
+      treeAllReduceSubtree: (x) => this.exchange(rank, x, (all) => canonicalTreeSum(all)),
     };
   }
 }

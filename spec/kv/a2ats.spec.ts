@@ -8,8 +8,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { RngStream } from '../../core/rng';
 import { loadCheckpoint } from '../../core/checkpoint';
-import { cholesky, dot, rotate, RopeSpec } from '../../inference/kv/linalg';
-import { kmeans } from '../../inference/kv/kmeans';
+import { cholesky, dot, kmeans } from '../../core/linalg';
+import { rotate, RopeSpec } from '../../inference/kv/rope';
 import { queryCovariance, trainCodebook, weightedError, lookupTable } from '../../inference/kv/quantizer';
 import { A2ATSHeadGroup, A2ATSOptions, isPinned } from '../../inference/kv/attention';
 import { A2ATSCache, generateA2ATS, hostForward } from '../../inference/kv/model';
@@ -71,7 +71,7 @@ describe('A2ATS query-aware vector quantisation', () => {
     for (let i = 0; i < D; i++) for (let j = 0; j < D; j++) ss += (H[i * D + j] - (i === j ? 1e-6 : 0)) ** 2;
     assert.ok(Math.abs(Math.sqrt(ss / (D * D)) - 1) < 1e-12);
     const L = cholesky(H, D);
-    for (let i = 0; i < D; i++) for (let j = 0; j < D; j++) assert.ok(Math.abs(dot(L, i * D, L, j * D, D) - H[i * D + j]) < 1e-12);
+    for (let i = 0; i < D; i++) for (let j = 0; j < D; j++) assert.ok(Math.abs(dot(L, L, D, i * D, j * D) - H[i * D + j]) < 1e-12);
   });
 
   it('query-aware codebooks approximate q·k better than plain k-means on anisotropic queries', () => {
@@ -88,7 +88,7 @@ describe('A2ATS query-aware vector quantisation', () => {
       for (let r = 0; r < 50; r++) {
         const q = qs.subarray(r * D, (r + 1) * D);
         const a = g.approxScores(q, n - 1);
-        for (let s = 0; s < n; s++) e += (a[s] - dot(q, 0, keys, s * D, D)) ** 2;
+        for (let s = 0; s < n; s++) e += (a[s] - dot(q, keys, D, 0, s * D)) ** 2;
       }
       return e;
     };
@@ -103,7 +103,7 @@ describe('A2ATS query-aware vector quantisation', () => {
     for (let s = 0; s < g.length; s++) {
       const c = g.codes[s];
       assert.equal(a[s], T[c]);
-      assert.equal(a[s], dot(qb, 0, cb.centroids, c * D, D));
+      assert.equal(a[s], dot(qb, cb.centroids, D, 0, c * D));
     }
   });
 
@@ -124,7 +124,7 @@ describe('A2ATS windowed RoPE and retrieval', () => {
     const pos = 139;
     const s = pos - opts.b; // 11: outside the window of 16
     const w = g.wropeScores(q[0], pos)[s];
-    const exact = dot(rotate(q[0], pos, rope), 0, rotate(g.keys[s], s, rope), 0, D);
+    const exact = dot(rotate(q[0], pos, rope), rotate(g.keys[s], s, rope), D);
     assert.ok(Math.abs(w - exact) <= 1e-12 * Math.max(1, Math.abs(exact)), `${w} vs ${exact}`);
   });
 
@@ -152,7 +152,7 @@ describe('A2ATS windowed RoPE and retrieval', () => {
     assert.deepEqual(r.out.map((o) => Array.from(o)), g.attendExact(q, pos).map((o) => Array.from(o)));
     // Reference: softmax(R_pos q · R_s k / sqrt(D)) · v in float64.
     const qr = rotate(q[0], pos, rope);
-    const logits = g.keys.map((k, s) => dot(qr, 0, rotate(k, s, rope), 0, D) / Math.sqrt(D));
+    const logits = g.keys.map((k, s) => dot(qr, rotate(k, s, rope), D) / Math.sqrt(D));
     const mx = Math.max(...logits);
     const p = logits.map((x) => Math.exp(x - mx));
     const z = p.reduce((a, b) => a + b, 0);

@@ -11,7 +11,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { RngStream } from '../../core/rng';
 import { CheckpointError, ConfigError } from '../../core/errors';
-import { cholesky, dot, rotate, RopeSpec } from '../../inference/kv/linalg';
+import { cholesky, dot } from '../../core/linalg';
+import { rotate, RopeSpec } from '../../inference/kv/rope';
 import { encodeKey, lookupTable, queryCovariance, trainCodebook } from '../../inference/kv/quantizer';
 import { A2ATSHeadGroup, A2ATSOptions, isPinned, KeyMode } from '../../inference/kv/attention';
 import { A2ATSCache, A2ATSSequence, blockLayout, codebookKey, generateA2ATS, hostForward } from '../../inference/kv/model';
@@ -68,7 +69,7 @@ describe('A2ATS post-RoPE key mode: lookup table and codes', () => {
       const c = g.codes[s];
       assert.equal(c, encodeKey(cb, g.keysRot[s]), `code of key ${s}`);
       assert.equal(a[s], T[c]);
-      assert.equal(a[s], dot(qPos, 0, cb.centroids, c * D, D));
+      assert.equal(a[s], dot(qPos, cb.centroids, D, 0, c * D));
       if (Tb[c] !== a[s]) notRb++;
       if (w.codes[s] !== c) notPre++;
     }
@@ -166,7 +167,7 @@ describe('A2ATS post-RoPE key mode on a whole model', function () {
         for (let pos = S / 2; pos < S; pos++) {
           const qh = q.subarray((pos * H + h) * dk, (pos * H + h + 1) * dk);
           const qr = rotate(qh, pos, lay.rope);
-          const logit = Array.from({ length: pos + 1 }, (_, s) => dot(qr, 0, g.keysRot[s], 0, dk) * lay.scale);
+          const logit = Array.from({ length: pos + 1 }, (_, s) => dot(qr, g.keysRot[s], dk) * lay.scale);
           const mx = Math.max(...logit);
           const p = logit.map((x) => Math.exp(x - mx));
           const far: number[] = [];

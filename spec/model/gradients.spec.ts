@@ -11,7 +11,8 @@ import { initParams, numel, paramSpecs, ParamStore } from '../../model/params';
 import { weightedCrossEntropy } from '../../model/ops';
 import { initialBiases } from '../../model/transformer';
 import { moeLayer } from '../../model/moe/layer';
-import { microbatchLoss, MicroBatch } from '../../trainer/losses';
+import { microbatchLoss } from '../../trainer/losses';
+import { Batch } from '../../data/batch';
 import { RngStream } from '../../core/rng';
 import { BackendName } from '../../core/backend';
 import { useTestBackend, withBackend } from '../helpers/backend';
@@ -31,7 +32,7 @@ const gqaConfig = parseModelConfig({ ...base, layerType: 'sequential', attention
 const B = 2;
 const S = 4;
 
-function batch(c: ModelConfig): MicroBatch {
+function batch(c: ModelConfig): Batch {
   const r = RngStream.of(5, 'spec:batch');
   const inputs = new Int32Array(B * S).map(() => r.int(c.vocabSize));
   const targets = new Int32Array(B * S).map(() => r.int(c.vocabSize));
@@ -59,12 +60,12 @@ interface Eval {
   routing: string;
 }
 
-function lossOf(c: ModelConfig, store: ParamStore, mb: MicroBatch): tf.Scalar {
+function lossOf(c: ModelConfig, store: ParamStore, mb: Batch): tf.Scalar {
   return microbatchLoss(c, (n) => store.get(n), mb, { globalTokens: B * S, globalSeqs: B }, { biases: initialBiases(c), zLossCoef: 0.01 }).total;
 }
 
 /** Loss and the exact top-K selection of every layer (to detect a routing flip). */
-function evaluate(c: ModelConfig, store: ParamStore, mb: MicroBatch): Eval {
+function evaluate(c: ModelConfig, store: ParamStore, mb: Batch): Eval {
   const P = (n: string) => store.get(n);
   const biases = initialBiases(c);
   const sel: string[] = [];
@@ -84,7 +85,7 @@ function evaluate(c: ModelConfig, store: ParamStore, mb: MicroBatch): Eval {
   return { loss, routing: sel.join('|') };
 }
 
-function analyticGrads(c: ModelConfig, store: ParamStore, mb: MicroBatch): Map<string, Float32Array> {
+function analyticGrads(c: ModelConfig, store: ParamStore, mb: Batch): Map<string, Float32Array> {
   const vars = [...store.vars.values()];
   const { value, grads } = tf.variableGrads(() => lossOf(c, store, mb), vars);
   const out = new Map<string, Float32Array>();
@@ -110,7 +111,7 @@ interface FdReport {
  * Central differences on the coordinates with the largest |gradient| of each parameter (and one
  * random coordinate), with h = eps·max(1, |w|) and the actual float32 step in the denominator.
  */
-function fdCheck(c: ModelConfig, mb: MicroBatch, seed: number, opts: { eps: number; rtol: number; ulpMul: number; perParam: number }): FdReport {
+function fdCheck(c: ModelConfig, mb: Batch, seed: number, opts: { eps: number; rtol: number; ulpMul: number; perParam: number }): FdReport {
   const specs = paramSpecs(c);
   const vals = values(c, seed);
   const store = new ParamStore(specs, vals);

@@ -8,7 +8,8 @@ import { loadTrainConfig } from '../../trainer/config';
 import { runTraining } from '../../trainer/run';
 import { readMetrics } from '../../trainer/metrics';
 import * as dataSourceModule from '../../trainer/dataSource';
-import { DataSource, TrainBatch } from '../../trainer/data';
+import { DataSource } from '../../trainer/data';
+import { Batch } from '../../data/batch';
 
 const SETS = ['data.synthetic={}', 'data.seqLen=16', 'data.microBatchSize=2', 'data.microBatches=1', 'train.steps=6', 'optim.schedule={type: constant}'];
 
@@ -16,7 +17,7 @@ const SETS = ['data.synthetic={}', 'data.seqLen=16', 'data.microBatchSize=2', 'd
 class FlakySource implements DataSource {
   private reads = new Map<number, number>();
   constructor(private readonly inner: DataSource) {}
-  microbatch(step: number, mb: number): TrainBatch {
+  microbatch(step: number, mb: number): Batch {
     const b = this.inner.microbatch(step, mb);
     const n = (this.reads.get(step) ?? 0) + 1;
     this.reads.set(step, n);

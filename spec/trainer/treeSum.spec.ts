@@ -1,5 +1,6 @@
 import { strict as assert } from 'assert';
-import { canonicalTreeSumRef, TreeAccumulator } from '../../trainer/treeSum';
+import { TreeAccumulator } from '../../trainer/treeSum';
+import { canonicalTreeSum } from '../../parallel/tree';
 import { RngStream } from '../../core/rng';
 
 function leaves(n: number, len: number, seed: number): Float32Array[] {
@@ -12,7 +13,7 @@ describe('trainer/treeSum', () => {
   for (const n of [1, 2, 3, 4, 5, 6, 7, 8, 13, 16]) {
     it(`streaming accumulation equals the recursive canonical tree for M=${n}`, () => {
       const parts = leaves(n, 257, n);
-      const ref = canonicalTreeSumRef(parts);
+      const ref = canonicalTreeSum(parts);
       const acc = new TreeAccumulator();
       for (const p of parts) acc.push(Float32Array.from(p));
       assert.deepEqual(Buffer.from(acc.result().buffer), Buffer.from(ref.buffer));
@@ -21,11 +22,11 @@ describe('trainer/treeSum', () => {
 
   it('a subtree computed elsewhere and combined in tree order gives the same bits (world size 2 and 4)', () => {
     const parts = leaves(8, 1000, 99);
-    const ref = canonicalTreeSumRef(parts);
+    const ref = canonicalTreeSum(parts);
     for (const W of [2, 4]) {
       const per = 8 / W;
-      const sub = Array.from({ length: W }, (_, r) => canonicalTreeSumRef(parts.slice(r * per, (r + 1) * per)));
-      assert.deepEqual(Buffer.from(canonicalTreeSumRef(sub).buffer), Buffer.from(ref.buffer));
+      const sub = Array.from({ length: W }, (_, r) => canonicalTreeSum(parts.slice(r * per, (r + 1) * per)));
+      assert.deepEqual(Buffer.from(canonicalTreeSum(sub).buffer), Buffer.from(ref.buffer));
     }
   });
 
@@ -33,6 +34,6 @@ describe('trainer/treeSum', () => {
     const parts = leaves(8, 1000, 7);
     const seq = Float32Array.from(parts[0]);
     for (let i = 1; i < parts.length; i++) for (let j = 0; j < seq.length; j++) seq[j] += parts[i][j];
-    assert.notDeepEqual(Buffer.from(seq.buffer), Buffer.from(canonicalTreeSumRef(parts).buffer));
+    assert.notDeepEqual(Buffer.from(seq.buffer), Buffer.from(canonicalTreeSum(parts).buffer));
   });
 });

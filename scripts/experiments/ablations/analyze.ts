@@ -18,7 +18,8 @@ import { flatLayout, views } from '../../../model/flatParams';
 import { countParams, paramSpecs, ParamStore } from '../../../model/params';
 import { forward } from '../../../model/transformer';
 import { loadTrainerCheckpoint } from '../../../trainer/checkpointing';
-import { MicroBatch, microbatchLoss } from '../../../trainer/losses';
+import { microbatchLoss } from '../../../trainer/losses';
+import { Batch } from '../../../data/batch';
 import { readMetrics, StepMetrics } from '../../../trainer/metrics';
 import { ChartSeries, svgLineChart } from '../../../trainer/sweep';
 
@@ -53,7 +54,7 @@ const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.le
 const std = (xs: number[]) => (xs.length < 2 ? 0 : Math.sqrt(xs.reduce((a, x) => a + (x - mean(xs)) ** 2, 0) / (xs.length - 1)));
 const tail = (ms: StepMetrics[]) => ms.slice(ms.length - Math.max(1, Math.round(ms.length * 0.1)));
 
-function evalRun(runDir: string, batches: MicroBatch[]): { evalLmLoss: number; hist: number[][]; std: number[]; params: number } {
+function evalRun(runDir: string, batches: Batch[]): { evalLmLoss: number; hist: number[][]; std: number[]; params: number } {
   const ck = loadTrainerCheckpoint(runDir, { withOptimizer: false });
   const c = ck.config.model;
   const specs = paramSpecs(c);
@@ -111,7 +112,7 @@ async function main(): Promise<void> {
     .sort();
   const metrics = new Map<string, StepMetrics[]>();
   const results: RunResult[] = [];
-  let batches: MicroBatch[] | null = null;
+  let batches: Batch[] | null = null;
   for (const r of runs) {
     const [arm, s] = r.split('-s');
     const dir = path.join(outDir, r);

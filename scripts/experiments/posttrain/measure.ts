@@ -14,12 +14,13 @@ import { flatLayout, views } from '../../../model/flatParams';
 import { paramSpecs, ParamStore } from '../../../model/params';
 import { loadTrainerCheckpoint } from '../../../trainer/checkpointing';
 import { initFromCheckpoint } from '../../../trainer/initFrom';
-import { MicroBatch, microbatchLoss } from '../../../trainer/losses';
+import { microbatchLoss } from '../../../trainer/losses';
+import { Batch } from '../../../data/batch';
 import { TrainConfig } from '../../../trainer/config';
 
 const OLD_CONTEXT = 64;
 
-function bucketLoss(cfg: TrainConfig, params: Float32Array, biases: Float32Array[], batches: MicroBatch[]): { inside: number; beyond: number } {
+function bucketLoss(cfg: TrainConfig, params: Float32Array, biases: Float32Array[], batches: Batch[]): { inside: number; beyond: number } {
   const layout = flatLayout(paramSpecs(cfg.model));
   const store = new ParamStore(layout.specs, views(layout, params));
   const res = { inside: 0, beyond: 0 };
@@ -79,7 +80,7 @@ async function main(): Promise<void> {
   const cfg = first.config;
   // Fixed evaluation rows: prose and speeches at 256 tokens, drawn with another seed.
   const loader = new MixtureLoader({ dataDir: cfg.data.dir!, mixture: { sources: { prose: 0.5, speeches: 0.5 } }, seed: 9999, microBatchSize: 4, microBatches: 1, seqLen: 256, crossDocMask: true });
-  const batches: MicroBatch[] = [0, 1, 2].map((s) => loader.microbatch(s, 0));
+  const batches: Batch[] = [0, 1, 2].map((s) => loader.microbatch(s, 0));
   const points: { step: number; inside: number; beyond: number }[] = [];
   const parent = initFromCheckpoint(cfg, { checkpoint: (first.saved.lineage as { parent: string }).parent });
   points.push({ step: 0, ...bucketLoss(cfg, parent.state.params, parent.state.biases, batches) });

@@ -3,7 +3,7 @@ import { RngStream } from '../../../core/rng';
 import { kmeansAnchors, Matrix, nearestAnchors } from '../../../data/domains/anchors';
 import { laeAffinity, seAffinity, SparseZ } from '../../../data/domains/affinity';
 import { heatKernelBlock, invSqrtColSums, spectrumFromZ } from '../../../data/domains/spectrum';
-import { symEig } from '../../../data/domains/linalg';
+import { symEig } from '../../../core/linalg';
 
 function blob(n: number, seed: number): Matrix {
   const rng = RngStream.of(seed, 'spec-blob');

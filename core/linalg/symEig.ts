@@ -1,9 +1,9 @@
 /**
- * Small dense linear algebra on row-major Float64Arrays, hand-written for FLGP (DESIGN.md section 9):
- * the s×s eigenproblem of AᵀA (s ≤ ~500), Cholesky factorisations and triangular solves of the
- * K×K and m×m systems of the Laplace approximation. Nothing here is O(n); callers keep it that way.
+ * Symmetric eigendecomposition of small dense row-major Float64Array matrices (the FLGP s×s
+ * eigenproblem of AᵀA, s ≤ ~500): Householder tridiagonalisation and implicit QL (EISPACK
+ * tred2/tql2). O(n³).
  */
-import { DataError } from '../../core/errors';
+import { DataError } from '../errors';
 
 /** Symmetric eigendecomposition result: values descending, vectors[:, k] (row-major, column k). */
 export interface SymEig {
@@ -128,7 +128,7 @@ function tql2(V: Float64Array, d: Float64Array, e: Float64Array, n: number): voi
     if (m > l) {
       let iter = 0;
       do {
-        if (++iter > 60) throw new DataError('symmetric eigensolver did not converge', { where: 'flgp/linalg', hint: 'the matrix has non-finite entries?' });
+        if (++iter > 60) throw new DataError('symmetric eigensolver did not converge', { where: 'linalg: symEig', hint: 'the matrix has non-finite entries?' });
         let g = d[l];
         let p = (d[l + 1] - g) / (2 * e[l]);
         let r = Math.hypot(p, 1);
@@ -173,101 +173,4 @@ function tql2(V: Float64Array, d: Float64Array, e: Float64Array, n: number): voi
     d[l] += f;
     e[l] = 0;
   }
-}
-
-/**
- * In-place lower Cholesky factor of a symmetric positive-definite n×n matrix (upper triangle is
- * zeroed). Throws when the matrix is not numerically positive definite.
- */
-export function cholesky(a: Float64Array, n: number): Float64Array {
-  const L = Float64Array.from(a);
-  for (let j = 0; j < n; j++) {
-    let diag = L[j * n + j];
-    for (let k = 0; k < j; k++) diag -= L[j * n + k] * L[j * n + k];
-    if (!(diag > 0)) throw new DataError(`matrix is not positive definite (pivot ${j} = ${diag})`, { where: 'flgp/linalg' });
-    const ljj = Math.sqrt(diag);
-    L[j * n + j] = ljj;
-    for (let i = j + 1; i < n; i++) {
-      let s = L[i * n + j];
-      const ri = i * n;
-      const rj = j * n;
-      for (let k = 0; k < j; k++) s -= L[ri + k] * L[rj + k];
-      L[ri + j] = s / ljj;
-    }
-    for (let k = j + 1; k < n; k++) L[j * n + k] = 0;
-  }
-  return L;
-}
-
-/** Solves L y = b (forward substitution) for lower-triangular L. */
-export function forwardSolve(L: Float64Array, n: number, b: ArrayLike<number>): Float64Array {
-  const y = new Float64Array(n);
-  for (let i = 0; i < n; i++) {
-    let s = b[i];
-    const ri = i * n;
-    for (let k = 0; k < i; k++) s -= L[ri + k] * y[k];
-    y[i] = s / L[ri + i];
-  }
-  return y;
-}
-
-/** Solves Lᵀ x = y (back substitution) for lower-triangular L. */
-export function backSolve(L: Float64Array, n: number, y: ArrayLike<number>): Float64Array {
-  const x = new Float64Array(n);
-  for (let i = n - 1; i >= 0; i--) {
-    let s = y[i];
-    for (let k = i + 1; k < n; k++) s -= L[k * n + i] * x[k];
-    x[i] = s / L[i * n + i];
-  }
-  return x;
-}
-
-/** Solves (L Lᵀ) x = b. */
-export function cholSolve(L: Float64Array, n: number, b: ArrayLike<number>): Float64Array {
-  return backSolve(L, n, forwardSolve(L, n, b));
-}
-
-/** log det(L Lᵀ) = 2 Σ log L_ii. */
-export function cholLogDet(L: Float64Array, n: number): number {
-  let s = 0;
-  for (let i = 0; i < n; i++) s += Math.log(L[i * n + i]);
-  return 2 * s;
-}
-
-/** Dot product of two equal-length vectors (or slices given offsets). */
-export function dot(a: ArrayLike<number>, b: ArrayLike<number>, len = a.length, ao = 0, bo = 0): number {
-  let s = 0;
-  for (let i = 0; i < len; i++) s += a[ao + i] * b[bo + i];
-  return s;
-}
-
-/** Squared Euclidean distance between row i of X (n×d) and row j of U (s×d). */
-export function sqDist(X: Float64Array, i: number, U: Float64Array, j: number, d: number): number {
-  let s = 0;
-  const xo = i * d;
-  const uo = j * d;
-  for (let k = 0; k < d; k++) {
-    const t = X[xo + k] - U[uo + k];
-    s += t * t;
-  }
-  return s;
-}
-
-/** Packs an array of rows (or an already flat matrix) into a row-major Float64Array n×d. */
-export function toMatrix(X: Float64Array[] | number[][] | { data: Float64Array; n: number; d: number }): { data: Float64Array; n: number; d: number } {
-  if (!Array.isArray(X)) return X;
-  const n = X.length;
-  if (n === 0) throw new DataError('no points given', { where: 'flgp' });
-  const d = X[0].length;
-  const data = new Float64Array(n * d);
-  for (let i = 0; i < n; i++) {
-    const row = X[i];
-    if (row.length !== d) throw new DataError(`row ${i} has ${row.length} columns, expected ${d}`, { where: 'flgp: X' });
-    for (let k = 0; k < d; k++) {
-      const v = row[k];
-      if (!Number.isFinite(v)) throw new DataError(`X[${i}][${k}] is not finite (${v})`, { where: 'flgp: X' });
-      data[i * d + k] = v;
-    }
-  }
-  return { data, n, d };
 }
