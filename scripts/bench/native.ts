@@ -26,9 +26,9 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { selectBackend } from '../../core/backend';
-import { EXPERTS_GRAD_KERNEL, EXPERTS_KERNEL } from '../../core/moeKernels';
-import { loadNativeKernels } from '../../core/nativeKernels';
+import { nativeOptionsFromEnv, selectBackend } from '../../core/backend';
+import { EXPERTS_GRAD_KERNEL, EXPERTS_KERNEL } from '../../model/moe/nativeKernels';
+import { loadNativeKernels } from '../../core/native';
 import { loadTrainConfig, TrainConfig } from '../../trainer/config';
 import { MarkovSource } from '../../trainer/data';
 import { Trainer } from '../../trainer/trainer';
@@ -64,7 +64,7 @@ async function useVariant(v: Variant): Promise<string> {
   }
   await selectBackend('cpu');
   if (v === 'cpu+native') {
-    const r = loadNativeKernels();
+    const r = loadNativeKernels(nativeOptionsFromEnv());
     if (!r.loaded) throw new Error(`native kernels not loaded: ${r.reason}`);
     return `cpu+native(${r.kernels.length} kernels)`;
   }
@@ -226,10 +226,10 @@ function timeIt(f: () => void, minMs: number, maxReps: number): number {
 
 async function childSgemm(task: ChildTask): Promise<void> {
   await useVariant(task.variant);
-  const nativeThreads = task.variant === 'cpu+native' ? loadNativeKernels({ register: false }).blas!.threads : 1;
+  const nativeThreads = task.variant === 'cpu+native' ? loadNativeKernels({ ...nativeOptionsFromEnv(), register: false }).gemm!.threads : 1;
   const threadSettings = task.variant === 'cpu+native' ? [...new Set([1, nativeThreads])] : [0];
   for (const th of threadSettings) {
-    if (th > 0) loadNativeKernels({ threads: th, mtMinFlops: th > 1 ? 1 : undefined });
+    if (th > 0) loadNativeKernels({ ...nativeOptionsFromEnv(), threads: th });
     await sgemmShapes(task, th);
   }
 }
