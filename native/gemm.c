@@ -210,17 +210,24 @@ static void run(GemmJob* j, int64_t batch, int threads) {
   const double flops = 2.0 * (double)batch * (double)j->M * (double)j->N * (double)j->K;
   if (flops < MT_MIN_FLOPS) threads = 1;
   /*
-   * Tiles: all rows and up to nc columns (a packed block of B then serves every row), cut in
-   * halves, columns first, while that leaves a thread without work.
+   * Tiles: all rows and up to nc columns, so one packed block of B serves every row. When that
+   * leaves threads short of work, the output is cut into 2 parts per thread (a preempted thread
+   * then holds up less) along the longer side:
+   * each part repacks the other operand's block (rows: B, columns: A), so the cut that repacks
+   * less is taken. Any cut gives the same bits: it moves whole output elements between threads.
    */
   int64_t tm = j->M;
   int64_t tn = j->N < kr->nc ? j->N : kr->nc;
-  for (;;) {
-    const int64_t tiles = batch * ((j->M + tm - 1) / tm) * ((j->N + tn - 1) / tn);
-    if (threads <= 1 || tiles >= 2 * threads) break;
-    if (tn > 4 * kr->nr) tn = ((tn + 1) / 2 + kr->nr - 1) / kr->nr * kr->nr;
-    else if (tm > 4 * kr->mr) tm = ((tm + 1) / 2 + kr->mr - 1) / kr->mr * kr->mr;
-    else break;
+  const int64_t tiles = batch * ((j->N + tn - 1) / tn);
+  if (threads > 1 && tiles < 2 * threads) {
+    const int64_t parts = (2 * threads + tiles - 1) / tiles;
+    if (j->M >= j->N && j->M >= 2 * kr->mr) {
+      tm = (j->M + parts - 1) / parts;
+      tm = (tm + kr->mr - 1) / kr->mr * kr->mr;
+    } else if (tn >= 2 * kr->nr) {
+      tn = (tn + parts - 1) / parts;
+      tn = (tn + kr->nr - 1) / kr->nr * kr->nr;
+    }
   }
   j->tm = tm;
   j->tn = tn;
