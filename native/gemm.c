@@ -19,15 +19,16 @@
 /* A second copy for CPUs with FMA: fmaf becomes one instruction instead of a libm call (same result). */
 __attribute__((target_clones("fma", "default")))
 #endif
-static void ukr_scalar(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int mr, int nr, int first) {
+static void ukr_scalar(int64_t kc, const float* A, int64_t rsa, int64_t csa, const float* Bp, float* C, int64_t ldc, int mr, int nr,
+                       int first) {
   float acc[SC_MR][SC_NR];
   for (int r = 0; r < SC_MR; r++)
     for (int j = 0; j < SC_NR; j++) acc[r][j] = (!first && r < mr && j < nr) ? C[r * ldc + j] : 0.0f;
   for (int64_t k = 0; k < kc; k++) {
-    const float* a = Ap + k * SC_MR;
+    const float* a = A + k * csa;
     const float* b = Bp + k * SC_NR;
     for (int r = 0; r < mr; r++) {
-      const float ar = a[r];
+      const float ar = a[r * rsa];
       for (int j = 0; j < SC_NR; j++) acc[r][j] = fmaf(ar, b[j], acc[r][j]);
     }
   }
@@ -181,6 +182,11 @@ static void gemm_tile(void* ctx, int64_t task, int slot) {
   const int64_t mcMax = mt < kr->mc ? mt : kr->mc; /* rows of A packed at a time */
   const int64_t ntPad = (nt + NR - 1) / NR * NR;
   const int64_t mcPad = (mcMax + MR - 1) / MR * MR;
+  /*
+   * A tile of at most four column panels reads each block of A at most four times: packing it would
+   * cost as much as it saves (attention's batched products), so the kernel reads A in place.
+   */
+  const int direct = nt <= 4 * NR;
   float* Bp = grow(&buf_b, &cap_b, (size_t)(kcMax * ntPad));
   float* Ap = grow(&buf_a, &cap_a, (size_t)(kcMax * mcPad));
   if (!Bp || !Ap) abort(); /* out of memory for a few hundred KiB: nothing sensible remains */
@@ -189,12 +195,19 @@ static void gemm_tile(void* ctx, int64_t task, int slot) {
     pack_b(B, j->ldb, j->tb, j0, nt, p0, kc, NR, Bp);
     for (int64_t ic = 0; ic < mt; ic += kr->mc) {
       const int64_t mc = mt - ic < kr->mc ? mt - ic : kr->mc;
-      pack_a(A, j->lda, j->ta, i0 + ic, mc, p0, kc, MR, Ap);
+      if (!direct) pack_a(A, j->lda, j->ta, i0 + ic, mc, p0, kc, MR, Ap);
       for (int64_t jr = 0; jr < nt; jr += NR) {
         const int nr = (int)(nt - jr < NR ? nt - jr : NR);
         for (int64_t ir = 0; ir < mc; ir += MR) {
           const int mr = (int)(mc - ir < MR ? mc - ir : MR);
-          kr->ukr(kc, Ap + ir * kc, Bp + jr * kc, C + (i0 + ic + ir) * j->ldc + j0 + jr, j->ldc, mr, nr, p0 == 0);
+          float* Ct = C + (i0 + ic + ir) * j->ldc + j0 + jr;
+          if (direct) {
+            const int64_t row = i0 + ic + ir;
+            const float* Ad = j->ta ? A + p0 * j->lda + row : A + row * j->lda + p0;
+            kr->ukr(kc, Ad, j->ta ? 1 : j->lda, j->ta ? j->lda : 1, Bp + jr * kc, Ct, j->ldc, mr, nr, p0 == 0);
+          } else {
+            kr->ukr(kc, Ap + ir * kc, 1, MR, Bp + jr * kc, Ct, j->ldc, mr, nr, p0 == 0);
+          }
         }
       }
     }

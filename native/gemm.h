@@ -41,11 +41,13 @@ void gemm(int transA, int transB, int64_t M, int64_t N, int64_t K, const float* 
           int64_t ldc, int threads);
 
 /*
- * Micro-kernel: C[r, j] for r < mr, j < nr from packed panels. Ap holds kc steps of `MR` floats
- * (rows r of op(A) at step k), Bp kc steps of `NR` floats (zero past nr). first: start from 0,
- * else from C (the stored accumulator of the previous k block).
+ * Micro-kernel: C[r, j] for r < mr, j < nr. op(A)[r, k] is read at A[r·rsa + k·csa]: a packed
+ * panel has rsa = 1, csa = MR; A read in place has its own strides. Bp holds kc steps of `NR`
+ * floats (zero past nr). first: start from 0, else from C (the stored accumulator of the
+ * previous k block).
  */
-typedef void (*gemm_ukr_fn)(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc, int mr, int nr, int first);
+typedef void (*gemm_ukr_fn)(int64_t kc, const float* A, int64_t rsa, int64_t csa, const float* Bp, float* C, int64_t ldc, int mr, int nr,
+                            int first);
 
 typedef struct {
   int mr, nr;      /* register tile */
