@@ -11,6 +11,7 @@ interface AuditArgs {
   from?: number;
   to?: number;
   backend?: string;
+  threads?: number;
   json: boolean;
 }
 
@@ -30,7 +31,7 @@ export const command: CommandModule<object, AuditArgs> = {
     // backend wins over MOECAT_BACKEND; only --backend overrides it.
     const recorded = recordedBackend(a.run);
     const usable = recorded && (BACKENDS as readonly string[]).includes(recorded) ? recorded : undefined;
-    const be = await startBackend(a.backend ?? usable);
+    const be = await startBackend(a.backend ?? usable, undefined, { flag: a.threads });
     if (recorded && recorded !== be.name) process.stderr.write(`warning: the run was recorded on ${recorded}, auditing on ${be.name}; results may legitimately differ\n`);
     let bar: Progress | null = null;
     const res = await auditRun(a.run, {

@@ -21,6 +21,7 @@ interface CalibrateArgs {
   'codebook-size'?: number;
   keys?: string;
   backend?: string;
+  threads?: number;
 }
 
 type CalibrationFn = (
@@ -67,7 +68,7 @@ export const command: CommandModule<object, CalibrateArgs> = {
       if (a.method !== 'a2ats') throw new ConfigError(`--keys applies to --method a2ats only`, { where: '--keys' });
       keyMode(a.keys, undefined); // refuses an unknown mode before anything loads
     }
-    await startBackend(a.backend);
+    await startBackend(a.backend, undefined, { flag: a.threads });
     const model = loadServingModel(a.checkpoint);
     try {
       const data = loadPrepared(a.data);

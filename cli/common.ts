@@ -11,12 +11,20 @@ export const backendOption = {
     type: 'string' as const,
     describe: 'compute backend: auto (fastest that loads), tensorflow-gpu, tensorflow, wasm, cpu',
   },
+  threads: {
+    type: 'number' as const,
+    describe: 'threads of the cpu-native kernels (default: MOECAT_THREADS, the config key, else all cores); never changes a bit',
+  },
 };
 
-/** Flag > MOECAT_BACKEND > config key > auto. Prints the chosen backend on stderr. */
-export async function startBackend(flag?: string, configValue?: string): Promise<BackendInfo> {
+/**
+ * Backend: flag > MOECAT_BACKEND > config key > auto. Threads: --threads > MOECAT_THREADS (read
+ * by core/backend) > config key > all cores. Prints the chosen backend on stderr.
+ */
+export async function startBackend(flag?: string, configValue?: string, threads?: { flag?: number; config?: number }): Promise<BackendInfo> {
   const choice = (flag ?? process.env.MOECAT_BACKEND ?? configValue ?? 'auto') as BackendChoice;
-  const info = await selectBackend(choice);
+  const t = threads?.flag ?? (process.env.MOECAT_THREADS ? undefined : threads?.config);
+  const info = await selectBackend(choice, t !== undefined ? { threads: t } : {});
   process.stderr.write(describeBackend(info) + '\n');
   return info;
 }

@@ -21,6 +21,7 @@ interface GenerateArgs {
   kv: string;
   'kv-ratio': number;
   backend?: string;
+  threads?: number;
 }
 
 export const command: CommandModule<object, GenerateArgs> = {
@@ -50,7 +51,7 @@ export const command: CommandModule<object, GenerateArgs> = {
     if (!(a['top-p'] > 0 && a['top-p'] <= 1)) throw new ConfigError(`--top-p must be in (0, 1], got ${a['top-p']}`, { where: '--top-p' });
     if (!Number.isInteger(a['top-k']) || a['top-k'] < 0) throw new ConfigError(`--top-k must be an integer >= 0, got ${a['top-k']}`, { where: '--top-k' });
     if (!Number.isInteger(a.seed)) throw new ConfigError(`--seed must be an integer, got ${a.seed}`, { where: '--seed' });
-    await startBackend(a.backend);
+    await startBackend(a.backend, undefined, { flag: a.threads });
     const { model, tokenizer } = loadForServing(a.checkpoint);
     const promptIds = a.chat ? tokenizer.renderChat([{ role: 'user', content: a.prompt }], { addGenerationPrompt: true }).ids : tokenizer.encode(a.prompt);
     if (promptIds.length === 0) throw new ConfigError('the prompt is empty', { where: '--prompt' });

@@ -21,6 +21,7 @@ interface ServeArgs {
   kv: string;
   'kv-ratio': number;
   backend?: string;
+  threads?: number;
 }
 
 export const command: CommandModule<object, ServeArgs> = {
@@ -46,7 +47,7 @@ export const command: CommandModule<object, ServeArgs> = {
       if (!Number.isInteger(v) || v < min || (flag === '--port' && v > 65535)) throw new ConfigError(`${flag} must be an integer >= ${min}, got ${v}`, { where: flag });
     }
     if (a.kv === 'a2ats' && a.sparsity) throw new ConfigError('--kv a2ats cannot be combined with --sparsity (each replaces the decode step); use one of them');
-    await startBackend(a.backend);
+    await startBackend(a.backend, undefined, { flag: a.threads });
     const { model, tokenizer } = loadForServing(a.checkpoint);
     const modelId = a['model-name'] ?? defaultModelId(model.dir);
     const kv = loadKvMode(model.dir, a.kv, a['kv-ratio']);

@@ -13,6 +13,7 @@ interface SweepArgs {
   out: string;
   set?: string[];
   backend?: string;
+  threads?: number;
 }
 
 /** Accepts `--lr 1e-3 3e-3` and `--lr 1e-3,3e-3`. */
@@ -44,7 +45,7 @@ export const command: CommandModule<object, SweepArgs> = {
     const lrs = parseList('--lr', a.lr)!;
     const initStds = parseList('--init-std', a['init-std']);
     const cfg = loadTrainConfig(a.config, a.set ?? []).config;
-    const be = await startBackend(a.backend, cfg.backend);
+    const be = await startBackend(a.backend, cfg.backend, { flag: a.threads, config: cfg.threads });
     let bar: Progress | null = null;
     const res = await runSweep({
       configFile: a.config,

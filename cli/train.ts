@@ -53,6 +53,7 @@ interface TrainArgs {
   'init-from'?: string;
   'init-optimizer'?: 'reset' | 'keep';
   backend?: string;
+  threads?: number;
   'expert-parallel'?: boolean;
   'ep-port'?: number;
   'ep-overlap'?: boolean;
@@ -98,7 +99,7 @@ export const command: CommandModule<object, TrainArgs> = {
     if (!resume && hasCheckpoint) {
       throw new ConfigError(`${outDir} already holds checkpoints`, { where: '--out', hint: 'continue it with --resume, or choose a new --out' });
     }
-    const be = await startBackend(a.backend, loaded?.config.backend);
+    const be = await startBackend(a.backend, loaded?.config.backend, { flag: a.threads, config: loaded?.config.threads });
     const joined = await joinGroup(a);
     const group = joined?.group ?? null;
     const rank0 = !group || group.rank === 0;

@@ -7,11 +7,12 @@
 import * as tf from '@tensorflow/tfjs';
 import { BackendError, errorMessage } from './errors';
 import { installWasmGradients } from './wasmGradients';
-import { loadNativeKernels, NativeLoadResult } from './nativeKernels';
+import { GEMM_ISAS, GemmIsa, loadNativeKernels, NativeLoadOptions, NativeLoadResult } from './native';
 
 /**
- * `cpu-native` is tfjs' cpu backend with the hot kernels replaced by the OpenBLAS-backed N-API
- * addon (native/); it loads only where the addon was built. `cpu` is the pure-JS backend.
+ * `cpu-native` is tfjs' cpu backend with the hot kernels replaced by the N-API addon (native/:
+ * moecat's own GEMM and thread pool, no BLAS library); it loads where the addon was built (any
+ * C compiler). `cpu` is the pure-JS backend.
  */
 export const BACKENDS = ['tensorflow-gpu', 'tensorflow', 'cpu-native', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKENDS)[number];
@@ -23,11 +24,63 @@ export interface BackendInfo {
   tfBackend: string;
   /** Why earlier candidates were skipped (empty when the first choice loaded). */
   skipped: { name: BackendName; reason: string }[];
-  /** The native kernel set on `cpu-native` (OpenBLAS core, kernel names). */
+  /** The native kernel set on `cpu-native` (GEMM variant, threads, kernel names). */
   native?: NativeLoadResult;
 }
 
 let native: NativeLoadResult | undefined;
+/** The native options of the active backend (environment merged with the caller's). */
+let nativeOpts: NativeLoadOptions = {};
+
+/** What callers (cli/) may set on the native kernels; everything else comes from the environment. */
+export interface BackendOptions {
+  /** Pool threads of the native kernels (default: MOECAT_THREADS, else all cores). Never changes a bit. */
+  threads?: number;
+}
+
+const positiveInt = (v: string): number | null => (/^[1-9][0-9]*$/.test(v) ? Number(v) : null);
+
+/**
+ * The native kernels' options from the environment (the only place in core/ that reads it):
+ *   MOECAT_NATIVE=0          do not load the addon
+ *   MOECAT_NATIVE_ADDON=path load the addon from elsewhere
+ *   MOECAT_ISA=scalar|avx2|avx512  force a GEMM variant (all give the same bits; for tests)
+ *   MOECAT_THREADS=n         pool threads (default all cores; never changes a bit)
+ *   MOECAT_POOL_MB=n         output-buffer pool cap in MiB (0: off)
+ *   MOECAT_MALLOC_TUNE=0, MOECAT_NATIVE_FUSED=0, MOECAT_NATIVE_ADAMW=0  switch a lever off
+ * A malformed value is an error naming the variable.
+ */
+export function nativeOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): NativeLoadOptions {
+  const o: NativeLoadOptions = {};
+  if (env.MOECAT_NATIVE === '0') o.disabled = 'disabled by MOECAT_NATIVE=0';
+  if (env.MOECAT_NATIVE_ADDON) o.addonPath = env.MOECAT_NATIVE_ADDON;
+  if (env.MOECAT_ISA !== undefined && env.MOECAT_ISA !== '') {
+    if (!(GEMM_ISAS as readonly string[]).includes(env.MOECAT_ISA)) {
+      throw new BackendError(`unknown GEMM variant '${env.MOECAT_ISA}'`, { where: 'MOECAT_ISA', hint: `use one of ${GEMM_ISAS.join(', ')}, or unset it for the fastest` });
+    }
+    o.isa = env.MOECAT_ISA as GemmIsa;
+  }
+  if (env.MOECAT_THREADS !== undefined && env.MOECAT_THREADS !== '') {
+    const n = positiveInt(env.MOECAT_THREADS);
+    if (n === null) throw new BackendError(`'${env.MOECAT_THREADS}' is not a thread count`, { where: 'MOECAT_THREADS', hint: 'use a positive integer, or unset it for all cores' });
+    o.threads = n;
+  }
+  if (env.MOECAT_POOL_MB !== undefined && env.MOECAT_POOL_MB !== '') {
+    const n = env.MOECAT_POOL_MB === '0' ? 0 : positiveInt(env.MOECAT_POOL_MB);
+    if (n === null) throw new BackendError(`'${env.MOECAT_POOL_MB}' is not a size in MiB`, { where: 'MOECAT_POOL_MB', hint: 'use a non-negative integer (0 turns the pool off)' });
+    o.poolMb = n;
+  }
+  if (env.MOECAT_MALLOC_TUNE === '0') o.mallocTune = false;
+  if (env.MOECAT_NATIVE_FUSED === '0') o.fused = false;
+  if (env.MOECAT_NATIVE_ADAMW === '0') o.adamw = false;
+  return o;
+}
+
+function checkOptions(opts: BackendOptions): void {
+  if (opts.threads !== undefined && !(Number.isInteger(opts.threads) && opts.threads >= 1)) {
+    throw new BackendError(`'${opts.threads}' is not a thread count`, { where: '--threads', hint: 'use a positive integer, or leave it out for all cores' });
+  }
+}
 
 let active: BackendInfo | null = null;
 
@@ -56,10 +109,11 @@ async function load(name: BackendName): Promise<void> {
       installWasmGradients();
       return;
     case 'cpu-native': {
-      const probe = loadNativeKernels({ register: false });
+      const probe = loadNativeKernels({ ...nativeOpts, register: false });
+      if (probe.fatal) throw new BackendError(`cpu-native: ${probe.reason}`, { where: 'MOECAT_ISA', hint: 'unset it, or pick a variant this CPU runs' });
       if (!probe.loaded) throw new Error(probe.reason ?? 'native kernels unavailable');
       if (!(await tf.setBackend('cpu'))) throw new Error('the cpu backend did not initialise');
-      native = loadNativeKernels();
+      native = loadNativeKernels(nativeOpts);
       if (!native.loaded) throw new Error(native.reason ?? 'native kernels failed to register');
       return;
     }
@@ -73,11 +127,16 @@ async function load(name: BackendName): Promise<void> {
  * Selects and initialises a backend. `auto` tries each in order; a named backend must load.
  * Calling again with the same choice returns the active backend.
  */
-export async function selectBackend(choice: BackendChoice = 'auto'): Promise<BackendInfo> {
+export async function selectBackend(choice: BackendChoice = 'auto', opts: BackendOptions = {}): Promise<BackendInfo> {
   if (!(choice === 'auto' || (BACKENDS as readonly string[]).includes(choice))) {
     throw new BackendError(`unknown backend '${choice}'`, { where: '--backend', hint: `choose one of auto, ${BACKENDS.join(', ')}` });
   }
-  if (active && (choice === 'auto' || choice === active.name)) return active;
+  checkOptions(opts);
+  nativeOpts = { ...nativeOptionsFromEnv(), ...(opts.threads !== undefined ? { threads: opts.threads } : {}) };
+  if (active && (choice === 'auto' || choice === active.name)) {
+    if (active.name === 'cpu-native') active.native = native = loadNativeKernels(nativeOpts); // new threads apply
+    return active;
+  }
   // PROD silences tfjs' console advice (e.g. "install tfjs-node") and skips debug-only checks.
   tf.env().set('PROD', true);
   const candidates: BackendName[] = choice === 'auto' ? [...BACKENDS] : [choice];
@@ -89,7 +148,8 @@ export async function selectBackend(choice: BackendChoice = 'auto'): Promise<Bac
       active = { name, tfBackend: tf.getBackend(), skipped, ...(name === 'cpu-native' ? { native } : {}) };
       return active;
     } catch (e) {
-      if (choice !== 'auto') {
+      if (e instanceof BackendError || choice !== 'auto') {
+        if (e instanceof BackendError) throw e;
         throw new BackendError(`backend '${name}' could not be loaded: ${errorMessage(e).split('\n')[0]}`, {
           where: '--backend',
           hint: name.startsWith('tensorflow')
@@ -110,6 +170,7 @@ export function activeBackend(): BackendInfo | null {
 /** One start-up line naming the backend and why faster ones were skipped. */
 export function describeBackend(info: BackendInfo): string {
   const why = info.skipped.map((s) => `${s.name} unavailable (${s.reason.slice(0, 80)})`).join('; ');
-  const nat = info.native?.loaded ? ` (OpenBLAS ${info.native.blas?.corename ?? ''}, ${info.native.kernels.length} native kernels)` : '';
+  const g = info.native?.gemm;
+  const nat = info.native?.loaded ? ` (moecat GEMM ${g?.isa ?? '?'}, ${g?.threads ?? '?'} threads, ${info.native.kernels.length} native kernels)` : '';
   return `backend: ${info.name}${nat}${why ? ` [${why}]` : ''}`;
 }

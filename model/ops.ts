@@ -5,8 +5,8 @@
  * closed-form gradient; RMSNorm is computed in float32 with eps inside the root.
  */
 import * as tf from '@tensorflow/tfjs';
-import { CE_GRAD_KERNEL, CE_KERNEL, RMS_GRAD_KERNEL, RMS_KERNEL, SILU_MUL_GRAD_KERNEL, SILU_MUL_KERNEL, SOFTMAX_GRAD_KERNEL, SOFTMAX_KERNEL } from '../core/nativeKernels';
-import { COMBINE_GRAD_KERNEL, COMBINE_KERNEL, EXPERTS_GRAD_KERNEL, EXPERTS_KERNEL } from '../core/moeKernels';
+import { CE_GRAD_KERNEL, CE_KERNEL, RMS_GRAD_KERNEL, RMS_KERNEL, SILU_MUL_GRAD_KERNEL, SILU_MUL_KERNEL, SOFTMAX_GRAD_KERNEL, SOFTMAX_KERNEL } from '../core/native';
+import { COMBINE_GRAD_KERNEL, COMBINE_KERNEL, EXPERTS_GRAD_KERNEL, EXPERTS_KERNEL } from './moe/nativeKernels';
 
 type GradFn = (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[];
 

@@ -2,12 +2,11 @@
   "targets": [
     {
       "target_name": "moecat_native",
-      "sources": ["moecat_native.c"],
-      "include_dirs": ["<!@(node -p \"process.env.MOECAT_CBLAS_INCLUDE || ''\")"],
-      "libraries": ["-lopenblas", "-lm", "-lpthread"],
+      "sources": ["moecat_native.c", "gemm.c", "gemm_x86.c", "pool.c"],
+      "libraries": ["-lm", "-lpthread"],
       "cflags": ["-O3", "-std=c11", "-fno-fast-math", "-fno-trapping-math", "-fno-math-errno", "-ffp-contract=off", "-Wall", "-Wno-unused-function"],
       "cflags_cc": ["-O3"],
-      "xcode_settings": { "OTHER_CFLAGS": ["-O3", "-fno-trapping-math", "-fno-math-errno", "-ffp-contract=off"] }
+      "xcode_settings": { "OTHER_CFLAGS": ["-O3", "-std=c11", "-fno-trapping-math", "-fno-math-errno", "-ffp-contract=off"] }
     }
   ]
 }

@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 /*
- * Builds the optional native kernel addon (native/build/Release/moecat_native.node) with
- * node-gyp, only when OpenBLAS' cblas.h and libopenblas are installed. Otherwise, or when the
- * build fails, it prints one line and exits 0: the addon is an accelerator, never a requirement
- * (core/nativeKernels.ts falls back to tfjs' JS kernels when the file is absent).
+ * Builds the native kernel addon (native/build/Release/moecat_native.node) with node-gyp. It
+ * needs only a C compiler (the one node-gyp needs) and Node's headers: moecat brings its own
+ * GEMM, so no BLAS library is involved. When anything is missing or the build fails it prints
+ * one line and exits 0: the addon is an accelerator, never a requirement (the backend order
+ * falls back to wasm, then tfjs' JS kernels, when the file is absent).
  *
  *   node native/build.js            # build if possible, never fail
  *   node native/build.js --strict   # exit 1 when the addon cannot be built (CI, development)
@@ -27,52 +28,6 @@ function done(msg, ok) {
   process.exit(ok || !strict ? 0 : 1);
 }
 
-function globDirs(parent, sub) {
-  try {
-    return fs.readdirSync(parent).map((d) => path.join(parent, d, sub));
-  } catch {
-    return [];
-  }
-}
-
-/** A cblas.h that comes from OpenBLAS (declares openblas_set_num_threads). */
-function findCblasInclude() {
-  const dirs = [
-    process.env.MOECAT_CBLAS_INCLUDE,
-    '/usr/include',
-    ...globDirs('/usr/include', ''), // Debian multiarch: /usr/include/x86_64-linux-gnu
-    '/usr/include/openblas',
-    '/usr/local/include',
-    '/usr/local/opt/openblas/include',
-    '/opt/homebrew/opt/openblas/include',
-  ].filter(Boolean);
-  for (const d of dirs) {
-    const h = path.join(d, 'cblas.h');
-    try {
-      if (fs.readFileSync(h, 'utf8').includes('openblas_set_num_threads')) return d;
-    } catch {
-      /* not here */
-    }
-  }
-  return null;
-}
-
-function findOpenblasLib() {
-  const dirs = [
-    process.env.MOECAT_OPENBLAS_LIB,
-    '/usr/lib',
-    '/usr/lib64',
-    ...globDirs('/usr/lib', ''),
-    '/usr/local/lib',
-    '/usr/local/opt/openblas/lib',
-    '/opt/homebrew/opt/openblas/lib',
-  ].filter(Boolean);
-  for (const d of dirs) {
-    for (const f of ['libopenblas.so', 'libopenblas.dylib']) if (fs.existsSync(path.join(d, f))) return d;
-  }
-  return null;
-}
-
 function findNodeGyp() {
   const candidates = [
     process.env.npm_config_node_gyp, // npm sets this for lifecycle scripts
@@ -94,28 +49,22 @@ function findNodeDir() {
 
 function main() {
   if (process.env.MOECAT_NATIVE === '0') done('skipped (MOECAT_NATIVE=0)', true);
-  const inc = findCblasInclude();
-  const lib = findOpenblasLib();
-  if (!inc || !lib) {
-    done(`not built: ${!inc ? "OpenBLAS' cblas.h" : 'libopenblas'} not found (Debian/Ubuntu: apt-get install libopenblas-dev); the cpu backend keeps tfjs' JS kernels`, false);
-  }
   const gyp = findNodeGyp();
-  if (!gyp) done('not built: node-gyp not found; the cpu backend keeps tfjs\' JS kernels', false);
+  if (!gyp) done('not built: node-gyp not found; the cpu-native backend is unavailable', false);
   const nodedir = findNodeDir();
   const args = [gyp, 'rebuild'];
   if (nodedir) args.push(`--nodedir=${nodedir}`);
-  const env = { ...process.env, MOECAT_CBLAS_INCLUDE: inc, LIBRARY_PATH: [lib, process.env.LIBRARY_PATH].filter(Boolean).join(path.delimiter) };
   const t0 = Date.now();
-  const r = spawnSync(process.execPath, args, { cwd: here, env, encoding: 'utf8', stdio: verbose ? 'inherit' : 'pipe' });
+  const r = spawnSync(process.execPath, args, { cwd: here, encoding: 'utf8', stdio: verbose ? 'inherit' : 'pipe' });
   const out = path.join(here, 'build', 'Release', 'moecat_native.node');
   if (r.status !== 0 || !fs.existsSync(out)) {
     if (!verbose) {
       const tail = `${r.stdout || ''}${r.stderr || ''}`.trim().split('\n').slice(-15).join('\n');
       if (strict && tail) console.error(tail);
     }
-    done(`build failed (node-gyp exit ${r.status}${r.error ? `, ${r.error.message}` : ''}); the cpu backend keeps tfjs' JS kernels. Rerun with: node native/build.js --verbose`, false);
+    done(`build failed (node-gyp exit ${r.status}${r.error ? `, ${r.error.message}` : ''}; a C compiler such as gcc or clang is needed); the cpu-native backend is unavailable. Rerun with: node native/build.js --verbose`, false);
   }
-  done(`built ${path.relative(process.cwd(), out)} in ${((Date.now() - t0) / 1000).toFixed(1)} s (cblas.h from ${inc}, libopenblas from ${lib})`, true);
+  done(`built ${path.relative(process.cwd(), out)} in ${((Date.now() - t0) / 1000).toFixed(1)} s`, true);
 }
 
 main();

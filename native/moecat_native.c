@@ -1,28 +1,30 @@
 /*
  * moecat native kernels (issue 14): an N-API addon that tfjs' `cpu` backend calls through
- * core/nativeKernels.ts. Every entry point takes typed arrays that JS owns (inputs and a
- * preallocated output) plus integers; it never allocates tensors or keeps pointers past the call.
+ * core/native/. Every entry point takes typed arrays that JS owns (inputs and a preallocated
+ * output) plus integers; it never allocates tensors or keeps pointers past the call.
  *
  * Determinism: every function here is a fixed sequence of float operations for a given shape,
- * so results are bitwise reproducible run to run. sgemm goes to OpenBLAS with a thread count
- * that JS sets explicitly per call (default 1). OpenBLAS partitions work statically, so a fixed
- * thread count reproduces its bits; but 1 and 2 threads differ in the last bits for large
- * products (measured with 0.3.21), so the thread count is part of a run's reproducibility key.
+ * so results are bitwise reproducible run to run, on every machine and for every thread count.
+ * Matrix products go to moecat's own GEMM (gemm.h: one fmaf chain over k ascending per output
+ * element, the same bits from the scalar, AVX2 and AVX-512 variants); threads (pool.h) split
+ * output tiles or element ranges, never a sum. Everything outside gemm_x86.c is compiled for
+ * baseline x86-64 (or the target's baseline), so it runs the same code whichever GEMM variant
+ * is selected.
  *
  * Exactness versus tfjs' JS kernels: element-wise float32 +, -, *, / give the same bits as JS
  * (JS computes in double and rounds once; double rounding is exact for these four operations
  * on float32 inputs). Transcendentals are computed in double and rounded, like JS, but libm and
  * V8 may differ in the last double bit, which rarely changes the float32. Sums accumulate in
- * double in index order, as the JS kernels do. sgemm sums in a different order: not bitwise
- * equal to the JS matMul, within float32 rounding.
+ * double in index order, as the JS kernels do. sgemm sums in its own order (fused
+ * multiply-adds): not bitwise equal to the JS matMul, within float32 rounding.
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <node_api.h>
-#include <pthread.h>
-#include <cblas.h>
+#include "gemm.h"
+#include "pool.h"
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -109,41 +111,64 @@ static void throw_range(napi_env env, const char* what) {
   napi_throw_range_error(env, NULL, what);
 }
 
-/* ------------------------------------------------------------------ BLAS */
+/* ------------------------------------------------------------------ GEMM, threads, variants */
 
-/* OpenBLAS' thread count as last set from here (0: never set). */
-static int current_threads = 0;
-
-/* set_threads(n): pins OpenBLAS' thread count. */
+/* setThreads(n): the pool's thread count for later calls (n < 1: all cores). */
 static napi_value set_threads(napi_env env, napi_callback_info info) {
   ARGS(1);
   INT(0, n);
-  openblas_set_num_threads((int)n);
-  current_threads = (int)n;
+  pool_set_threads((int)n);
   return undef(env);
 }
 
-/* blas_info(): { corename, threads, config } */
-static napi_value blas_info(napi_env env, napi_callback_info info) {
+/* setIsa(name) -> boolean: selects a GEMM variant; false (nothing changes) when this CPU lacks it. */
+static napi_value set_isa(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  char name[32];
+  size_t len;
+  if (napi_get_value_string_utf8(env, argv[0], name, sizeof name, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "moecat_native.setIsa: expected a string");
+    return NULL;
+  }
+  const int isa = gemm_isa_parse(name);
+  if (isa < 0) {
+    throw_range(env, "moecat_native.setIsa: unknown variant (scalar, avx2 or avx512)");
+    return NULL;
+  }
+  napi_value r;
+  CHECK(napi_get_boolean(env, gemm_set_isa(isa), &r));
+  return r;
+}
+
+/* gemmInfo(): { isa, best, supported: string[], threads, cores } */
+static napi_value gemm_info(napi_env env, napi_callback_info info) {
   (void)info;
-  napi_value o, s;
+  napi_value o, s, arr;
   CHECK(napi_create_object(env, &o));
-  CHECK(napi_create_string_utf8(env, openblas_get_corename(), NAPI_AUTO_LENGTH, &s));
-  CHECK(napi_set_named_property(env, o, "corename", s));
-  CHECK(napi_create_int32(env, openblas_get_num_threads(), &s));
+  CHECK(napi_create_string_utf8(env, gemm_isa_name(gemm_isa()), NAPI_AUTO_LENGTH, &s));
+  CHECK(napi_set_named_property(env, o, "isa", s));
+  CHECK(napi_create_string_utf8(env, gemm_isa_name(gemm_isa_best()), NAPI_AUTO_LENGTH, &s));
+  CHECK(napi_set_named_property(env, o, "best", s));
+  CHECK(napi_create_array(env, &arr));
+  uint32_t n = 0;
+  for (int i = 0; i < GEMM_ISA_COUNT; i++) {
+    if (!gemm_isa_supported(i)) continue;
+    CHECK(napi_create_string_utf8(env, gemm_isa_name(i), NAPI_AUTO_LENGTH, &s));
+    CHECK(napi_set_element(env, arr, n++, s));
+  }
+  CHECK(napi_set_named_property(env, o, "supported", arr));
+  CHECK(napi_create_int32(env, pool_threads(), &s));
   CHECK(napi_set_named_property(env, o, "threads", s));
-  CHECK(napi_create_string_utf8(env, openblas_get_config(), NAPI_AUTO_LENGTH, &s));
-  CHECK(napi_set_named_property(env, o, "config", s));
+  CHECK(napi_create_int32(env, pool_cores(), &s));
+  CHECK(napi_set_named_property(env, o, "cores", s));
   return o;
 }
 
 /*
  * sgemm(a, b, c, batch, batchA, batchB, M, N, K, transA, transB, threads)
  * Row-major C[bi] = op(A[bi % batchA]) · op(B[bi % batchB]); op(A) is M×K, op(B) K×N.
- * The modulo batch mapping is the one tfjs' cpu BatchMatMul uses. threads > 0 sets OpenBLAS'
- * thread count for this and later calls (only when it changes; JS picks 1 for small products,
- * where waking a second thread costs more than it saves). A fixed thread count reproduces
- * its bits; a different one may not (spec/native/training.spec.ts).
+ * The modulo batch mapping is the one tfjs' cpu BatchMatMul uses. threads < 1: the pool's
+ * count. The bits depend on neither the thread count nor the GEMM variant (gemm.h).
  */
 static napi_value sgemm(napi_env env, napi_callback_info info) {
   ARGS(12);
@@ -164,24 +189,7 @@ static napi_value sgemm(napi_env env, napi_callback_info info) {
     throw_range(env, "moecat_native.sgemm: sizes do not match the arrays");
     return NULL;
   }
-  if (M == 0 || N == 0) return undef(env);
-  if (K == 0) {
-    memset(c, 0, sizeof(float) * (size_t)(batch * M * N));
-    return undef(env);
-  }
-  if (threads > 0 && threads != current_threads) {
-    openblas_set_num_threads((int)threads);
-    current_threads = (int)threads;
-  }
-  const int lda = ta ? (int)M : (int)K;
-  const int ldb = tb ? (int)K : (int)N;
-  for (int64_t bi = 0; bi < batch; bi++) {
-    const float* A = a + (bi % batchA) * M * K;
-    const float* B = b + (bi % batchB) * K * N;
-    float* C = c + bi * M * N;
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, A, lda, B,
-                ldb, 0.0f, C, (int)N);
-  }
+  gemm_batched(batch, batchA, batchB, M, N, K, ta != 0, tb != 0, a, b, c, (int)threads);
   return undef(env);
 }
 
@@ -925,8 +933,8 @@ static napi_value moe_combine_grad(napi_env env, napi_callback_info info) {
  * One AdamW update over parameter slices (trainer/adamw.ts): the same double expressions in the
  * same order as the JS loop, each store rounded to float32 once, so the bits equal the JS path.
  * The JS loop keeps m_i and v_i unrounded (the value of an assignment) for the update; so does
- * this one. Every element is independent, so splitting the elements between `threads` threads
- * (1 or 2) cannot change a bit.
+ * this one. Every element is independent, so splitting the elements into chunks for the pool
+ * (threads < 1: the pool's count) cannot change a bit.
  */
 typedef struct {
   float *p, *m, *v;
@@ -969,6 +977,17 @@ static void* adamw_run(void* arg) {
   return NULL;
 }
 
+/* Elements per pool task: large enough that a task outweighs taking it. */
+#define ADAM_CHUNK 65536
+
+static void adamw_chunk(void* ctx, int64_t index, int slot) {
+  (void)slot;
+  AdamTask t = *(const AdamTask*)ctx;
+  t.lo = index * ADAM_CHUNK;
+  if (t.hi > t.lo + ADAM_CHUNK) t.hi = t.lo + ADAM_CHUNK;
+  adamw_run(&t);
+}
+
 static napi_value adamw(napi_env env, napi_callback_info info) {
   ARGS(15);
   F32(0, p, np);
@@ -1008,19 +1027,7 @@ static napi_value adamw(napi_env env, napi_callback_info info) {
     total += sizes[k];
   }
   AdamTask a = {p, m, v, g, offs, sizes, (const double*)lrp, (const double*)wdp, noffs, b1, b2, c1, c2, eps, gs, 0, total};
-  if (threads >= 2 && total >= 2) {
-    AdamTask b = a;
-    a.hi = total / 2;
-    b.lo = total / 2;
-    pthread_t th;
-    if (pthread_create(&th, NULL, adamw_run, &b) == 0) {
-      adamw_run(&a);
-      pthread_join(th, NULL);
-      return undef(env);
-    }
-    a.hi = total; /* no thread: do it all here */
-  }
-  adamw_run(&a);
+  pool_run((total + ADAM_CHUNK - 1) / ADAM_CHUNK, adamw_chunk, &a, (int)threads);
   return undef(env);
 }
 
@@ -1055,7 +1062,8 @@ static napi_value tune_malloc(napi_env env, napi_callback_info info) {
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"setThreads", NULL, set_threads, NULL, NULL, NULL, napi_default, NULL},
-      {"blasInfo", NULL, blas_info, NULL, NULL, NULL, napi_default, NULL},
+      {"setIsa", NULL, set_isa, NULL, NULL, NULL, napi_default, NULL},
+      {"gemmInfo", NULL, gemm_info, NULL, NULL, NULL, napi_default, NULL},
       {"sgemm", NULL, sgemm, NULL, NULL, NULL, napi_default, NULL},
       {"binary", NULL, binary, NULL, NULL, NULL, napi_default, NULL},
       {"unary", NULL, unary, NULL, NULL, NULL, napi_default, NULL},

@@ -4,8 +4,7 @@
  * Running it in plain JS keeps it deterministic on every backend and avoids tfjs' slow
  * element-wise kernels (TFJS-NOTES: AdamW alone took 2-3.6 s/step on the cpu backend).
  */
-import * as os from 'os';
-import { nativeAddon } from '../core/nativeKernels';
+import { nativeAdamw } from '../core/native';
 import { ParamGroup } from '../model/params';
 
 export interface AdamWConfig {
@@ -43,8 +42,10 @@ const decayOf = (group: ParamGroup, weightDecay: number): number => (group === '
 /**
  * One update. `lrScale[group]` multiplies the base LR per group; weight decay skips norms and
  * embeddings (decoupled decay on matrices only). `gradScale` applies clipping without a copy.
- * Runs in C when the native addon is loaded (the same expressions in the same order, so the
- * same bits; spec/native/bufferPool.spec.ts), else in JS. MOECAT_NATIVE_ADAMW=0 forces JS.
+ * Runs in C when the native addon is loaded and its policy allows (the same expressions in the
+ * same order, so the same bits; spec/native/bufferPool.spec.ts), else in JS. The C update splits
+ * the elements into chunks for the addon's thread pool; elements are independent, so the bits
+ * never depend on the thread count.
  */
 export function adamwStep(
   params: Float32Array,
@@ -56,28 +57,16 @@ export function adamwStep(
   lrScale: Partial<Record<ParamGroup, number>>,
   gradScale = 1,
 ): void {
-  const native = process.env.MOECAT_NATIVE_ADAMW === '0' ? null : nativeAddon();
-  if (!native?.adamw) {
+  const native = nativeAdamw();
+  if (!native) {
     adamwStepJs(params, grads, state, slices, lr, cfg, lrScale, gradScale);
     return;
   }
   const { c1, c2 } = advance(state, cfg);
   const lrs = Float64Array.from(slices, (s) => lr * (lrScale[s.group] ?? 1));
   const wds = Float64Array.from(slices, (s) => decayOf(s.group, cfg.weightDecay));
-  native.adamw(params, grads, state.m, state.v, Int32Array.from(slices, (s) => s.offset), Int32Array.from(slices, (s) => s.size), lrs, wds, cfg.beta1, cfg.beta2, c1, c2, cfg.eps, gradScale, adamwThreads(params.length));
+  native.adamw(params, grads, state.m, state.v, Int32Array.from(slices, (s) => s.offset), Int32Array.from(slices, (s) => s.size), lrs, wds, cfg.beta1, cfg.beta2, c1, c2, cfg.eps, gradScale, 0);
 }
-
-/**
- * Threads for the C update: 2 from 2^18 parameters on a machine with 2+ cores (env
- * MOECAT_ADAMW_THREADS overrides). Elements are independent, so the bits never depend on it.
- */
-function adamwThreads(n: number): number {
-  const env = Number(process.env.MOECAT_ADAMW_THREADS);
-  if (Number.isInteger(env) && env >= 1) return Math.min(env, 2);
-  cores ??= os.cpus().length; // read once: os.cpus() parses /proc on every call
-  return n >= 2 ** 18 && cores >= 2 ? 2 : 1;
-}
-let cores: number | undefined;
 
 /** The JS AdamW loop: the reference the C path reproduces bit for bit. */
 export function adamwStepJs(

@@ -20,6 +20,8 @@ const groupScales = z.object({
 export const trainConfigSchema = z.object({
   seed: z.number().int().nonnegative().default(0),
   backend: z.enum(['auto', ...BACKENDS]).default('auto'),
+  /** Threads of the cpu-native kernels (default all cores); never changes a bit, so not part of a run's identity. */
+  threads: z.number().int().positive().optional(),
   model: modelConfigSchema,
   data: z.object({
     /** A directory written by `moecat prepare` (manifest.json + Arrow shards). */

@@ -3,7 +3,7 @@
  * experts that received no tokens) and the scalar parts read inside the tape.
  */
 import * as tf from '@tensorflow/tfjs';
-import { readInto } from '../core/nativeKernels';
+import { readInto } from '../core/native';
 import { ModelConfig } from '../model/config';
 import { FlatLayout } from '../model/flatParams';
 import { ParamStore } from '../model/params';

@@ -13,8 +13,9 @@
  *   native-levers     small.yaml step time with each cpu+native lever switched off in turn
  *                     (output-buffer pool, glibc malloc thresholds, fused kernels, AdamW in
  *                     C), interleaved over rounds so machine noise hits every variant alike
- *   native-h2h        small.yaml: moecat cpu+native against PyTorch on one thread, alternating
- *                     over rounds (the ratio the issue asks for, robust to machine drift)
+ *   native-h2h        small.yaml: moecat cpu+native on 1 thread and on all cores against PyTorch on
+ *                     1 and 2 threads, alternating over rounds (robust to machine drift); the
+ *                     moecat rows carry param_hash, which must not depend on the thread count
  *
  *   node dist/scripts/bench/native.js                 # everything
  *   node dist/scripts/bench/native.js sgemm train     # a subset (sgemm, train, torch, levers, h2h)
@@ -25,10 +26,11 @@
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
+import * as os from 'os';
 import * as tf from '@tensorflow/tfjs';
-import { selectBackend } from '../../core/backend';
-import { EXPERTS_GRAD_KERNEL, EXPERTS_KERNEL } from '../../core/moeKernels';
-import { loadNativeKernels } from '../../core/nativeKernels';
+import { nativeOptionsFromEnv, selectBackend } from '../../core/backend';
+import { EXPERTS_GRAD_KERNEL, EXPERTS_KERNEL } from '../../model/moe/nativeKernels';
+import { loadNativeKernels } from '../../core/native';
 import { loadTrainConfig, TrainConfig } from '../../trainer/config';
 import { MarkovSource } from '../../trainer/data';
 import { Trainer } from '../../trainer/trainer';
@@ -57,6 +59,9 @@ function emit(row: Record<string, unknown>): void {
   rows.push(row);
 }
 
+/** The pool threads of the cpu+native child (MOECAT_THREADS, else all cores). */
+let nativeThreads = 1;
+
 async function useVariant(v: Variant): Promise<string> {
   if (v === 'wasm') {
     await selectBackend('wasm');
@@ -64,8 +69,9 @@ async function useVariant(v: Variant): Promise<string> {
   }
   await selectBackend('cpu');
   if (v === 'cpu+native') {
-    const r = loadNativeKernels();
+    const r = loadNativeKernels(nativeOptionsFromEnv());
     if (!r.loaded) throw new Error(`native kernels not loaded: ${r.reason}`);
+    nativeThreads = r.gemm?.threads ?? 1;
     return `cpu+native(${r.kernels.length} kernels)`;
   }
   return 'cpu';
@@ -170,9 +176,10 @@ async function childTrain(task: ChildTask): Promise<void> {
     cpu.push(cpuMsSince(c0));
   }
   if (task.lever) {
+    const hash = t.paramHash();
     t.dispose();
     const wMs = median(wall);
-    if (task.lever === H2H) emit({ bench: 'native-h2h-raw', config: name, who: 'moecat cpu+native', steps: wall.length, step_ms_median: +wMs.toFixed(1) });
+    if (task.lever === H2H) emit({ bench: 'native-h2h-raw', config: name, who: `moecat ${nativeThreads} thread${nativeThreads > 1 ? 's' : ''}`, steps: wall.length, step_ms_median: +wMs.toFixed(1), param_hash: hash.slice(0, 16) });
     else emit({ bench: 'native-levers-raw', config: name, lever: task.lever, steps: wall.length, step_ms_median: +wMs.toFixed(1), step_cpu_ms_median: +median(cpu).toFixed(1) });
     return;
   }
@@ -226,10 +233,10 @@ function timeIt(f: () => void, minMs: number, maxReps: number): number {
 
 async function childSgemm(task: ChildTask): Promise<void> {
   await useVariant(task.variant);
-  const nativeThreads = task.variant === 'cpu+native' ? loadNativeKernels({ register: false }).blas!.threads : 1;
+  const nativeThreads = task.variant === 'cpu+native' ? loadNativeKernels({ ...nativeOptionsFromEnv(), register: false }).gemm!.threads : 1;
   const threadSettings = task.variant === 'cpu+native' ? [...new Set([1, nativeThreads])] : [0];
   for (const th of threadSettings) {
-    if (th > 0) loadNativeKernels({ threads: th, mtMinFlops: th > 1 ? 1 : undefined });
+    if (th > 0) loadNativeKernels({ ...nativeOptionsFromEnv(), threads: th });
     await sgemmShapes(task, th);
   }
 }
@@ -338,32 +345,46 @@ function runTorch(quick: boolean): void {
 const H2H = 'head-to-head';
 
 /**
- * moecat (cpu+native) and PyTorch (one thread) on small.yaml, alternating in `rounds` rounds:
- * PyTorch's own step time moved by up to 50% between separate runs on this machine, so the
- * ratio is taken between the medians of interleaved runs.
+ * moecat (cpu+native, 1 thread and all cores) and PyTorch (1 and 2 threads) on small.yaml,
+ * alternating in `rounds` rounds: PyTorch's own step time moved by up to 50% between separate
+ * runs on this machine, so ratios are taken between the medians of interleaved runs. The
+ * moecat rows carry the param_hash after the same number of steps: it must not depend on the
+ * thread count.
  */
 function runHeadToHead(quick: boolean): void {
   if (!haveTorch()) return;
-  const rounds = quick ? 1 : 5;
+  const rounds = quick ? 1 : 3;
+  const cores = os.cpus().length;
   for (let r = 0; r < rounds; r++) {
-    runChild({ kind: 'train', variant: 'cpu+native', config: 'small', steps: quick ? 4 : 9, lever: H2H });
-    for (const row of torchRows(['--threads', '1', '--steps', quick ? '3' : '9', 'small'])) {
-      emit({ bench: 'native-h2h-raw', config: 'small', who: 'torch 1 thread', steps: row.steps, step_ms_median: row.step_ms_median });
+    runChild({ kind: 'train', variant: 'cpu+native', config: 'small', steps: quick ? 4 : 7, lever: H2H }, { MOECAT_THREADS: '1' });
+    runChild({ kind: 'train', variant: 'cpu+native', config: 'small', steps: quick ? 4 : 7, lever: H2H }, { MOECAT_THREADS: String(cores) });
+    for (const threads of [1, 2]) {
+      for (const row of torchRows(['--threads', String(threads), '--steps', quick ? '3' : '7', 'small'])) {
+        emit({ bench: 'native-h2h-raw', config: 'small', who: `torch ${threads} thread${threads > 1 ? 's' : ''}`, steps: row.steps, step_ms_median: row.step_ms_median });
+      }
     }
   }
   const raw = rows.filter((x) => x.bench === 'native-h2h-raw');
   const med = (who: string) => median(raw.filter((x) => x.who === who).map((x) => x.step_ms_median as number));
-  const [m, t] = [med('moecat cpu+native'), med('torch 1 thread')];
-  if (!Number.isFinite(m) || !Number.isFinite(t)) return;
+  const allCores = `moecat ${cores} thread${cores > 1 ? 's' : ''}`;
+  const [m1, mN, t1, t2] = [med('moecat 1 thread'), med(allCores), med('torch 1 thread'), med('torch 2 threads')];
+  if (!Number.isFinite(mN) || !Number.isFinite(t1)) return;
+  const tBest = Number.isFinite(t2) ? Math.min(t1, t2) : t1;
+  const hashes = new Set(raw.filter((x) => String(x.who).startsWith('moecat')).map((x) => x.param_hash));
   emit({
     bench: 'native-h2h',
     config: 'small',
     rounds,
-    moecat_step_ms: +m.toFixed(1),
-    torch_step_ms: +t.toFixed(1),
-    moecat_tokens_per_s: +((1024 / m) * 1000).toFixed(0),
-    torch_tokens_per_s: +((1024 / t) * 1000).toFixed(0),
-    moecat_vs_torch: +(t / m).toFixed(2),
+    moecat_threads: cores,
+    moecat_step_ms: +mN.toFixed(1),
+    moecat_1_thread_step_ms: +m1.toFixed(1),
+    torch_1_thread_step_ms: +t1.toFixed(1),
+    torch_2_threads_step_ms: Number.isFinite(t2) ? +t2.toFixed(1) : undefined,
+    moecat_tokens_per_s: +((1024 / mN) * 1000).toFixed(0),
+    torch_best_tokens_per_s: +((1024 / tBest) * 1000).toFixed(0),
+    moecat_vs_torch_best: +(tBest / mN).toFixed(2),
+    moecat_scaling_1_to_all: +(m1 / mN).toFixed(2),
+    param_hash_same_for_all_thread_counts: hashes.size === 1,
   });
 }
 
@@ -422,7 +443,7 @@ function summary(): void {
       vs_wasm: ratio(tr('wasm'), 'tokens_per_s'),
       vs_cpu_js: ratio(tr('cpu'), 'tokens_per_s'),
       vs_torch_1thread: ratio(torch1, 'tokens_per_s'),
-      vs_torch_1thread_interleaved: h2h?.moecat_vs_torch,
+      vs_torch_best_interleaved: h2h?.moecat_vs_torch_best,
       vs_torch_2threads: ratio(torch2, 'tokens_per_s'),
       vs_wasm_cpu_time: ratio(tr('wasm'), 'tokens_per_cpu_s'),
       vs_cpu_js_cpu_time: ratio(tr('cpu'), 'tokens_per_cpu_s'),

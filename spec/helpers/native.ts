@@ -5,7 +5,7 @@
  */
 import { strict as assert } from 'assert';
 import { selectBackend } from '../../core/backend';
-import { loadNativeKernels, nativeKernelNames, unloadNativeKernels } from '../../core/nativeKernels';
+import { loadNativeKernels, nativeKernelNames, unloadNativeKernels } from '../../core/native';
 import { useTestBackend } from './backend';
 
 /** n values uniform in ±scale from a 32-bit LCG seeded with `seed`. */

@@ -8,7 +8,7 @@
 import { strict as assert } from 'assert';
 import * as tf from '@tensorflow/tfjs';
 import { BufferPool, sizeClass } from '../../core/bufferPool';
-import { loadNativeKernels, nativeAddon, nativePoolStats, unloadNativeKernels } from '../../core/nativeKernels';
+import { loadNativeKernels, nativeAddon, nativePoolStats, unloadNativeKernels } from '../../core/native';
 import { adamwStep, adamwStepJs, newAdamWState, ParamSlice } from '../../trainer/adamw';
 import { loadTrainConfig } from '../../trainer/config';
 import { MarkovSource } from '../../trainer/data';

@@ -11,7 +11,7 @@
  */
 import { strict as assert } from 'assert';
 import * as tf from '@tensorflow/tfjs';
-import { CE_KERNEL, loadNativeKernels, RMS_KERNEL, SILU_MUL_KERNEL, SOFTMAX_KERNEL, unloadNativeKernels } from '../../core/nativeKernels';
+import { CE_KERNEL, loadNativeKernels, RMS_KERNEL, SILU_MUL_KERNEL, SOFTMAX_KERNEL, unloadNativeKernels } from '../../core/native';
 import { rmsNorm, siluMul, softmaxLast, weightedCrossEntropy } from '../../model/ops';
 import { lcg, useNativeCpu } from '../helpers/native';
 

@@ -14,7 +14,8 @@
 import { strict as assert } from 'assert';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../../core/backend';
-import { FUSED_KERNEL_NAMES, loadNativeKernels, nativeKernelNames, unloadNativeKernels, NATIVE_KERNELS } from '../../core/nativeKernels';
+import '../../model/moe/nativeKernels';
+import { fusedKernelNames, loadNativeKernels, nativeKernelNames, unloadNativeKernels, NATIVE_KERNELS } from '../../core/native';
 import { useTestBackend } from '../helpers/backend';
 
 const probe = loadNativeKernels({ register: false });
@@ -137,8 +138,9 @@ describe(probe.loaded ? 'native cpu kernels' : `native cpu kernels [skipped: ${s
   it('loads, names every kernel it registers, and reports the BLAS core type and threads', () => {
     const r = loadNativeKernels();
     assert.ok(r.loaded);
-    assert.deepEqual([...r.kernels].sort(), [...Object.keys(NATIVE_KERNELS), ...FUSED_KERNEL_NAMES].sort());
-    assert.ok(r.blas && r.blas.corename.length > 0 && r.blas.threads >= 1);
+    assert.deepEqual([...r.kernels].sort(), [...Object.keys(NATIVE_KERNELS), ...fusedKernelNames()].sort());
+    assert.equal(fusedKernelNames().length, 12); // 8 in core/native/fused.ts, 4 MoE kernels registered by model/moe
+    assert.ok(r.gemm && r.gemm.supported.includes(r.gemm.isa) && r.gemm.threads >= 1);
   });
 
   it('BatchMatMul: 2-D plain, transposeA, transposeB and both, within the float32 summation bound', () => {

@@ -8,8 +8,8 @@
  */
 import { strict as assert } from 'assert';
 import * as tf from '@tensorflow/tfjs';
-import { COMBINE_KERNEL, EXPERTS_KERNEL } from '../../core/moeKernels';
-import { loadNativeKernels } from '../../core/nativeKernels';
+import { COMBINE_KERNEL, EXPERTS_KERNEL } from '../../model/moe/nativeKernels';
+import { loadNativeKernels } from '../../core/native';
 import { expertsFfn, moeCombine } from '../../model/ops';
 import { lcg, useNativeCpu } from '../helpers/native';
 

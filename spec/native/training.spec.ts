@@ -1,12 +1,13 @@
 /**
  * Native cpu kernels in training (issue 14): determinism with the addon, independence of the
- * OpenBLAS thread count, agreement with the JS kernels, and a clean fallback when the addon file
+ * thread count, agreement with the JS kernels, and a clean fallback when the addon file
  * is absent. Tests that need the addon skip, with the reason, only when it has not been built.
  */
 import { strict as assert } from 'assert';
 import * as tf from '@tensorflow/tfjs';
-import { selectBackend } from '../../core/backend';
-import { loadNativeKernels, nativeKernelNames, unloadNativeKernels } from '../../core/nativeKernels';
+import * as os from 'os';
+import { nativeOptionsFromEnv, selectBackend } from '../../core/backend';
+import { loadNativeKernels, nativeKernelNames, unloadNativeKernels } from '../../core/native';
 import { loadTrainConfig, TrainConfig } from '../../trainer/config';
 import { MarkovSource } from '../../trainer/data';
 import { Trainer } from '../../trainer/trainer';
@@ -85,16 +86,9 @@ describe('native cpu kernels in training', function () {
   });
 
   it('MOECAT_NATIVE=0 disables the addon with a clear reason', () => {
-    const before = process.env.MOECAT_NATIVE;
-    process.env.MOECAT_NATIVE = '0';
-    try {
-      const r = loadNativeKernels();
-      assert.equal(r.loaded, false);
-      assert.match(r.reason ?? '', /MOECAT_NATIVE=0/);
-    } finally {
-      if (before === undefined) delete process.env.MOECAT_NATIVE;
-      else process.env.MOECAT_NATIVE = before;
-    }
+    const r = loadNativeKernels(nativeOptionsFromEnv({ MOECAT_NATIVE: '0' }));
+    assert.equal(r.loaded, false);
+    assert.match(r.reason ?? '', /MOECAT_NATIVE=0/);
   });
 
   describe(probe.loaded ? 'with the addon' : `with the addon [skipped: ${skipReason}]`, () => {
@@ -110,7 +104,7 @@ describe('native cpu kernels in training', function () {
       assert.deepEqual(a.fingerprints, b.fingerprints);
     });
 
-    it('matMul bits are reproducible for a fixed OpenBLAS thread count (1, and 2 forced on model shapes)', () => {
+    it('matMul bits are the same for 1, 2 and 3 threads on model shapes', () => {
       const shapes: [number[], number[], boolean, boolean][] = [
         [[1024, 192], [192, 2048], false, false],
         [[1024, 192], [1024, 2048], true, false],
@@ -127,23 +121,24 @@ describe('native cpu kernels in training', function () {
           tf.dispose([a, b, c]);
           return v;
         });
-      for (const threads of [1, 2]) {
-        loadNativeKernels({ threads, mtMinFlops: 1 });
-        const first = runOnce();
-        const second = runOnce();
-        first.forEach((v, i) => assert.ok(v.equals(second[i]), `shape ${i}: ${threads} thread(s), two calls differ`));
+      loadNativeKernels({ threads: 1 });
+      const one = runOnce();
+      for (const threads of [2, 3]) {
+        loadNativeKernels({ threads });
+        runOnce().forEach((v, i) => assert.ok(v.equals(one[i]), `shape ${i}: ${threads} threads differ from 1`));
       }
       loadNativeKernels(); // default policy again
     });
 
-    it('the default policy runs OpenBLAS on one thread, so bits do not follow the machine\'s core count', () => {
+    it('the default policy uses every core (the thread count never changes a bit)', () => {
       const r = loadNativeKernels();
-      assert.equal(r.blas?.threads, 1);
+      assert.equal(r.gemm?.threads, os.cpus().length);
     });
 
-    it('training with 2 OpenBLAS threads forced is reproducible too', async () => {
-      loadNativeKernels({ threads: 2, mtMinFlops: 1 });
+    it('training with 1 and 2 threads gives the same weights and fingerprints', async () => {
+      loadNativeKernels({ threads: 1 });
       const a = await train(2);
+      loadNativeKernels({ threads: 2 });
       const b = await train(2);
       loadNativeKernels();
       assert.equal(a.hash, b.hash);
