@@ -5,7 +5,7 @@ import { hideBin } from 'yargs/helpers';
 import type { CommandModule } from 'yargs';
 
 // Subcommands load lazily so `moecat --help` stays fast and one broken module can't block others.
-const modules = ['train', 'generate', 'prepare', 'tokenizer', 'serve', 'launch', 'audit', 'report', 'curve', 'domains', 'sweep', 'transfer', 'grow', 'calibrate'];
+const modules = ['train', 'generate', 'prepare', 'tokenizer', 'serve', 'launch', 'audit', 'verify', 'report', 'curve', 'domains', 'sweep', 'transfer', 'grow', 'calibrate'];
 
 function load(name: string): CommandModule | null {
   try {

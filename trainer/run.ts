@@ -128,6 +128,8 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
       continue;
     }
     last = r.metrics;
+    // Every invocation's last step records its parameter hash (a run stopped by --max-steps too).
+    if (trainer.state.step === target && last.param_hash === undefined) last.param_hash = trainer.paramHash();
     const valEvery = config.data.sft?.valEvery ?? 0;
     const val = (data as { validationBatches?: () => TrainBatch[] }).validationBatches;
     if (val && valEvery > 0 && (trainer.state.step % valEvery === 0 || trainer.state.step === target)) last.val_loss = validationLoss(trainer, val.call(data), o.moe);
