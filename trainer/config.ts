@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { ConfigError, errorMessage } from '../core/errors';
 import { BACKENDS } from '../core/backend';
 import { formatIssues, ModelConfig, modelConfigSchema } from '../model/config';
+import { blockNodes } from '../parallel/tree';
 
 const groupScales = z.object({
   embedding: z.number().positive(),
@@ -165,4 +166,27 @@ export function loadTrainConfig(file: string, sets: string[] = []): { config: Tr
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError('the config must be a YAML mapping', { where: file });
   applyOverrides(raw as Record<string, unknown>, sets);
   return { config: parseTrainConfig(raw, file), raw: raw as Record<string, unknown> };
+}
+
+/** Whether every rank's contiguous block of M / W microbatches is one node of the canonical tree over M. */
+export function rankBlocksAreNodes(microBatches: number, worldSize: number): boolean {
+  if (microBatches % worldSize !== 0) return false;
+  const n = microBatches / worldSize;
+  for (let r = 0; r < worldSize; r++) if (blockNodes(r * n, (r + 1) * n, microBatches).length !== 1) return false;
+  return true;
+}
+
+/**
+ * Refuses, before any rank joins a group, a data-parallel world whose rank blocks are not nodes
+ * of the canonical reduction tree (DESIGN.md section 4): e.g. microBatches 6 over 2 ranks gives
+ * blocks [0,3) and [3,6), but the tree over 6 splits at 4. Names the nearest values that work.
+ */
+export function checkDataParallel(microBatches: number, worldSize: number, where = 'data.microBatches'): void {
+  if (worldSize <= 1 || rankBlocksAreNodes(microBatches, worldSize)) return;
+  const ok: number[] = [];
+  for (let m = worldSize; ok.length < 4 && m <= Math.max(64, 4 * microBatches) * worldSize; m += worldSize) if (rankBlocksAreNodes(m, worldSize)) ok.push(m);
+  const why = microBatches % worldSize !== 0
+    ? `is not divisible by the world size ${worldSize}`
+    : `split over ${worldSize} ranks gives blocks of ${microBatches / worldSize} that are not nodes of the canonical reduction tree over ${microBatches}`;
+  throw new ConfigError(`${microBatches} ${why}`, { where, hint: `use data.microBatches ${ok.join(', ')}${ok.length ? ', ...' : ''} with world size ${worldSize}` });
 }

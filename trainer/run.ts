@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import YAML from 'yaml';
-import { TrainConfig } from './config';
+import { checkDataParallel, TrainConfig } from './config';
 import { DataSource, TrainBatch } from './data';
 import { DataParallel } from './dataParallel';
 import { MetricsWriter, StepMetrics } from './metrics';
@@ -87,6 +87,7 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     const ck = loadTrainerCheckpoint(latest);
     config = ck.config;
     rawConfig = ck.rawConfig;
+    if (o.dp) checkDataParallel(config.data.microBatches, o.dp.worldSize, `${ck.dir}/config.yaml: data.microBatches`);
     data = makeDataSource(config, ck.saved.data);
     trainer = new Trainer(config, data, { dp: o.dp, moe: o.moe }, ck.state);
     resumedFrom = ck.dir;
@@ -95,6 +96,7 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     if (write) metrics.truncateAfter(ck.state.step);
   } else {
     if (!config || !rawConfig) throw new ConfigError('a config is required to start a run');
+    if (o.dp) checkDataParallel(config.data.microBatches, o.dp.worldSize);
     // The parent is loaded and checked first: a model mismatch is refused before any data work.
     const init = config.initFrom ? initFromCheckpoint(config, config.initFrom) : null;
     data = makeDataSource(config);

@@ -20,7 +20,7 @@ import { DataSource } from './data';
 import { DataParallel, localMicrobatches, singleProcess } from './dataParallel';
 import { MetricsWriter, StepMetrics } from './metrics';
 import { microbatchGrad } from './microbatch';
-import { lrAt } from './schedule';
+import { biasUpdateRateAt, lrAt } from './schedule';
 import { TreeAccumulator } from './treeSum';
 import { gradRmsByGroup, routerGradRatio, routerSimilarity, SpikeDetector } from './stability';
 
@@ -241,7 +241,7 @@ export class Trainer {
     for (let l = 0; l < L; l++) {
       const cnt = g.subarray(6 * M + l * N, 6 * M + (l + 1) * N);
       const toks = g[6 * M + L * N + l];
-      updateExpertBias(this.state.biases[l], cnt, toks, { nFfn: N, topK: model.moe.topK, targetFfn: targetFfnPerToken(model), mu: model.moe.biasUpdateRate });
+      updateExpertBias(this.state.biases[l], cnt, toks, { nFfn: N, topK: model.moe.topK, targetFfn: targetFfnPerToken(model), mu: biasUpdateRateAt(model.moe.biasUpdateRate, model.moe.biasUpdateSchedule, lr, cfg.optim.lr) });
       ffnByLayer.push(g[6 * M + L * N + L + l] / toks);
       load.push(Array.from(cnt));
       const o = this.layout.offsets.get(`model.layers.${l}.mlp.router.classifier.weight`)!;
