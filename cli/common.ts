@@ -3,13 +3,13 @@
  * Only cli/ (and core/backend) read argv and the environment (DESIGN.md section 11).
  */
 import { SingleBar, Presets } from 'cli-progress';
-import { BackendChoice, describeBackend, selectBackend, BackendInfo } from '../core/backend';
+import { BACKENDS, BackendChoice, describeBackend, selectBackend, BackendInfo } from '../core/backend';
 import { MoecatError } from '../core/errors';
 
 export const backendOption = {
   backend: {
     type: 'string' as const,
-    describe: 'compute backend: auto (fastest that loads), tensorflow-gpu, tensorflow, wasm, cpu',
+    describe: `compute backend: auto (fastest that loads), ${BACKENDS.join(', ')} (default: $MOECAT_BACKEND, else the config's, else auto)`,
   },
 };
 
