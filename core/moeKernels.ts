@@ -32,6 +32,8 @@ export interface KernelHelpers {
   i32(b: BackendLike, t: TensorInfo | undefined): Int32Array | null;
   /** OpenBLAS threads for a product of this many FLOPs (the BatchMatMul kernel's policy). */
   threadsFor(flops: number): number;
+  /** Gives a scratch buffer from alloc() back to the pool (it never became a tensor). */
+  release?(a: Float32Array): void;
 }
 
 interface BackendLike {
@@ -154,6 +156,7 @@ export const expertsGradKernel = (m: NativeAddon, h: KernelHelpers): KernelFunc 
           for (let i = 0; i < n * d; i++) dxe[i] = dxe[i] + dxu[i];
           dW.push(dWg, dWu, dWd);
         }
+        for (const t of [dA, dG, dU, dXu]) h.release?.(t);
         return [
           b.makeTensorInfo([R, d], 'float32', dx),
           ...dW.map((v, i) => b.makeTensorInfo(i % 3 === 2 ? [hid, d] : [d, hid], 'float32', v)),

@@ -796,7 +796,7 @@ const siluMulGradKernel = (m: NativeAddon): KernelFunc | null =>
       }
     : null;
 
-const helpers: KernelHelpers = { alloc, allocZeroed, f32, i32, threadsFor };
+const helpers: KernelHelpers = { alloc, allocZeroed, f32, i32, threadsFor, release: (a) => pool?.give(a) };
 
 /** Names of the fused kernels (registered under new names, not replacing tfjs kernels). */
 export const FUSED_KERNEL_NAMES = [
