@@ -241,7 +241,7 @@ export function loadTrainConfig(file: string, sets: string[] = []): { config: Tr
   }
   let raw: unknown;
   try {
-    raw = YAML.parse(text, { prettyErrors: true });
+    raw = YAML.parse(text, { prettyErrors: true, logLevel: 'error' }); // warnings (e.g. unknown tags) are not printed: validation refuses what they leave
   } catch (e) {
     throw new ConfigError(`invalid YAML: ${errorMessage(e).split('\n')[0]}`, { where: file });
   }
