@@ -386,7 +386,8 @@ function resolveInCheckpointsDir(ckDir: string, latestDangling: boolean): Resolv
       failures.push(`${path.basename(c.dir)}: ${e.message}`);
     }
   }
-  throw new CheckpointError(`no checkpoint in this directory verifies:\n  ${failures.join('\n  ')}`, { where: ckDir });
+  // One line, as every user-facing error: the failures are joined with '; '.
+  throw new CheckpointError(`no checkpoint in this directory verifies: ${failures.join('; ')}`, { where: ckDir, hint: 'run `moecat verify` on the run for details' });
 }
 
 /**
