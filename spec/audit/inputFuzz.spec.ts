@@ -170,7 +170,7 @@ describe('input fuzz: checkpoint files and config YAML', function () {
       // Only mutations the validator refuses are run through the CLI (a valid one would train).
       let parsed = false;
       try {
-        parseTrainConfig(YAML.parse(b.toString('utf8')));
+        parseTrainConfig(YAML.parse(b.toString('utf8'), { logLevel: 'error' }));
         parsed = true;
       } catch {
         /* refused: run it */
