@@ -77,6 +77,7 @@ interface StepRecord {
   step: number;
   fingerprint: string;
   param_hash?: string;
+  tokens?: number;
 }
 
 /** Step lines of metrics.jsonl by step (a rewritten step keeps its last line); events skipped. */
@@ -95,7 +96,7 @@ export function readStepRecords(runDir: string): Map<number, StepRecord> {
     }
     if (o === null || typeof o !== 'object' || 'event' in o || typeof o.fingerprint !== 'string') return;
     if (typeof o.step !== 'number' || !Number.isSafeInteger(o.step)) throw new DataError(`'step' is ${JSON.stringify(o.step)}, not an integer`, { where: `${file}:${i + 1}` });
-    out.set(o.step, { step: o.step, fingerprint: o.fingerprint, param_hash: typeof o.param_hash === 'string' ? o.param_hash : undefined });
+    out.set(o.step, { step: o.step, fingerprint: o.fingerprint, param_hash: typeof o.param_hash === 'string' ? o.param_hash : undefined, tokens: typeof o.tokens === 'number' ? o.tokens : undefined });
   });
   if (out.size === 0) throw new DataError('metrics.jsonl has no step records', { where: file, hint: 'train the run for at least one step first' });
   return out;
@@ -215,6 +216,11 @@ export async function auditRun(runDir: string, o: AuditOptions = {}): Promise<Au
       if (rec !== undefined) {
         result.hashesChecked++;
         if (got !== rec) return diverge({ step: startStep, what: 'recorded_param_hash', file: 'model.safetensors', expected: rec, got });
+      }
+      // The token count is not part of any fingerprint: check it against the record of that step.
+      const tokens = records.get(startStep)?.tokens;
+      if (tokens !== undefined && startCk.saved.tokens !== tokens) {
+        return diverge({ step: startStep, what: 'checkpoint_content', file: "state.json 'tokens'", expected: String(tokens), got: String(startCk.saved.tokens) });
       }
     }
     // 2. Every recomputed step.

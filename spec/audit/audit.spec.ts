@@ -203,6 +203,14 @@ describe('moecat audit', function () {
     res = await auditRun(state, { from: 9, to: 12 });
     assert.equal(res.ok, false);
     assert.deepEqual([res.firstDivergence!.step, res.firstDivergence!.what, res.firstDivergence!.file], [12, 'checkpoint_content', "state.json 'tokens'"]);
+    // The same change in the starting checkpoint is checked against the recorded token count.
+    const start8 = path.join(state, 'checkpoints', 'step-00000008');
+    const s8 = JSON.parse(fs.readFileSync(path.join(start8, 'state.json'), 'utf8')) as { tokens: number };
+    s8.tokens -= 1;
+    writeState(start8, s8);
+    res = await auditRun(state, { from: 9, to: 11 });
+    assert.equal(res.ok, false);
+    assert.deepEqual([res.firstDivergence!.step, res.firstDivergence!.what, res.firstDivergence!.file], [8, 'checkpoint_content', "state.json 'tokens'"]);
   });
 
   it('refuses bad input with typed errors: missing run, no metrics, range outside the record', async () => {
