@@ -14,7 +14,7 @@ export const command: CommandModule<object, VerifyArgs> = {
   describe: 'check every checkpoint of a run (checksums, files decode, weights match param_hash) without recomputing (exit 0 all good, 1 a checkpoint fails, 2 bad input)',
   builder: (y: Argv) =>
     y
-      .positional('run', { type: 'string', describe: 'run directory (holds checkpoints/)', demandOption: true })
+      .positional('run', { type: 'string', describe: 'run directory (holds checkpoints/), or one step-* checkpoint directory', demandOption: true })
       .option('json', { type: 'boolean', default: false, describe: 'print one JSON object instead of text' }) as unknown as Argv<VerifyArgs>,
   handler: handle(async (a: VerifyArgs) => {
     const res = verifyRun(a.run);

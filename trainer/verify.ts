@@ -55,8 +55,14 @@ export function verifyRun(runDir: string): VerifyResult {
   if (!fs.existsSync(runDir) || !fs.statSync(runDir).isDirectory()) {
     throw new DataError('no such run directory', { where: runDir, hint: 'give the directory `moecat train` wrote (it holds checkpoints/)' });
   }
+  // A single checkpoint directory verifies on its own.
+  const single = /^step-(\d{8,})$/.exec(path.basename(path.resolve(runDir)));
+  if (single && fs.existsSync(path.join(runDir, 'state.json'))) {
+    const v = verifyCheckpoint(runDir, Number(single[1]));
+    return { ok: v.ok, checkpoints: [v], latest: null };
+  }
   const all = listCheckpoints(runDir);
-  if (all.length === 0) throw new DataError('no checkpoints to verify', { where: runDir, hint: 'give a run directory with checkpoints/step-* directories' });
+  if (all.length === 0) throw new DataError('no checkpoints to verify', { where: runDir, hint: 'give a run directory with checkpoints/step-* directories, or one step-* directory' });
   const checkpoints = all.map((c) => verifyCheckpoint(c.dir, c.step));
   let latest: string | null = null;
   const ckDir = path.join(runDir, 'checkpoints');

@@ -17,11 +17,13 @@ describe('moecat verify', function () {
     run = await trainedRun('honest', HONEST);
   });
 
-  it('passes every checkpoint of an honest run', () => {
+  it('passes every checkpoint of an honest run (or one step directory)', () => {
     const res = verifyRun(run);
     assert.equal(res.ok, true, JSON.stringify(res.checkpoints));
     assert.deepEqual(res.checkpoints.map((c) => c.step), [4, 8, 12]);
     assert.match(String(res.latest), /step-00000012$/);
+    const one = verifyRun(path.join(run, 'checkpoints', 'step-00000008'));
+    assert.deepEqual([one.ok, one.checkpoints.map((c) => c.step)], [true, [8]]);
   });
 
   it('catches a flipped bit in any file of any checkpoint, naming the step and the file', () => {
