@@ -17,7 +17,7 @@ interface AuditArgs {
 
 export const command: CommandModule<object, AuditArgs> = {
   command: 'audit <run>',
-  describe: 'recompute a step range from the nearest checkpoint and compare it bit for bit with metrics.jsonl (exit 0 identical, 1 diverged, 2 bad input)',
+  describe: 'recompute a step range from the nearest checkpoint and compare it bit for bit with metrics.jsonl and with every checkpoint in the range (exit 0 identical, 1 diverged, 2 bad input)',
   builder: (y: Argv) =>
     y
       .positional('run', { type: 'string', describe: 'run directory (metrics.jsonl, config.yaml, checkpoints/)', demandOption: true })
@@ -48,7 +48,7 @@ export const command: CommandModule<object, AuditArgs> = {
     else {
       const from = res.start.checkpoint ? `checkpoint ${res.start.checkpoint}` : 'initialisation';
       process.stdout.write(`recomputed from ${from} (step ${res.start.step}) on ${be.name}\n`);
-      if (res.ok) process.stdout.write(`OK: steps ${res.from}..${res.to} identical (${res.checked} fingerprints, ${res.hashesChecked} parameter hashes${res.spikes.length ? `, ${res.spikes.length} spike(s) replayed` : ''})\n`);
+      if (res.ok) process.stdout.write(`OK: steps ${res.from}..${res.to} identical (${res.checked} fingerprints, ${res.hashesChecked} parameter hashes, ${res.checkpointsChecked} checkpoint(s)${res.spikes.length ? `, ${res.spikes.length} spike(s) replayed` : ''})\n`);
       else process.stdout.write(`DIVERGED after ${res.checked} identical step(s): ${describeDivergence(res.firstDivergence!)}\n`);
     }
     process.exitCode = res.ok ? 0 : 1;

@@ -3,13 +3,13 @@
  * Only cli/ (and core/backend) read argv and the environment (DESIGN.md section 11).
  */
 import { SingleBar, Presets } from 'cli-progress';
-import { BackendChoice, describeBackend, selectBackend, BackendInfo } from '../core/backend';
+import { BACKENDS, BackendChoice, describeBackend, selectBackend, BackendInfo } from '../core/backend';
 import { MoecatError } from '../core/errors';
 
 export const backendOption = {
   backend: {
     type: 'string' as const,
-    describe: 'compute backend: auto (fastest that loads), tensorflow-gpu, tensorflow, wasm, cpu',
+    describe: `compute backend: auto (fastest that loads), ${BACKENDS.join(', ')} (default: $MOECAT_BACKEND, else the config's, else auto)`,
   },
   threads: {
     type: 'number' as const,
@@ -36,7 +36,8 @@ export function handle<A>(fn: (args: A) => Promise<void>): (args: A) => Promise<
       await fn(args);
     } catch (e) {
       const code = e instanceof MoecatError ? 2 : 1;
-      process.stderr.write(e instanceof MoecatError ? `error: ${e.message}\n` : `internal error: ${(e as Error).stack ?? String(e)}\n`);
+      // A typed error is one line even if a message from a library carried line breaks.
+      process.stderr.write(e instanceof MoecatError ? `error: ${e.message.replace(/\s*\n\s*/g, '; ')}\n` : `internal error: ${(e as Error).stack ?? String(e)}\n`);
       // Linger briefly before exiting so in-flight socket writes (a data-parallel Abort naming
       // the root cause) reach the peers; process.exit does not flush them.
       process.exitCode = code;

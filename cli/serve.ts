@@ -44,7 +44,8 @@ export const command: CommandModule<object, ServeArgs> = {
       .options(backendOption) as unknown as Argv<ServeArgs>,
   handler: handle(async (a: ServeArgs) => {
     for (const [flag, v, min] of [['--port', a.port, 0], ['--max-batch', a['max-batch'], 1], ['--max-queue', a['max-queue'], 0], ['--max-body-bytes', a['max-body-bytes'], 1]] as const) {
-      if (!Number.isInteger(v) || v < min || (flag === '--port' && v > 65535)) throw new ConfigError(`${flag} must be an integer >= ${min}, got ${v}`, { where: flag });
+      if (flag === '--port' && !(Number.isInteger(v) && v >= 0 && v <= 65535)) throw new ConfigError(`--port must be an integer from 0 to 65535, got ${v}`, { where: flag, hint: '0 picks any free port' });
+      if (!Number.isInteger(v) || v < min) throw new ConfigError(`${flag} must be an integer >= ${min}, got ${v}`, { where: flag });
     }
     if (a.kv === 'a2ats' && a.sparsity) throw new ConfigError('--kv a2ats cannot be combined with --sparsity (each replaces the decode step); use one of them');
     await startBackend(a.backend, undefined, { flag: a.threads });

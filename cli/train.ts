@@ -1,7 +1,7 @@
 /** `moecat train`: config-driven training, resume, and data-parallel ranks. */
 import type { Argv, CommandModule } from 'yargs';
 import * as path from 'path';
-import { loadTrainConfig } from '../trainer/config';
+import { checkDataParallel, loadTrainConfig } from '../trainer/config';
 import { runTraining } from '../trainer/run';
 import { backendOption, handle, Progress, startBackend } from './common';
 import * as fs from 'fs';
@@ -13,7 +13,7 @@ import { SyncComm } from '../parallel/syncComm';
 import { ExpertParallel } from '../parallel/expertParallel';
 
 /** Joins the data-parallel group when the world size (flags or scheduler variables) exceeds 1. */
-async function joinGroup(a: TrainArgs): Promise<{ group: Group; env: ReturnType<typeof discoverEnv> } | null> {
+async function joinGroup(a: TrainArgs, microBatches?: number): Promise<{ group: Group; env: ReturnType<typeof discoverEnv> } | null> {
   const [host, port] = a.master ? a.master.split(':') : [undefined, undefined];
   const env = discoverEnv(process.env, {
     worldSize: a['world-size'],
@@ -22,6 +22,8 @@ async function joinGroup(a: TrainArgs): Promise<{ group: Group; env: ReturnType<
     masterPort: port !== undefined ? Number(port) : undefined,
   });
   if (env.worldSize <= 1) return null;
+  // Refused before the rendezvous, not at the first collective.
+  if (microBatches !== undefined) checkDataParallel(microBatches, env.worldSize);
   if (!env.secret) throw new ConfigError('a multi-process run needs a shared secret in MOECAT_SECRET', { where: 'env MOECAT_SECRET', hint: 'moecat launch sets one; with Slurm or Kubernetes export the same value on every rank' });
   process.stderr.write(`rank ${env.rank}/${env.worldSize}: joining ${env.masterAddr}:${env.masterPort} (${env.source})\n`);
   const group = await Group.init({ rank: env.rank, worldSize: env.worldSize, masterAddr: env.masterAddr, masterPort: env.masterPort, secret: env.secret, timeoutMs: (a['peer-timeout'] ?? 120) * 1000 });
@@ -100,7 +102,7 @@ export const command: CommandModule<object, TrainArgs> = {
       throw new ConfigError(`${outDir} already holds checkpoints`, { where: '--out', hint: 'continue it with --resume, or choose a new --out' });
     }
     const be = await startBackend(a.backend, loaded?.config.backend, { flag: a.threads, config: loaded?.config.threads });
-    const joined = await joinGroup(a);
+    const joined = await joinGroup(a, loaded?.config.data.microBatches);
     const group = joined?.group ?? null;
     const rank0 = !group || group.rank === 0;
     let comm: SyncComm | null = null;

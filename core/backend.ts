@@ -157,7 +157,7 @@ export async function selectBackend(choice: BackendChoice = 'auto', opts: Backen
             : 'use --backend auto to pick the fastest backend that loads',
         });
       }
-      skipped.push({ name, reason: errorMessage(e).split('\n')[0].slice(0, 160) });
+      skipped.push({ name, reason: errorMessage(e).split('\n')[0] });
     }
   }
   throw new BackendError('no compute backend could be loaded', { hint: skipped.map((s) => `${s.name}: ${s.reason}`).join('; ') });
@@ -169,7 +169,8 @@ export function activeBackend(): BackendInfo | null {
 
 /** One start-up line naming the backend and why faster ones were skipped. */
 export function describeBackend(info: BackendInfo): string {
-  const why = info.skipped.map((s) => `${s.name} unavailable (${s.reason.slice(0, 80)})`).join('; ');
+  // Reasons in full: the end of a reason is usually the hint that fixes it.
+  const why = info.skipped.map((s) => `${s.name} unavailable (${s.reason})`).join('; ');
   const g = info.native?.gemm;
   const nat = info.native?.loaded ? ` (moecat GEMM ${g?.isa ?? '?'}, ${g?.threads ?? '?'} threads, ${info.native.kernels.length} native kernels)` : '';
   return `backend: ${info.name}${nat}${why ? ` [${why}]` : ''}`;

@@ -147,8 +147,11 @@ export class BufferPool {
     const origRead = backend.readSync;
     const pool = this;
     storage.set = function (dataId: object, value: { values?: unknown }): void {
-      if (storage.has(dataId)) pool.unref(storage.get(dataId)?.values);
+      // The new reference first: when the old and new values share a buffer, dropping the old
+      // one first would count it to zero and put a live buffer on the free list.
+      const old = storage.has(dataId) ? storage.get(dataId)?.values : undefined;
       pool.ref(value?.values);
+      pool.unref(old);
       origSet.call(this, dataId, value);
     };
     storage.delete = function (dataId: object): boolean {

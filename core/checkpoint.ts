@@ -9,6 +9,8 @@
  *   <run>/checkpoints/latest -> step-00000100          (relative symbolic link)
  * state.json is the caller's state plus `format_version`, `files` {name: sha256} and
  * `file_bytes` {name: size}; the sizes let a truncated file be reported as truncated.
+ * `state.json.sha256` holds the sha256 of state.json itself, so a flipped bit anywhere in a
+ * checkpoint is caught (checkpoints written before it existed load without that check).
  *
  * Crash safety (a crash at any point leaves the previous checkpoint loadable):
  *   1. files -> `.tmp-step-XXXXXXXX-<pid>/`, each fsynced; state.json last (it is the commit
@@ -38,6 +40,8 @@ import { sha256Hex } from './hash';
 
 export const CHECKPOINT_FORMAT_VERSION = 1;
 export const STATE_FILE = 'state.json';
+/** sha256 hex of state.json's bytes (state.json's own checksum). */
+export const STATE_DIGEST_FILE = 'state.json.sha256';
 export const LATEST_LINK = 'latest';
 export const CHECKPOINTS_DIR = 'checkpoints';
 
@@ -89,7 +93,7 @@ export function writeCheckpoint(runDir: string, step: number, files: CheckpointF
   }
   const names = Object.keys(files).sort();
   for (const n of names) {
-    if (!FILE_NAME_RE.test(n) || n === STATE_FILE || n === LATEST_LINK) {
+    if (!FILE_NAME_RE.test(n) || n === STATE_FILE || n === STATE_DIGEST_FILE || n === LATEST_LINK) {
       throw new CheckpointError(`invalid checkpoint file name '${n}'`, { where: ckDir, hint: `plain names only, not '${STATE_FILE}'` });
     }
   }
@@ -112,7 +116,9 @@ export function writeCheckpoint(runDir: string, step: number, files: CheckpointF
   // Writer-owned keys win over caller keys of the same name.
   const { step: _s, format_version: _f, files: _fl, file_bytes: _fb, ...rest } = state;
   const out = { step, format_version: CHECKPOINT_FORMAT_VERSION, ...rest, files: sums, file_bytes: sizes };
-  writeFileDurable(path.join(tmp, STATE_FILE), JSON.stringify(out, null, 2) + '\n');
+  const stateBytes = Buffer.from(JSON.stringify(out, null, 2) + '\n', 'utf8');
+  writeFileDurable(path.join(tmp, STATE_FILE), stateBytes);
+  writeFileDurable(path.join(tmp, STATE_DIGEST_FILE), sha256Hex(stateBytes) + '\n');
   fsyncDir(tmp);
 
   const final = path.join(ckDir, name);
@@ -233,16 +239,17 @@ interface Manifest {
 /** Reads and validates state.json of a checkpoint directory. */
 function readManifest(dir: string): Manifest {
   const file = path.join(dir, STATE_FILE);
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    bytes = fs.readFileSync(file);
   } catch (e) {
     if (isCode(e, 'ENOENT')) throw new CheckpointError(`${STATE_FILE} is missing`, { where: dir, hint: 'not a checkpoint, or an incomplete one; use an earlier checkpoint' });
     throw new CheckpointError(`cannot read ${STATE_FILE} (${errorMessage(e)})`, { where: file, cause: e });
   }
+  checkStateDigest(dir, bytes);
   let raw: unknown;
   try {
-    raw = JSON.parse(text);
+    raw = JSON.parse(bytes.toString('utf8'));
   } catch (e) {
     throw new CheckpointError(`${STATE_FILE} is not valid JSON (${errorMessage(e)})`, { where: file, hint: 'the checkpoint is corrupt; use an earlier one' });
   }
@@ -270,6 +277,23 @@ function readManifest(dir: string): Manifest {
   const m = STEP_RE.exec(path.basename(dir)) ?? OLD_RE.exec(path.basename(dir));
   if (m && Number(m[1]) !== st.step) throw bad(`step ${st.step} does not match the directory name`);
   return { state: st as CheckpointState, files: files as Record<string, string>, sizes };
+}
+
+/** Checks state.json against state.json.sha256 when the checkpoint has one. */
+function checkStateDigest(dir: string, stateBytes: Buffer): void {
+  const file = path.join(dir, STATE_DIGEST_FILE);
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'latin1');
+  } catch (e) {
+    if (isCode(e, 'ENOENT')) return; // written before state digests existed
+    throw new CheckpointError(`cannot read ${STATE_DIGEST_FILE} (${errorMessage(e)})`, { where: file, cause: e });
+  }
+  const hint = 'the checkpoint is damaged; use an earlier one (e.g. another step-* directory)';
+  const want = text.endsWith('\n') ? text.slice(0, -1) : text;
+  if (!SHA_RE.test(want)) throw new CheckpointError(`${STATE_DIGEST_FILE} is not a sha256 hex digest`, { where: file, hint });
+  const got = sha256Hex(stateBytes);
+  if (got !== want) throw new CheckpointError(`${STATE_FILE} fails its sha256 check (expected ${want}, got ${got})`, { where: path.join(dir, STATE_FILE), hint });
 }
 
 /** Reads every listed file and checks its size and sha256; errors name the file. */
@@ -362,7 +386,8 @@ function resolveInCheckpointsDir(ckDir: string, latestDangling: boolean): Resolv
       failures.push(`${path.basename(c.dir)}: ${e.message}`);
     }
   }
-  throw new CheckpointError(`no checkpoint in this directory verifies:\n  ${failures.join('\n  ')}`, { where: ckDir });
+  // One line, as every user-facing error: the failures are joined with '; '.
+  throw new CheckpointError(`no checkpoint in this directory verifies: ${failures.join('; ')}`, { where: ckDir, hint: 'run `moecat verify` on the run for details' });
 }
 
 /**

@@ -33,12 +33,18 @@ const moeSchema = z.object({
   nZeroExperts: z.number().int().nonnegative().default(0),
   topK: z.number().int().positive(),
   expertHidden: z.number().int().positive(),
-  /** Expert variance compensation (DESIGN.md section 2); LongCat-Flash ships 6.0. */
+  /**
+   * Expert variance compensation (DESIGN.md section 2): gates are multiplied by it. Defaults to
+   * 1 (no compensation), not to the fine-grained split factor the report uses: a config states
+   * its own (the shipped configs use 2 or 4; LongCat-Flash ships 6.0).
+   */
   routedScalingFactor: z.number().positive().default(1),
   /** K_e: target mean number of FFN experts per token. Defaults to topK (no zero-expert budget). */
   targetFfnPerToken: z.number().positive().optional(),
   /** mu of the aux-loss-free bias controller; 0 disables it. */
   biasUpdateRate: z.number().nonnegative().default(0.001),
+  /** `constant`: mu every step; `lr`: mu times lr(step)/peak lr (warms up and decays with the LR). */
+  biasUpdateSchedule: z.enum(['constant', 'lr']).default('constant'),
   /** alpha of the device-level balance loss; 0 disables it. */
   balanceAlpha: z.number().nonnegative().default(0.01),
   /** D: number of FFN expert groups (expert-parallel groups) in the balance loss. */

@@ -20,6 +20,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <node_api.h>
@@ -71,11 +72,14 @@ static int get_i32arr(napi_env env, napi_value v, int32_t** p, size_t* n) {
   return 1;
 }
 
+/* A safe integer (|x| <= 2^53 - 1): fractions, NaN and infinities are refused, not truncated. */
 static int get_int(napi_env env, napi_value v, int64_t* out) {
-  if (napi_get_value_int64(env, v, out) != napi_ok) {
-    napi_throw_type_error(env, NULL, "moecat_native: expected an integer");
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok || d != d || d != floor(d) || fabs(d) > 9007199254740991.0) {
+    napi_throw_type_error(env, NULL, "moecat_native: expected a safe integer");
     return 0;
   }
+  *out = (int64_t)d;
   return 1;
 }
 
@@ -111,12 +115,82 @@ static void throw_range(napi_env env, const char* what) {
   napi_throw_range_error(env, NULL, what);
 }
 
+/* ------------------------------------------------------------------ argument validation */
+
+/*
+ * Every entry point validates all of its arguments at its top, before it reads or writes an
+ * array: sizes are non-negative, products of sizes do not overflow int64, array lengths cover
+ * what shapes and strides address, indices and op codes are in range. A bad argument throws a
+ * RangeError `moecat_native.<entry>: <what>` (spec/native/fuzz.spec.ts calls every entry point
+ * with random bad arguments).
+ */
+static int bad_arg(napi_env env, const char* fn, const char* what) {
+  char msg[192];
+  snprintf(msg, sizeof msg, "moecat_native.%s: %s", fn, what);
+  napi_throw_range_error(env, NULL, msg);
+  return 0;
+}
+
+/* *out = product of `count` sizes; false (and a RangeError) on a negative size or int64 overflow. */
+static int size_product(napi_env env, const char* fn, int64_t* out, int count, const int64_t* dims) {
+  int64_t p = 1;
+  for (int i = 0; i < count; i++) {
+    if (dims[i] < 0) return bad_arg(env, fn, "a size is negative");
+    if (__builtin_mul_overflow(p, dims[i], &p)) return bad_arg(env, fn, "a size product overflows int64");
+  }
+  *out = p;
+  return 1;
+}
+#define SIZE(fn, out, ...) int64_t out; { const int64_t dims_[] = {__VA_ARGS__}; if (!size_product(env, fn, &out, (int)(sizeof dims_ / sizeof dims_[0]), dims_)) return NULL; }
+
+/* An array of `have` elements covers `need`. */
+static int covers(size_t have, int64_t need) {
+  return need >= 0 && (uint64_t)need <= (uint64_t)have;
+}
+#define NEED(fn, have, need, what) if (!covers((have), (need))) { bad_arg(env, fn, what); return NULL; }
+
+/* lo <= v <= hi, else a RangeError naming `what`. */
+#define RANGE(fn, v, lo, hi, what) if ((v) < (lo) || (v) > (hi)) { bad_arg(env, fn, what); return NULL; }
+
+/* Every index in [0, n) of idx lies in [0, rows). */
+static int indices_ok(const int32_t* idx, int64_t n, int64_t rows) {
+  for (int64_t i = 0; i < n; i++)
+    if (idx[i] < 0 || idx[i] >= rows) return 0;
+  return 1;
+}
+
+/*
+ * A strided view: rank dims of `shape` (each >= 0) read at non-negative `strides` from `offset`
+ * in an array of `have` elements. *total = product of the shape; the largest index addressed
+ * must be < have (an empty view addresses nothing).
+ */
+static int view_ok(napi_env env, const char* fn, const int32_t* shape, const int32_t* strides, size_t rank, int64_t offset, size_t have, int64_t* total) {
+  int64_t t = 1, last = offset;
+  if (offset < 0) return bad_arg(env, fn, "an offset is negative");
+  for (size_t d = 0; d < rank; d++) {
+    if (shape[d] < 0) return bad_arg(env, fn, "a shape dimension is negative");
+    if (strides[d] < 0) return bad_arg(env, fn, "a stride is negative");
+    if (__builtin_mul_overflow(t, (int64_t)shape[d], &t)) return bad_arg(env, fn, "the shape's size overflows int64");
+  }
+  *total = t;
+  if (t == 0) return 1;
+  for (size_t d = 0; d < rank; d++) {
+    int64_t step;
+    if (__builtin_mul_overflow((int64_t)(shape[d] - 1), (int64_t)strides[d], &step) || __builtin_add_overflow(last, step, &last)) {
+      return bad_arg(env, fn, "a strided index overflows int64");
+    }
+  }
+  if (!covers(have, last + 1)) return bad_arg(env, fn, "strides and shape address past the end of an array");
+  return 1;
+}
+
 /* ------------------------------------------------------------------ GEMM, threads, variants */
 
 /* setThreads(n): the pool's thread count for later calls (n < 1: all cores). */
 static napi_value set_threads(napi_env env, napi_callback_info info) {
   ARGS(1);
   INT(0, n);
+  RANGE("setThreads", n, 0, 1024, "the thread count must be in 0..1024 (0: all cores)");
   pool_set_threads((int)n);
   return undef(env);
 }
@@ -128,6 +202,10 @@ static napi_value set_isa(napi_env env, napi_callback_info info) {
   size_t len;
   if (napi_get_value_string_utf8(env, argv[0], name, sizeof name, &len) != napi_ok) {
     napi_throw_type_error(env, NULL, "moecat_native.setIsa: expected a string");
+    return NULL;
+  }
+  if (len + 1 >= sizeof name) {
+    throw_range(env, "moecat_native.setIsa: unknown variant (scalar, avx2 or avx512)");
     return NULL;
   }
   const int isa = gemm_isa_parse(name);
@@ -184,10 +262,24 @@ static napi_value sgemm(napi_env env, napi_callback_info info) {
   INT(9, ta);
   INT(10, tb);
   INT(11, threads);
-  if (batch < 0 || batchA < 1 || batchB < 1 || M < 0 || N < 0 || K < 0 ||
-      (size_t)(batchA * M * K) > na || (size_t)(batchB * K * N) > nb || (size_t)(batch * M * N) > nc) {
-    throw_range(env, "moecat_native.sgemm: sizes do not match the arrays");
-    return NULL;
+  RANGE("sgemm", batchA, 1, INT64_MAX, "batchA must be >= 1");
+  RANGE("sgemm", batchB, 1, INT64_MAX, "batchB must be >= 1");
+  RANGE("sgemm", M, 0, INT32_MAX, "M must be in 0..2^31-1 (a BLAS int)");
+  RANGE("sgemm", N, 0, INT32_MAX, "N must be in 0..2^31-1 (a BLAS int)");
+  RANGE("sgemm", K, 0, INT32_MAX, "K must be in 0..2^31-1 (a BLAS int)");
+  RANGE("sgemm", ta, 0, 1, "transA must be 0 or 1");
+  RANGE("sgemm", tb, 0, 1, "transB must be 0 or 1");
+  RANGE("sgemm", threads, 0, 1024, "threads must be in 0..1024");
+  SIZE("sgemm", sizeA, batchA, M, K);
+  SIZE("sgemm", sizeB, batchB, K, N);
+  SIZE("sgemm", sizeC, batch, M, N);
+  NEED("sgemm", na, sizeA, "a is shorter than batchA*M*K");
+  NEED("sgemm", nb, sizeB, "b is shorter than batchB*K*N");
+  NEED("sgemm", nc, sizeC, "c is shorter than batch*M*N");
+  if (M == 0 || N == 0) return undef(env);
+  if (K == 0) {
+    memset(c, 0, sizeof(float) * (size_t)(batch * M * N));
+    return undef(env);
   }
   gemm_batched(batch, batchA, batchB, M, N, K, ta != 0, tb != 0, a, b, c, (int)threads);
   return undef(env);
@@ -256,13 +348,13 @@ static napi_value binary(napi_env env, napi_callback_info info) {
   I32A(4, bs, nbs);
   F32(5, o, no);
   I32A(6, shape, rank);
-  (void)na; (void)nb;
+  RANGE("binary", op, OP_ADD, OP_SQDIFF, "unknown op");
   if (rank < 1 || rank > MAXR || nas != rank || nbs != rank) {
     throw_range(env, "moecat_native.binary: bad rank");
     return NULL;
   }
-  int64_t total = 1;
-  for (size_t d = 0; d < rank; d++) total *= shape[d];
+  int64_t total, totalB;
+  if (!view_ok(env, "binary", shape, as, rank, 0, na, &total) || !view_ok(env, "binary", shape, bs, rank, 0, nb, &totalB)) return NULL;
   if ((size_t)total > no) {
     throw_range(env, "moecat_native.binary: output too small");
     return NULL;
@@ -298,6 +390,7 @@ static napi_value unary(napi_env env, napi_callback_info info) {
   INT(0, op);
   F32(1, x, n);
   F32(2, o, no);
+  RANGE("unary", op, U_EXP, U_TANH, "unknown op");
   if (no < n) {
     throw_range(env, "moecat_native.unary: output too small");
     return NULL;
@@ -334,7 +427,10 @@ static napi_value reduce(napi_env env, napi_callback_info info) {
   F32(2, o, no);
   INT(3, outer);
   INT(4, inner);
-  if ((size_t)(outer * inner) > n || (size_t)outer > no || inner < 1) {
+  RANGE("reduce", op, R_SUM, R_MIN, "unknown op");
+  RANGE("reduce", inner, 1, INT64_MAX, "inner must be >= 1");
+  SIZE("reduce", total, outer, inner);
+  if (!covers(n, total) || !covers(no, outer)) {
     throw_range(env, "moecat_native.reduce: sizes do not match the arrays");
     return NULL;
   }
@@ -376,7 +472,9 @@ static napi_value softmax(napi_env env, napi_callback_info info) {
   F32(1, o, no);
   INT(2, rows);
   INT(3, cols);
-  if ((size_t)(rows * cols) > n || (size_t)(rows * cols) > no || cols < 1) {
+  RANGE("softmax", cols, 1, INT64_MAX, "cols must be >= 1");
+  SIZE("softmax", total, rows, cols);
+  if (!covers(n, total) || !covers(no, total)) {
     throw_range(env, "moecat_native.softmax: sizes do not match the arrays");
     return NULL;
   }
@@ -420,20 +518,9 @@ static napi_value copy(napi_env env, napi_callback_info info) {
     throw_range(env, "moecat_native.copy: bad rank");
     return NULL;
   }
-  int64_t total = 1, smax = so, dmax = doff;
-  for (size_t d = 0; d < rank; d++) {
-    total *= shape[d];
-    if (shape[d] > 0) {
-      smax += (int64_t)(shape[d] - 1) * ss[d];
-      dmax += (int64_t)(shape[d] - 1) * ds[d];
-    }
-  }
+  int64_t total, totalD;
+  if (!view_ok(env, "copy", shape, ss, rank, so, ns, &total) || !view_ok(env, "copy", shape, ds, rank, doff, nd, &totalD)) return NULL;
   if (total == 0) return undef(env);
-  /* strides are non-negative here (JS never passes negative ones) */
-  if (so < 0 || doff < 0 || (size_t)smax >= ns || (size_t)dmax >= nd) {
-    throw_range(env, "moecat_native.copy: index out of range");
-    return NULL;
-  }
   const int64_t n = shape[rank - 1];
   const int64_t sI = ss[rank - 1], dI = ds[rank - 1];
   const int64_t outer = total / n;
@@ -471,7 +558,8 @@ static napi_value transpose2d(napi_env env, napi_callback_info info) {
   INT(2, batch);
   INT(3, rows);
   INT(4, cols);
-  if ((size_t)(batch * rows * cols) > ns || (size_t)(batch * rows * cols) > nd) {
+  SIZE("transpose2d", total, batch, rows, cols);
+  if (!covers(ns, total) || !covers(nd, total)) {
     throw_range(env, "moecat_native.transpose2d: sizes do not match the arrays");
     return NULL;
   }
@@ -502,8 +590,16 @@ static napi_value gather_rows(napi_env env, napi_callback_info info) {
   INT(3, rowSize);
   INT(4, nRows);
   INT(5, outer);
-  if (outer < 1 || (size_t)(outer * ni * rowSize) > no) {
+  RANGE("gatherRows", outer, 1, INT64_MAX, "outer must be >= 1");
+  SIZE("gatherRows", outSize, outer, (int64_t)ni, rowSize);
+  SIZE("gatherRows", inSize, outer, nRows, rowSize);
+  if (!covers(no, outSize)) {
     throw_range(env, "moecat_native.gatherRows: output too small");
+    return NULL;
+  }
+  NEED("gatherRows", nx, inSize, "x is shorter than outer*nRows*rowSize");
+  if (!indices_ok(idx, (int64_t)ni, nRows)) {
+    throw_range(env, "moecat_native.gatherRows: index out of range");
     return NULL;
   }
   for (int64_t q = 0; q < outer; q++) {
@@ -532,8 +628,14 @@ static napi_value scatter_add_rows(napi_env env, napi_callback_info info) {
   F32(2, o, no);
   INT(3, rowSize);
   INT(4, nRows);
-  if ((size_t)(ni * rowSize) > nu || (size_t)(nRows * rowSize) > no) {
+  SIZE("scatterAddRows", inSize, (int64_t)ni, rowSize);
+  SIZE("scatterAddRows", outSize, nRows, rowSize);
+  if (!covers(nu, inSize) || !covers(no, outSize)) {
     throw_range(env, "moecat_native.scatterAddRows: sizes do not match the arrays");
+    return NULL;
+  }
+  if (!indices_ok(idx, (int64_t)ni, nRows)) {
+    throw_range(env, "moecat_native.scatterAddRows: index out of range");
     return NULL;
   }
   for (size_t i = 0; i < ni; i++) {
@@ -589,7 +691,9 @@ static napi_value softmax_fused(napi_env env, napi_callback_info info) {
   F32(1, y, ny);
   INT(2, rows);
   INT(3, cols);
-  if (rows < 0 || cols < 1 || (size_t)(rows * cols) > nx || (size_t)(rows * cols) > ny) {
+  RANGE("softmaxFused", cols, 1, INT64_MAX, "cols must be >= 1");
+  SIZE("softmaxFused", total, rows, cols);
+  if (!covers(nx, total) || !covers(ny, total)) {
     throw_range(env, "moecat_native.softmaxFused: sizes do not match the arrays");
     return NULL;
   }
@@ -615,7 +719,9 @@ static napi_value softmax_fused_grad(napi_env env, napi_callback_info info) {
   F32(2, dx, nx);
   INT(3, rows);
   INT(4, cols);
-  if (rows < 0 || cols < 1 || (size_t)(rows * cols) > ny || (size_t)(rows * cols) > nd || (size_t)(rows * cols) > nx) {
+  RANGE("softmaxFusedGrad", cols, 1, INT64_MAX, "cols must be >= 1");
+  SIZE("softmaxFusedGrad", total, rows, cols);
+  if (!covers(ny, total) || !covers(nd, total) || !covers(nx, total)) {
     throw_range(env, "moecat_native.softmaxFusedGrad: sizes do not match the arrays");
     return NULL;
   }
@@ -647,8 +753,14 @@ static napi_value cross_entropy(napi_env env, napi_callback_info info) {
   F32(3, lse, nl);
   INT(4, rows);
   INT(5, cols);
-  if (rows < 0 || cols < 1 || (size_t)(rows * cols) > nz || (size_t)rows > ny || (size_t)rows > nw || (size_t)rows > nl) {
+  RANGE("crossEntropy", cols, 1, INT64_MAX, "cols must be >= 1");
+  SIZE("crossEntropy", zsize, rows, cols);
+  if (!covers(nz, zsize) || !covers(ny, rows) || !covers(nw, rows) || !covers(nl, rows)) {
     throw_range(env, "moecat_native.crossEntropy: sizes do not match the arrays");
+    return NULL;
+  }
+  if (!indices_ok(y, rows, cols)) {
+    throw_range(env, "moecat_native.crossEntropy: target out of range");
     return NULL;
   }
   /* One row of exponentials: computed in a loop that vectorises, then summed in order. */
@@ -698,9 +810,17 @@ static napi_value cross_entropy_grad(napi_env env, napi_callback_info info) {
   F32(5, o, no);
   INT(6, rows);
   INT(7, cols);
-  if (rows < 0 || cols < 1 || (size_t)(rows * cols) > nz || (size_t)(rows * cols) > no || (size_t)rows > ny || (size_t)rows > nw || (size_t)rows > nl) {
+  RANGE("crossEntropyGrad", cols, 1, INT64_MAX, "cols must be >= 1");
+  SIZE("crossEntropyGrad", total, rows, cols);
+  if (!covers(nz, total) || !covers(no, total) || !covers(ny, rows) || !covers(nw, rows) || !covers(nl, rows)) {
     throw_range(env, "moecat_native.crossEntropyGrad: sizes do not match the arrays");
     return NULL;
+  }
+  for (int64_t i = 0; i < rows; i++) {
+    if (w[i] != 0 && (y[i] < 0 || y[i] >= cols)) {
+      throw_range(env, "moecat_native.crossEntropyGrad: target out of range");
+      return NULL;
+    }
   }
   for (int64_t i = 0; i < rows; i++) {
     const float* r = z + i * cols;
@@ -737,7 +857,9 @@ static napi_value rms_norm(napi_env env, napi_callback_info info) {
   INT(4, rows);
   INT(5, cols);
   DBL(6, eps);
-  if (rows < 0 || cols < 1 || (size_t)(rows * cols) > nx || (size_t)(rows * cols) > ny || (size_t)cols > nw || (size_t)rows > nr) {
+  RANGE("rmsNorm", cols, 1, INT64_MAX, "cols must be >= 1");
+  SIZE("rmsNorm", total, rows, cols);
+  if (!covers(nx, total) || !covers(ny, total) || !covers(nw, cols) || !covers(nr, rows)) {
     throw_range(env, "moecat_native.rmsNorm: sizes do not match the arrays");
     return NULL;
   }
@@ -768,8 +890,9 @@ static napi_value rms_norm_grad(napi_env env, napi_callback_info info) {
   F32(5, dw, ndw);
   INT(6, rows);
   INT(7, cols);
-  if (rows < 0 || cols < 1 || (size_t)(rows * cols) > nx || (size_t)(rows * cols) > nd || (size_t)(rows * cols) > ndx ||
-      (size_t)cols > nw || (size_t)cols > ndw || (size_t)rows > nr) {
+  RANGE("rmsNormGrad", cols, 1, INT64_MAX, "cols must be >= 1");
+  SIZE("rmsNormGrad", total, rows, cols);
+  if (!covers(nx, total) || !covers(nd, total) || !covers(ndx, total) || !covers(nw, cols) || !covers(ndw, cols) || !covers(nr, rows)) {
     throw_range(env, "moecat_native.rmsNormGrad: sizes do not match the arrays");
     return NULL;
   }
@@ -868,7 +991,11 @@ static napi_value moe_combine(napi_env env, napi_callback_info info) {
   INT(4, T);
   INT(5, K);
   INT(6, d);
-  if (T < 0 || K < 1 || d < 1 || (size_t)(T * K) > nslot || (size_t)(T * K) > ng || (size_t)(T * d) > no) {
+  RANGE("moeCombine", K, 1, INT64_MAX, "K must be >= 1");
+  RANGE("moeCombine", d, 1, INT64_MAX, "d must be >= 1");
+  SIZE("moeCombine", tk, T, K);
+  SIZE("moeCombine", td, T, d);
+  if (!covers(nslot, tk) || !covers(ng, tk) || !covers(no, td)) {
     throw_range(env, "moecat_native.moeCombine: sizes do not match the arrays");
     return NULL;
   }
@@ -903,8 +1030,11 @@ static napi_value moe_combine_grad(napi_env env, napi_callback_info info) {
   INT(6, T);
   INT(7, K);
   INT(8, d);
-  if (T < 0 || K < 1 || d < 1 || (size_t)(T * K) > nslot || (size_t)(T * K) > ng || (size_t)(T * K) > ndg ||
-      (size_t)(T * d) > ndy || nds < nsrc) {
+  RANGE("moeCombineGrad", K, 1, INT64_MAX, "K must be >= 1");
+  RANGE("moeCombineGrad", d, 1, INT64_MAX, "d must be >= 1");
+  SIZE("moeCombineGrad", tk, T, K);
+  SIZE("moeCombineGrad", td, T, d);
+  if (!covers(nslot, tk) || !covers(ng, tk) || !covers(ndg, tk) || !covers(ndy, td) || nds < nsrc) {
     throw_range(env, "moecat_native.moeCombineGrad: sizes do not match the arrays");
     return NULL;
   }
@@ -1014,6 +1144,7 @@ static napi_value adamw(napi_env env, napi_callback_info info) {
   DBL(12, eps);
   DBL(13, gs);
   INT(14, threads);
+  RANGE("adamw", threads, 0, 1024, "threads must be in 0..1024");
   if (ng != np || nm != np || nv != np || nsizes != noffs || nlr != noffs || nwd != noffs) {
     throw_range(env, "moecat_native.adamw: array lengths do not match");
     return NULL;
@@ -1045,6 +1176,8 @@ static napi_value tune_malloc(napi_env env, napi_callback_info info) {
   ARGS(2);
   INT(0, mmap_threshold);
   INT(1, trim_threshold);
+  RANGE("tuneMalloc", mmap_threshold, 0, INT32_MAX, "mmapThreshold must be in 0..2^31-1");
+  RANGE("tuneMalloc", trim_threshold, 0, INT32_MAX, "trimThreshold must be in 0..2^31-1");
   napi_value r;
 #ifdef __GLIBC__
   int ok = mallopt(M_MMAP_THRESHOLD, (int)mmap_threshold) == 1 && mallopt(M_TRIM_THRESHOLD, (int)trim_threshold) == 1;

@@ -13,6 +13,7 @@
  *    close then: a late or hostile connection cannot reach a formed group.
  */
 import * as net from 'net';
+import * as http from 'http';
 import WebSocket, { WebSocketServer } from 'ws';
 import { ParallelError, errorMessage } from '../core/errors';
 import { DEFAULT_MAX_FRAME_BYTES, MsgType } from './frames';
@@ -72,11 +73,22 @@ function hostPort(host: string, port: number): string {
   return net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
+/** A connection that has not completed its upgrade request by then is dropped (node's default: 60 s). */
+const UPGRADE_TIMEOUT_MS = 10_000;
+
 function listen(host: string, port: number, maxPayload: number): Promise<WebSocketServer> {
   return new Promise((resolve, reject) => {
-    const wss = new WebSocketServer({ host, port, maxPayload, perMessageDeflate: false });
-    wss.once('listening', () => resolve(wss));
-    wss.once('error', (e) => reject(new ParallelError(`cannot listen on ${hostPort(host, port)}: ${e.message}`)));
+    // Our own http server, so a peer that sends a partial request and stalls is cut off soon.
+    const server = http.createServer((_req, res) => {
+      res.writeHead(426, { 'Content-Type': 'text/plain', Connection: 'close' });
+      res.end('a moecat rank speaks WebSocket only\n');
+    });
+    // An idle timeout until the upgrade: ws clears it (setTimeout(0)) once the socket is a WebSocket.
+    server.on('connection', (sock: net.Socket) => sock.setTimeout(UPGRADE_TIMEOUT_MS, () => sock.destroy()));
+    const wss = new WebSocketServer({ server, maxPayload, perMessageDeflate: false });
+    server.once('listening', () => resolve(wss));
+    server.once('error', (e) => reject(new ParallelError(`cannot listen on ${hostPort(host, port)}: ${e.message}`)));
+    server.listen(port, host);
   });
 }
 
@@ -85,7 +97,12 @@ function closeServer(wss: WebSocketServer): Promise<void> {
   return new Promise((r) => {
     const t = setTimeout(r, 2000);
     t.unref();
-    wss.close(() => (clearTimeout(t), r()));
+    const server = wss.options.server as http.Server | undefined;
+    wss.close(() => {
+      if (!server) return (clearTimeout(t), r());
+      server.close(() => (clearTimeout(t), r()));
+      server.closeAllConnections();
+    });
     for (const c of wss.clients) c.terminate();
   });
 }

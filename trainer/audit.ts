@@ -7,10 +7,16 @@
  * the update, 1-based). Recomputation starts from the newest checkpoint whose step is below
  * `from` (or from initialisation when there is none), so every recomputed step is compared,
  * which may begin before `from`. Checks, in order:
+ *   0. every checkpoint in the range (the starting one and each up to `to`) verifies: its files
+ *      against the checksums in state.json (and state.json against state.json.sha256), and it
+ *      decodes; nothing is recomputed before this passes;
  *   1. the starting weights against the checkpoint's own `param_hash` and the recorded one
  *      (a checkpoint whose files were altered and re-checksummed fails here);
  *   2. each recomputed step's fingerprint, and its `param_hash` where one was recorded;
- *   3. the final weights against the checkpoint saved at `to`, when there is one.
+ *   3. every later checkpoint in the range against the recomputed state at its step: weights
+ *      and expert biases (model.safetensors), Adam moments (optimizer.safetensors) and the
+ *      recomputable keys of state.json (checkpointDigest.ts).
+ * A failure names the step and the file.
  * Spike events inside the range replay by themselves (detection, rollback and skip are
  * deterministic); only step lines are compared.
  */
@@ -18,8 +24,9 @@ import * as fs from 'fs';
 import * as path from 'path';
 import YAML from 'yaml';
 import { listCheckpoints, STATE_FILE } from '../core/checkpoint';
-import { ConfigError, DataError, TrainingError } from '../core/errors';
-import { loadTrainerCheckpoint } from './checkpointing';
+import { CheckpointError, ConfigError, DataError, TrainingError } from '../core/errors';
+import { LoadedTraining, loadTrainerCheckpoint } from './checkpointing';
+import { CheckpointDigest, digestOfLoaded, digestOfTrainer, firstDifference } from './checkpointDigest';
 import { parseTrainConfig } from './config';
 import { makeDataSource } from './dataSource';
 import { SpikeEvent, Trainer } from './trainer';
@@ -34,12 +41,14 @@ export interface AuditOptions {
   onSpike?: (e: SpikeEvent) => void;
 }
 
-export type DivergenceKind = 'checkpoint_param_hash' | 'recorded_param_hash' | 'fingerprint' | 'param_hash' | 'final_param_hash' | 'error';
+export type DivergenceKind = 'checkpoint_file' | 'checkpoint_content' | 'checkpoint_param_hash' | 'recorded_param_hash' | 'fingerprint' | 'param_hash' | 'error';
 
 export interface AuditDivergence {
   /** The step whose recomputed record differs (for the starting checkpoint: its step). */
   step: number;
   what: DivergenceKind;
+  /** The checkpoint file at fault (and for state.json the key), for checkpoint divergences. */
+  file?: string;
   expected: string;
   got: string;
 }
@@ -48,8 +57,10 @@ export interface AuditResult {
   ok: boolean;
   /** Distinct steps found identical (a step replayed after a rollback is compared each time). */
   checked: number;
-  /** Parameter hashes compared (start, recorded every N steps, final checkpoint). */
+  /** Parameter hashes compared (start, recorded every N steps, checkpoints in range). */
   hashesChecked: number;
+  /** Checkpoints in the range whose files verified and matched the recomputed state. */
+  checkpointsChecked: number;
   /** First and last compared step. */
   from: number;
   to: number;
@@ -66,6 +77,7 @@ interface StepRecord {
   step: number;
   fingerprint: string;
   param_hash?: string;
+  tokens?: number;
 }
 
 /** Step lines of metrics.jsonl by step (a rewritten step keeps its last line); events skipped. */
@@ -84,7 +96,7 @@ export function readStepRecords(runDir: string): Map<number, StepRecord> {
     }
     if (o === null || typeof o !== 'object' || 'event' in o || typeof o.fingerprint !== 'string') return;
     if (typeof o.step !== 'number' || !Number.isSafeInteger(o.step)) throw new DataError(`'step' is ${JSON.stringify(o.step)}, not an integer`, { where: `${file}:${i + 1}` });
-    out.set(o.step, { step: o.step, fingerprint: o.fingerprint, param_hash: typeof o.param_hash === 'string' ? o.param_hash : undefined });
+    out.set(o.step, { step: o.step, fingerprint: o.fingerprint, param_hash: typeof o.param_hash === 'string' ? o.param_hash : undefined, tokens: typeof o.tokens === 'number' ? o.tokens : undefined });
   });
   if (out.size === 0) throw new DataError('metrics.jsonl has no step records', { where: file, hint: 'train the run for at least one step first' });
   return out;
@@ -123,6 +135,13 @@ function checkRange(records: Map<number, StepRecord>, o: AuditOptions, file: str
   return { from, to };
 }
 
+/** The file of a checkpoint that a CheckpointError names (its `where`), else the directory. */
+function blamedFile(e: CheckpointError, dir: string): string {
+  const where = e.where ?? '';
+  const rel = path.relative(dir, where);
+  return rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : '(checkpoint directory)';
+}
+
 /** Recomputes steps of a run and compares them with its metrics.jsonl (see the file comment). */
 export async function auditRun(runDir: string, o: AuditOptions = {}): Promise<AuditResult> {
   if (!fs.existsSync(runDir) || !fs.statSync(runDir).isDirectory()) {
@@ -133,15 +152,42 @@ export async function auditRun(runDir: string, o: AuditOptions = {}): Promise<Au
   const { from, to } = checkRange(records, o, metricsFile);
 
   // Newest checkpoint strictly before `from`: its state is the input of step `from`'s chain.
-  const ck = listCheckpoints(runDir).filter((c) => c.step < from).pop();
+  const all = listCheckpoints(runDir);
+  const ck = all.filter((c) => c.step < from).pop();
+  const startStep = ck?.step ?? 0;
+  const result: AuditResult = {
+    ok: true, checked: 0, hashesChecked: 0, checkpointsChecked: 0, from: startStep + 1, to,
+    start: { step: startStep, checkpoint: ck?.dir ?? null }, recordedBackend: recordedBackend(runDir), spikes: [],
+  };
+  const diverge = (d: AuditDivergence): AuditResult => {
+    result.ok = false;
+    result.firstDivergence = d;
+    return result;
+  };
+
+  // 0. Every checkpoint in the range verifies (checksums, readable) before anything is recomputed.
+  const inRange = all.filter((c) => c.step >= startStep && c.step <= to);
+  const fromFiles = new Map<number, CheckpointDigest>();
+  let startCk: LoadedTraining | null = null;
+  for (const c of inRange) {
+    let loaded: LoadedTraining;
+    try {
+      loaded = loadTrainerCheckpoint(c.dir);
+    } catch (e) {
+      if (!(e instanceof CheckpointError || e instanceof ConfigError)) throw e;
+      const file = e instanceof CheckpointError ? blamedFile(e, c.dir) : 'config.yaml';
+      return diverge({ step: c.step, what: 'checkpoint_file', file, expected: 'a checkpoint that verifies', got: e.message });
+    }
+    if (c === ck) startCk = loaded;
+    else fromFiles.set(c.step, digestOfLoaded(loaded));
+  }
+
   let trainer: Trainer;
-  let start: AuditResult['start'];
   let savedHash: string | null = null;
-  if (ck) {
-    const loaded = loadTrainerCheckpoint(ck.dir);
-    trainer = new Trainer(loaded.config, makeDataSource(loaded.config, loaded.saved.data), {}, loaded.state);
-    start = { step: loaded.state.step, checkpoint: loaded.dir };
-    savedHash = typeof loaded.saved.param_hash === 'string' ? loaded.saved.param_hash : null;
+  if (startCk) {
+    trainer = new Trainer(startCk.config, makeDataSource(startCk.config, startCk.saved.data), {}, startCk.state);
+    savedHash = typeof startCk.saved.param_hash === 'string' ? startCk.saved.param_hash : null;
+    result.checkpointsChecked++;
   } else {
     const cfgFile = path.join(runDir, 'config.yaml');
     if (!fs.existsSync(cfgFile)) {
@@ -149,32 +195,32 @@ export async function auditRun(runDir: string, o: AuditOptions = {}): Promise<Au
     }
     const config = parseTrainConfig(YAML.parse(fs.readFileSync(cfgFile, 'utf8')), cfgFile);
     trainer = new Trainer(config, makeDataSource(config));
-    start = { step: 0, checkpoint: null };
   }
-  for (let s = start.step + 1; s <= to; s++) {
+  for (let s = startStep + 1; s <= to; s++) {
     if (!records.has(s)) throw new DataError(`metrics.jsonl has no record of step ${s}`, { where: metricsFile, hint: 'the recorded steps must be contiguous from the starting checkpoint to --to' });
   }
 
-  const result: AuditResult = { ok: true, checked: 0, hashesChecked: 0, from: start.step + 1, to, start, recordedBackend: recordedBackend(runDir), spikes: [] };
   // A step replayed after a rollback counts once.
   const checked = new Set<number>();
-  const diverge = (d: AuditDivergence): AuditResult => {
-    result.ok = false;
-    result.firstDivergence = d;
-    return result;
-  };
+  // What each later checkpoint should hold: the recomputed state the last time its step was reached.
+  const recomputed = new Map<number, CheckpointDigest>();
   try {
     // 1. The starting weights.
-    if (start.checkpoint) {
+    if (startCk) {
       const got = trainer.paramHash();
       if (savedHash !== null) {
         result.hashesChecked++;
-        if (got !== savedHash) return diverge({ step: start.step, what: 'checkpoint_param_hash', expected: savedHash, got });
+        if (got !== savedHash) return diverge({ step: startStep, what: 'checkpoint_param_hash', file: 'model.safetensors', expected: savedHash, got });
       }
-      const rec = records.get(start.step)?.param_hash;
+      const rec = records.get(startStep)?.param_hash;
       if (rec !== undefined) {
         result.hashesChecked++;
-        if (got !== rec) return diverge({ step: start.step, what: 'recorded_param_hash', expected: rec, got });
+        if (got !== rec) return diverge({ step: startStep, what: 'recorded_param_hash', file: 'model.safetensors', expected: rec, got });
+      }
+      // The token count is not part of any fingerprint: check it against the record of that step.
+      const tokens = records.get(startStep)?.tokens;
+      if (tokens !== undefined && startCk.saved.tokens !== tokens) {
+        return diverge({ step: startStep, what: 'checkpoint_content', file: "state.json 'tokens'", expected: String(tokens), got: String(startCk.saved.tokens) });
       }
     }
     // 2. Every recomputed step.
@@ -199,17 +245,19 @@ export async function auditRun(runDir: string, o: AuditOptions = {}): Promise<Au
         result.hashesChecked++;
         if (got !== rec.param_hash) return diverge({ step: m.step, what: 'param_hash', expected: rec.param_hash, got });
       }
+      if (fromFiles.has(m.step)) recomputed.set(m.step, digestOfTrainer(trainer));
       checked.add(m.step);
       result.checked = checked.size;
       o.onStep?.(m.step, to);
     }
-    // 3. The final weights against a checkpoint saved at `to`.
-    const atEnd = listCheckpoints(runDir).find((c) => c.step === to);
-    const endHash = atEnd ? readSavedState(atEnd.dir)?.param_hash : undefined;
-    if (typeof endHash === 'string') {
-      const got = trainer.paramHash();
+    // 3. Every later checkpoint's files against the recomputed state at its step.
+    for (const [step, files] of [...fromFiles].sort((a, b) => a[0] - b[0])) {
+      const want = recomputed.get(step);
+      if (!want) return diverge({ step, what: 'checkpoint_content', file: '(checkpoint directory)', expected: `step ${step} reached by the recomputation`, got: 'never reached' });
+      const d = firstDifference(want, files);
+      if (d) return diverge({ step, what: 'checkpoint_content', file: d.key ? `${d.file} '${d.key}'` : d.file, expected: d.expected, got: d.got });
+      result.checkpointsChecked++;
       result.hashesChecked++;
-      if (got !== endHash) return diverge({ step: to, what: 'final_param_hash', expected: endHash, got });
     }
     return result;
   } finally {
@@ -224,8 +272,10 @@ export function describeDivergence(d: AuditDivergence): string {
     recorded_param_hash: "the starting checkpoint's weights do not match the param_hash recorded in metrics.jsonl",
     fingerprint: 'the step fingerprint (loss and gradient-norm bits) differs',
     param_hash: 'the parameter hash differs',
-    final_param_hash: "the final weights do not match the checkpoint saved at this step",
+    checkpoint_file: 'a file of the checkpoint at this step fails verification',
+    checkpoint_content: 'a file of the checkpoint at this step differs from the recomputed state',
     error: 'recomputation failed',
   };
-  return `step ${d.step}: ${what[d.what]}\n  expected ${d.expected}\n  got      ${d.got}`;
+  const file = d.file ? ` (${d.file})` : '';
+  return `step ${d.step}${file}: ${what[d.what]}\n  expected ${d.expected}\n  got      ${d.got}`;
 }

@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { ConfigError, errorMessage } from '../core/errors';
 import { BACKENDS } from '../core/backend';
 import { formatIssues, ModelConfig, modelConfigSchema } from '../model/config';
+import { blockNodes } from '../parallel/tree';
 
 const groupScales = z.object({
   embedding: z.number().positive(),
@@ -145,9 +146,91 @@ export function applyOverrides(raw: Record<string, unknown>, sets: string[] = []
 export function parseTrainConfig(raw: unknown, where = 'config'): TrainConfig {
   const r = trainConfigSchema.safeParse(raw);
   if (!r.success) {
-    throw new ConfigError(formatIssues(r.error), { where });
+    throw new ConfigError(formatTrainIssues(r.error), { where });
   }
   return r.data as TrainConfig;
+}
+
+/** Issues as one line, with a suggestion for each unknown key (`did you mean dModel?`). */
+function formatTrainIssues(err: z.ZodError): string {
+  return err.issues
+    .map((i) => {
+      const at = i.path.map(String).join('.') || '(root)';
+      if (i.code === z.ZodIssueCode.unrecognized_keys) {
+        const known = keysOf(schemaAt(trainConfigSchema, i.path.map(String)));
+        return `${at}: ${i.keys.map((k) => `unknown key '${k}'${suggest(k, known)}`).join(', ')}`;
+      }
+      return `${at}: ${i.message}`;
+    })
+    .join('; ');
+}
+
+/** The object schema(s) under a key path (through defaults, optionals, refinements, unions). */
+function schemaAt(schema: z.ZodTypeAny, keys: string[]): z.ZodTypeAny[] {
+  let cur: z.ZodTypeAny[] = [schema];
+  for (const k of keys) {
+    const next: z.ZodTypeAny[] = [];
+    for (const sch of cur.flatMap(objects)) {
+      const child = (sch as z.AnyZodObject).shape[k] as z.ZodTypeAny | undefined;
+      if (child) next.push(child);
+    }
+    cur = next;
+  }
+  return cur;
+}
+
+/** The plain object schemas a schema stands for (unwrapping wrappers, spreading unions). */
+function objects(s: z.ZodTypeAny): z.ZodTypeAny[] {
+  if (s instanceof z.ZodObject) return [s];
+  if (s instanceof z.ZodDefault || s instanceof z.ZodOptional || s instanceof z.ZodNullable) return objects(s._def.innerType as z.ZodTypeAny);
+  if (s instanceof z.ZodEffects) return objects(s._def.schema as z.ZodTypeAny);
+  if (s instanceof z.ZodUnion || s instanceof z.ZodDiscriminatedUnion) return (s.options as z.ZodTypeAny[]).flatMap(objects);
+  return [];
+}
+
+function keysOf(schemas: z.ZodTypeAny[]): string[] {
+  return [...new Set(schemas.flatMap(objects).flatMap((o) => Object.keys((o as z.AnyZodObject).shape)))];
+}
+
+/** ` (did you mean X?)` for the closest known key, ` (known keys: ...)` when none is close. */
+function suggest(key: string, known: string[]): string {
+  if (known.length === 0) return '';
+  let best = known[0];
+  let bestD = Infinity;
+  for (const k of known) {
+    const d = editDistance(key.toLowerCase(), k.toLowerCase());
+    if (d < bestD) [best, bestD] = [k, d];
+  }
+  return bestD <= Math.max(2, Math.floor(best.length / 3)) ? ` (did you mean ${best}?)` : ` (known keys: ${known.join(', ')})`;
+}
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let diag = row[0];
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const up = row[j];
+      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
+      diag = up;
+    }
+  }
+  return row[b.length];
+}
+
+/** Refuses a `--set` key that names no config key, blaming the flag (not the file). */
+function checkOverrideKey(key: string): void {
+  const parts = key.split('.');
+  for (let n = 0; n < parts.length; n++) {
+    const here = schemaAt(trainConfigSchema, parts.slice(0, n));
+    const obj = here.flatMap(objects);
+    if (obj.length === 0 || here.some((h) => !objects(h).length)) return; // free-form value (e.g. data.mixture): not checked here
+    const known = keysOf(here);
+    if (!known.includes(parts[n])) {
+      const parent = parts.slice(0, n).join('.');
+      throw new ConfigError(`unknown key '${parts[n]}'${parent ? ` in ${parent}` : ''}${suggest(parts[n], known)}`, { where: `--set ${key}` });
+    }
+  }
 }
 
 /** Reads, overrides and validates a YAML config file. Refuses before any work. */
@@ -160,11 +243,43 @@ export function loadTrainConfig(file: string, sets: string[] = []): { config: Tr
   }
   let raw: unknown;
   try {
-    raw = YAML.parse(text, { prettyErrors: true });
+    raw = YAML.parse(text, { prettyErrors: true, logLevel: 'error' }); // warnings (e.g. unknown tags) are not printed: validation refuses what they leave
   } catch (e) {
-    throw new ConfigError(`invalid YAML: ${errorMessage(e)}`, { where: file });
+    throw new ConfigError(`invalid YAML: ${errorMessage(e).split('\n')[0]}`, { where: file });
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError('the config must be a YAML mapping', { where: file });
   applyOverrides(raw as Record<string, unknown>, sets);
-  return { config: parseTrainConfig(raw, file), raw: raw as Record<string, unknown> };
+  const setKeys = sets.map((s) => s.slice(0, s.indexOf('=')).trim());
+  for (const k of setKeys) checkOverrideKey(k);
+  const r = trainConfigSchema.safeParse(raw);
+  if (!r.success) {
+    // A value given with --set is blamed on the flag, not on the file.
+    const first = r.error.issues[0].path.map(String).join('.');
+    const blamed = setKeys.filter((k) => k === first || first.startsWith(`${k}.`) || (first && k.startsWith(`${first}.`))).pop();
+    throw new ConfigError(formatTrainIssues(r.error), { where: blamed ? `--set ${blamed}` : file });
+  }
+  return { config: r.data as TrainConfig, raw: raw as Record<string, unknown> };
+}
+
+/** Whether every rank's contiguous block of M / W microbatches is one node of the canonical tree over M. */
+export function rankBlocksAreNodes(microBatches: number, worldSize: number): boolean {
+  if (microBatches % worldSize !== 0) return false;
+  const n = microBatches / worldSize;
+  for (let r = 0; r < worldSize; r++) if (blockNodes(r * n, (r + 1) * n, microBatches).length !== 1) return false;
+  return true;
+}
+
+/**
+ * Refuses, before any rank joins a group, a data-parallel world whose rank blocks are not nodes
+ * of the canonical reduction tree (DESIGN.md section 4): e.g. microBatches 6 over 2 ranks gives
+ * blocks [0,3) and [3,6), but the tree over 6 splits at 4. Names the nearest values that work.
+ */
+export function checkDataParallel(microBatches: number, worldSize: number, where = 'data.microBatches'): void {
+  if (worldSize <= 1 || rankBlocksAreNodes(microBatches, worldSize)) return;
+  const ok: number[] = [];
+  for (let m = worldSize; ok.length < 4 && m <= Math.max(64, 4 * microBatches) * worldSize; m += worldSize) if (rankBlocksAreNodes(m, worldSize)) ok.push(m);
+  const why = microBatches % worldSize !== 0
+    ? `is not divisible by the world size ${worldSize}`
+    : `split over ${worldSize} ranks gives blocks of ${microBatches / worldSize} that are not nodes of the canonical reduction tree over ${microBatches}`;
+  throw new ConfigError(`${microBatches} ${why}`, { where, hint: `use data.microBatches ${ok.join(', ')}${ok.length ? ', ...' : ''} with world size ${worldSize}` });
 }

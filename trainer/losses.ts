@@ -2,8 +2,8 @@
  * The training objective for one microbatch (DESIGN.md sections 2-4):
  *   LM loss (sum of masked token cross-entropies / global token count)
  * + balance loss (sum over sequences / global sequence count)
- * + hidden z-loss  L_Z = (lambda/T)·sum_t (logsumexp_i |z_t^i|)^2 on last-layer hidden states,
- *   with T the global token count.
+ * + hidden z-loss  L_Z = (lambda/T)·sum_t mask_t·(logsumexp_i |z_t^i|)^2 on last-layer hidden
+ *   states, with T the global count of masked-in targets (the same positions the LM loss counts).
  * Normalising by global counts (never per-rank means) makes the global gradient a plain sum of
  * microbatch gradients, which the canonical tree then adds in a fixed order.
  */
@@ -59,8 +59,10 @@ export function microbatchLoss(
   }
   let z: tf.Scalar | null = null;
   if (opts.zLossCoef && opts.zLossCoef > 0) {
+    // Same per-position weights as the LM loss (lossMask / T): padding and masked prompt
+    // tokens (SFT) add nothing, so the sum and its normaliser count the same positions.
     const lse = tf.logSumExp(tf.abs(f.hidden), 1);
-    z = tf.mul(tf.sum(tf.square(lse)), opts.zLossCoef / norms.globalTokens) as tf.Scalar;
+    z = tf.mul(tf.sum(tf.mul(tf.square(lse), tf.tensor1d(w))), opts.zLossCoef) as tf.Scalar;
     total = tf.add(total, z) as tf.Scalar;
   }
   return { total, lm, balance, z, moe: f.moe.map((m) => m.stats), hidden: f.hidden };

@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import YAML from 'yaml';
-import { TrainConfig } from './config';
+import { checkDataParallel, TrainConfig } from './config';
 import { DataSource } from './data';
 import { Batch } from '../data/batch';
 import { DataParallel } from './dataParallel';
@@ -88,6 +88,7 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     const ck = loadTrainerCheckpoint(latest);
     config = ck.config;
     rawConfig = ck.rawConfig;
+    if (o.dp) checkDataParallel(config.data.microBatches, o.dp.worldSize, `${ck.dir}/config.yaml: data.microBatches`);
     data = makeDataSource(config, ck.saved.data);
     trainer = new Trainer(config, data, { dp: o.dp, moe: o.moe }, ck.state);
     resumedFrom = ck.dir;
@@ -96,6 +97,7 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     if (write) metrics.truncateAfter(ck.state.step);
   } else {
     if (!config || !rawConfig) throw new ConfigError('a config is required to start a run');
+    if (o.dp) checkDataParallel(config.data.microBatches, o.dp.worldSize);
     // The parent is loaded and checked first: a model mismatch is refused before any data work.
     const init = config.initFrom ? initFromCheckpoint(config, config.initFrom) : null;
     data = makeDataSource(config);
@@ -129,6 +131,8 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
       continue;
     }
     last = r.metrics;
+    // Every invocation's last step records its parameter hash (a run stopped by --max-steps too).
+    if (trainer.state.step === target && last.param_hash === undefined) last.param_hash = trainer.paramHash();
     const valEvery = config.data.sft?.valEvery ?? 0;
     const val = (data as { validationBatches?: () => Batch[] }).validationBatches;
     if (val && valEvery > 0 && (trainer.state.step % valEvery === 0 || trainer.state.step === target)) last.val_loss = validationLoss(trainer, val.call(data), o.moe);

@@ -27,3 +27,11 @@ export function lrAt(step: number, peak: number, s: ScheduleConfig): number {
   const p = Math.min(1, (t - decayStart) / Math.max(1, s.decaySteps));
   return peak + (minLr - peak) * p;
 }
+
+/**
+ * The bias controller's update rate at a step: `mu` itself (`constant`), or `mu` scaled by the
+ * LR schedule's lr(step)/peak (`lr`), so the expert biases settle as the LR decays.
+ */
+export function biasUpdateRateAt(mu: number, schedule: 'constant' | 'lr', lr: number, peakLr: number): number {
+  return schedule === 'lr' ? mu * (lr / peakLr) : mu;
+}

@@ -23,7 +23,7 @@ import { MetricsWriter, StepMetrics } from './metrics';
 import { microbatchGrad } from './microbatch';
 import { LossNorms } from './losses';
 import { StepScalars } from './stepScalars';
-import { lrAt } from './schedule';
+import { biasUpdateRateAt, lrAt } from './schedule';
 import { TreeAccumulator } from './treeSum';
 import { gradRmsByGroup, routerGradRatio, routerSimilarity, SpikeDetector } from './stability';
 
@@ -203,7 +203,7 @@ export class Trainer {
     }
 
     const opt = this.optimize(grad, gradNorm, step);
-    this.updateBiases(model, scalars);
+    this.updateBiases(model, scalars, opt.lr);
     this.state.step += 1;
     this.state.dataStep += 1;
     this.state.tokens += losses.stepTokens;
@@ -278,10 +278,11 @@ export class Trainer {
   }
 
   /** Aux-loss-free bias controller on globally summed routing counts. */
-  private updateBiases(model: ModelConfig, g: StepScalars): void {
+  private updateBiases(model: ModelConfig, g: StepScalars, lr: number): void {
     const N = model.moe.nExperts;
+    const mu = biasUpdateRateAt(model.moe.biasUpdateRate, model.moe.biasUpdateSchedule, lr, this.cfg.optim.lr);
     for (let l = 0; l < model.nLayers; l++) {
-      updateExpertBias(this.state.biases[l], g.expertCounts(l), g.layerTokens(l), { nFfn: N, topK: model.moe.topK, targetFfn: targetFfnPerToken(model), mu: model.moe.biasUpdateRate });
+      updateExpertBias(this.state.biases[l], g.expertCounts(l), g.layerTokens(l), { nFfn: N, topK: model.moe.topK, targetFfn: targetFfnPerToken(model), mu });
     }
   }
 

@@ -14,7 +14,7 @@
  *   Same arithmetic as the composite, so again the same bits.
  */
 import * as tf from '@tensorflow/tfjs';
-import { alloc, allocZeroed } from '../../core/native/buffers';
+import { alloc, allocZeroed, give } from '../../core/native/buffers';
 import { NativeAddon, registerFusedKernel } from '../../core/native';
 import { be, f32, i32, TensorInfo } from '../../core/native/tensors';
 
@@ -133,6 +133,8 @@ export const expertsGradKernel = (m: NativeAddon): tf.KernelFunc =>
       for (let i = 0; i < n * d; i++) dxe[i] = dxe[i] + dxu[i];
       dW.push(dWg, dWu, dWd);
     }
+    // The scratch buffers never become tensors: back to the pool.
+    for (const t of [dA, dG, dU, dXu]) give(t);
     return [
       b.makeTensorInfo([R, d], 'float32', dx),
       ...dW.map((v, i) => b.makeTensorInfo(i % 3 === 2 ? [hid, d] : [d, hid], 'float32', v)),

@@ -7,8 +7,17 @@ import { readMetricSeries } from '../../analysis/metricsFile';
 import { DataError } from '../../core/errors';
 import { makeCurve } from '../../analysis/synthetic';
 
-function tmpRun(lines: string[]): string {
+/** Temp dirs of this file, removed after its tests. */
+const made: string[] = [];
+function tmp(): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'moecat-curve-'));
+  made.push(dir);
+  return dir;
+}
+after(() => made.splice(0).forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+
+function tmpRun(lines: string[]): string {
+  const dir = tmp();
   fs.writeFileSync(path.join(dir, 'metrics.jsonl'), lines.join('\n') + '\n');
   return dir;
 }
@@ -25,7 +34,7 @@ describe('analysis/metricsFile (moecat curve input)', () => {
 
   it('refuses a missing file, naming it', () => {
     assert.throws(() => readMetricSeries('/nonexistent/run', 'loss'), (e: Error) => e instanceof DataError && /\/nonexistent\/run/.test(e.message));
-    const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'moecat-curve-'));
+    const empty = tmp();
     assert.throws(() => readMetricSeries(empty, 'loss'), /metrics\.jsonl: no metrics\.jsonl/);
   });
 

@@ -31,14 +31,43 @@ function corruptOneUlp(ckDir: string, tensor: string, index: number, forgeHash: 
   const statePath = path.join(ckDir, 'state.json');
   const state = JSON.parse(fs.readFileSync(statePath, 'utf8')) as { files: Record<string, string>; param_hash: string };
   state.files['model.safetensors'] = sha256Hex(bytes);
-  fs.writeFileSync(statePath, JSON.stringify(state, null, 2) + '\n');
+  writeState(ckDir, state);
   if (forgeHash) {
     const ck = loadTrainerCheckpoint(ckDir);
     const layout = flatLayout(paramSpecs(ck.config.model));
     state.param_hash = paramHash(layout.specs, views(layout, ck.state.params));
-    fs.writeFileSync(statePath, JSON.stringify(state, null, 2) + '\n');
+    writeState(ckDir, state);
   }
   return { before, after };
+}
+
+/** Rewrites state.json and its own checksum, as a thorough forger would. */
+function writeState(ckDir: string, state: unknown): void {
+  const text = JSON.stringify(state, null, 2) + '\n';
+  fs.writeFileSync(path.join(ckDir, 'state.json'), text);
+  fs.writeFileSync(path.join(ckDir, 'state.json.sha256'), sha256Hex(Buffer.from(text)) + '\n');
+}
+
+/** Re-signs one rewritten file of a checkpoint in state.json (checksum and size). */
+function resign(ckDir: string, name: string): void {
+  const bytes = fs.readFileSync(path.join(ckDir, name));
+  const state = JSON.parse(fs.readFileSync(path.join(ckDir, 'state.json'), 'utf8')) as { files: Record<string, string>; file_bytes: Record<string, number> };
+  state.files[name] = sha256Hex(bytes);
+  state.file_bytes[name] = bytes.length;
+  writeState(ckDir, state);
+}
+
+/** Flips bit `bit` of byte `at` of a file. */
+function flipBit(file: string, at: number, bit: number): void {
+  const b = fs.readFileSync(file);
+  b[at] ^= 1 << bit;
+  fs.writeFileSync(file, b);
+}
+
+/** Offset of the first byte of tensor data in a safetensors file (after the JSON header). */
+function tensorDataStart(file: string): number {
+  const b = fs.readFileSync(file);
+  return 8 + Number(b.readBigUInt64LE(0));
 }
 
 /** A big lm_head weight: every token's logits read it, so the next step's loss bits move. */
@@ -65,8 +94,9 @@ describe('moecat audit', function () {
     assert.equal(res.start.step, 4);
     assert.match(String(res.start.checkpoint), /step-00000004$/);
     assert.deepEqual([res.from, res.to, res.checked], [5, 12, 8]);
-    // checkpoint 4's own hash, recorded hashes at steps 5, 10, 12, checkpoint 12's hash
-    assert.equal(res.hashesChecked, 5);
+    // checkpoint 4's own hash, recorded hashes at steps 5, 10, 12, checkpoints 8 and 12 against the recomputation
+    assert.equal(res.hashesChecked, 6);
+    assert.equal(res.checkpointsChecked, 3);
     assert.equal(res.recordedBackend, BACKEND);
   });
 
@@ -103,6 +133,86 @@ describe('moecat audit', function () {
     assert.equal(res.firstDivergence!.expected, recorded.fingerprint);
   });
 
+  it('catches a flipped byte in the tensor data of the final checkpoint, naming step and file', async () => {
+    const bad = copyRun(run, 'final-byte');
+    const file = path.join(bad, 'checkpoints', 'step-00000012', 'model.safetensors');
+    flipBit(file, tensorDataStart(file) + 17, 0);
+    const res = await auditRun(bad, { from: 5, to: 12 });
+    assert.equal(res.ok, false);
+    assert.deepEqual([res.firstDivergence!.step, res.firstDivergence!.what, res.firstDivergence!.file], [12, 'checkpoint_file', 'model.safetensors']);
+    assert.match(res.firstDivergence!.got, /model\.safetensors fails its sha256 check/);
+    assert.equal(res.checked, 0, 'refused before recomputing');
+  });
+
+  it('catches a flipped bit in any file of any checkpoint in the range', async () => {
+    const bad = copyRun(run, 'any-bit');
+    let seed = 12345;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    let cases = 0;
+    for (const step of [4, 8, 12]) {
+      const dir = path.join(bad, 'checkpoints', `step-${String(step).padStart(8, '0')}`);
+      const names = fs.readdirSync(dir).sort();
+      assert.ok(names.includes('model.safetensors') && names.includes('optimizer.safetensors') && names.includes('state.json') && names.includes('state.json.sha256'), names.join());
+      for (const name of names) {
+        const file = path.join(dir, name);
+        const original = fs.readFileSync(file);
+        for (let k = 0; k < 2; k++) {
+          flipBit(file, rand(original.length), rand(8));
+          const res = await auditRun(bad, { from: 5, to: 12 });
+          assert.equal(res.ok, false, `${step}/${name}`);
+          assert.equal(res.firstDivergence!.step, step, `${step}/${name}: ${JSON.stringify(res.firstDivergence)}`);
+          assert.equal(res.firstDivergence!.what, 'checkpoint_file');
+          // A changed state.json.sha256 can only say that it and state.json disagree.
+          if (name === 'state.json.sha256') assert.match(res.firstDivergence!.file!, /^state\.json/);
+          else assert.equal(res.firstDivergence!.file, name);
+          fs.writeFileSync(file, original);
+          cases++;
+        }
+      }
+    }
+    assert.ok(cases >= 24, `${cases} cases`);
+    assert.equal((await auditRun(bad, { from: 5, to: 12 })).ok, true, 'restored run audits clean');
+  });
+
+  it('catches re-checksummed changes to a later checkpoint: weights, optimizer moments, state.json', async () => {
+    const weights = copyRun(run, 'resigned-weights');
+    corruptOneUlp(path.join(weights, 'checkpoints', 'step-00000012'), 'lm_head.weight', 3, true);
+    let res = await auditRun(weights, { from: 9, to: 12 });
+    assert.equal(res.ok, false);
+    assert.deepEqual([res.firstDivergence!.step, res.firstDivergence!.what, res.firstDivergence!.file], [12, 'checkpoint_content', 'model.safetensors']);
+
+    const opt = copyRun(run, 'resigned-opt');
+    const ck8 = path.join(opt, 'checkpoints', 'step-00000008');
+    const of = path.join(ck8, 'optimizer.safetensors');
+    const st = decodeSafetensors(fs.readFileSync(of));
+    (st.tensors.get('exp_avg')!.data as Float32Array)[7] += 1;
+    fs.writeFileSync(of, encodeSafetensors(st.tensors, st.metadata));
+    resign(ck8, 'optimizer.safetensors');
+    res = await auditRun(opt, { from: 5, to: 12 });
+    assert.equal(res.ok, false);
+    assert.deepEqual([res.firstDivergence!.step, res.firstDivergence!.what, res.firstDivergence!.file], [8, 'checkpoint_content', 'optimizer.safetensors']);
+
+    const state = copyRun(run, 'resigned-state');
+    const ck12 = path.join(state, 'checkpoints', 'step-00000012');
+    const s = JSON.parse(fs.readFileSync(path.join(ck12, 'state.json'), 'utf8')) as { tokens: number };
+    s.tokens += 1;
+    writeState(ck12, s);
+    res = await auditRun(state, { from: 9, to: 12 });
+    assert.equal(res.ok, false);
+    assert.deepEqual([res.firstDivergence!.step, res.firstDivergence!.what, res.firstDivergence!.file], [12, 'checkpoint_content', "state.json 'tokens'"]);
+    // The same change in the starting checkpoint is checked against the recorded token count.
+    const start8 = path.join(state, 'checkpoints', 'step-00000008');
+    const s8 = JSON.parse(fs.readFileSync(path.join(start8, 'state.json'), 'utf8')) as { tokens: number };
+    s8.tokens -= 1;
+    writeState(start8, s8);
+    res = await auditRun(state, { from: 9, to: 11 });
+    assert.equal(res.ok, false);
+    assert.deepEqual([res.firstDivergence!.step, res.firstDivergence!.what, res.firstDivergence!.file], [8, 'checkpoint_content', "state.json 'tokens'"]);
+  });
+
   it('refuses bad input with typed errors: missing run, no metrics, range outside the record', async () => {
     await assert.rejects(auditRun(path.join(tmpDir('none'), 'missing')), (e: unknown) => e instanceof DataError && /no such run directory/.test(e.message));
     await assert.rejects(auditRun(tmpDir('empty')), (e: unknown) => e instanceof DataError && /no metrics\.jsonl/.test(e.message));
@@ -126,5 +236,11 @@ describe('moecat audit', function () {
     const range = moecat(['audit', run, '--to', '99']);
     assert.equal(range.status, 2);
     assert.match(range.stderr, /outside what was recorded/);
+    const flipped = copyRun(run, 'cli-flipped');
+    const file = path.join(flipped, 'checkpoints', 'step-00000012', 'model.safetensors');
+    flipBit(file, tensorDataStart(file) + 5, 3);
+    const caught = moecat(['audit', flipped]);
+    assert.equal(caught.status, 1, caught.stderr);
+    assert.match(caught.stdout, /DIVERGED after 0 identical step\(s\): step 12 \(model\.safetensors\): a file of the checkpoint at this step fails verification/);
   });
 });

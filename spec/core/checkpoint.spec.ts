@@ -127,9 +127,23 @@ describe('core/checkpoint', () => {
     expectCkError(() => loadCheckpoint(dir), 'tokenizer.json is missing');
   });
 
-  it('refuses a corrupted state.json with a clear error', () => {
+  it('catches any change to state.json through state.json.sha256', () => {
     const dir = save(run, 3);
     const file = path.join(dir, 'state.json');
+    const text = fs.readFileSync(file, 'utf8');
+    // A change that keeps the JSON valid and every listed file intact.
+    fs.writeFileSync(file, text.replace('"step": 3', '"step":  3'));
+    expectCkError(() => loadCheckpoint(dir), 'state.json fails its sha256 check', file);
+    fs.writeFileSync(file, text);
+    assert.doesNotThrow(() => loadCheckpoint(dir));
+    fs.writeFileSync(path.join(dir, 'state.json.sha256'), 'not a digest\n');
+    expectCkError(() => loadCheckpoint(dir), 'state.json.sha256 is not a sha256 hex digest');
+  });
+
+  it('refuses a corrupted state.json with a clear error (a checkpoint without state.json.sha256)', () => {
+    const dir = save(run, 3);
+    const file = path.join(dir, 'state.json');
+    fs.unlinkSync(path.join(dir, 'state.json.sha256'));
     fs.writeFileSync(file, fs.readFileSync(file, 'utf8').slice(0, 40));
     expectCkError(() => loadCheckpoint(dir), 'state.json is not valid JSON', file);
   });
@@ -138,6 +152,7 @@ describe('core/checkpoint', () => {
     const dir = save(run, 3);
     const file = path.join(dir, 'state.json');
     const st = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+    fs.unlinkSync(path.join(dir, 'state.json.sha256'));
     fs.writeFileSync(file, JSON.stringify({ ...st, step: 4 }));
     expectCkError(() => loadCheckpoint(dir), 'does not match the directory name');
   });
