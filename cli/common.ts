@@ -9,7 +9,7 @@ import { MoecatError } from '../core/errors';
 export const backendOption = {
   backend: {
     type: 'string' as const,
-    describe: 'compute backend: auto (fastest that loads), tensorflow-gpu, tensorflow, wasm, cpu',
+    describe: 'compute backend: auto (fastest that loads), tensorflow-gpu, webgpu, tensorflow, cpu-native, wasm, cpu',
   },
 };
 

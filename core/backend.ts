@@ -1,6 +1,8 @@
 /**
- * Compute-backend selection (DESIGN.md section 1; TFJS-NOTES). Order: tensorflow-gpu >
- * tensorflow (libtensorflow CPU) > wasm > cpu. The tfjs-node packages are optional
+ * Compute-backend selection (DESIGN.md section 1; TFJS-NOTES; GPU-NOTES). Order:
+ * tensorflow-gpu > webgpu (hardware adapter only) > tensorflow (libtensorflow CPU) > cpu-native
+ * > wasm > cpu. `webgpu` (Dawn) takes a software adapter only when named (core/webgpu/).
+ * The tfjs-node packages are optional
  * dependencies whose install downloads libtensorflow; where that failed they are simply absent
  * and we fall through. A forced backend that cannot load is an error, never a silent fallback.
  */
@@ -8,12 +10,13 @@ import * as tf from '@tensorflow/tfjs';
 import { BackendError, errorMessage } from './errors';
 import { installWasmGradients } from './wasmGradients';
 import { loadNativeKernels, NativeLoadResult } from './nativeKernels';
+import { AdapterSummary, describeAdapter, loadWebgpuBackend } from './webgpu';
 
 /**
  * `cpu-native` is tfjs' cpu backend with the hot kernels replaced by the OpenBLAS-backed N-API
  * addon (native/); it loads only where the addon was built. `cpu` is the pure-JS backend.
  */
-export const BACKENDS = ['tensorflow-gpu', 'tensorflow', 'cpu-native', 'wasm', 'cpu'] as const;
+export const BACKENDS = ['tensorflow-gpu', 'webgpu', 'tensorflow', 'cpu-native', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKENDS)[number];
 export type BackendChoice = BackendName | 'auto';
 
@@ -25,9 +28,12 @@ export interface BackendInfo {
   skipped: { name: BackendName; reason: string }[];
   /** The native kernel set on `cpu-native` (OpenBLAS core, kernel names). */
   native?: NativeLoadResult;
+  /** The WebGPU adapter on `webgpu` (vendor, architecture, limits). */
+  adapter?: AdapterSummary;
 }
 
 let native: NativeLoadResult | undefined;
+let adapter: AdapterSummary | undefined;
 
 let active: BackendInfo | null = null;
 
@@ -36,8 +42,11 @@ function tryRequire(mod: string): void {
   require(mod);
 }
 
-async function load(name: BackendName): Promise<void> {
+async function load(name: BackendName, forced: boolean): Promise<void> {
   switch (name) {
+    case 'webgpu':
+      adapter = await loadWebgpuBackend({ allowSoftware: forced });
+      return;
     case 'tensorflow-gpu':
       // The TF runtime reads these once, at load (TFJS-NOTES "Installing").
       process.env.TF_DETERMINISTIC_OPS = '1';
@@ -84,9 +93,9 @@ export async function selectBackend(choice: BackendChoice = 'auto'): Promise<Bac
   const skipped: { name: BackendName; reason: string }[] = [];
   for (const name of candidates) {
     try {
-      await load(name);
+      await load(name, choice !== 'auto');
       await tf.ready();
-      active = { name, tfBackend: tf.getBackend(), skipped, ...(name === 'cpu-native' ? { native } : {}) };
+      active = { name, tfBackend: tf.getBackend(), skipped, ...(name === 'cpu-native' ? { native } : {}), ...(name === 'webgpu' ? { adapter } : {}) };
       return active;
     } catch (e) {
       if (choice !== 'auto') {
@@ -94,7 +103,9 @@ export async function selectBackend(choice: BackendChoice = 'auto'): Promise<Bac
           where: '--backend',
           hint: name.startsWith('tensorflow')
             ? 'its package downloads libtensorflow at install time; reinstall with network access, or use --backend wasm'
-            : 'use --backend auto to pick the fastest backend that loads',
+            : name === 'webgpu'
+              ? 'install the optional packages webgpu and @tensorflow/tfjs-backend-webgpu and a Vulkan driver (scripts/webgpu/software-adapter.sh), or use --backend auto'
+              : 'use --backend auto to pick the fastest backend that loads',
         });
       }
       skipped.push({ name, reason: errorMessage(e).split('\n')[0].slice(0, 160) });
@@ -110,6 +121,10 @@ export function activeBackend(): BackendInfo | null {
 /** One start-up line naming the backend and why faster ones were skipped. */
 export function describeBackend(info: BackendInfo): string {
   const why = info.skipped.map((s) => `${s.name} unavailable (${s.reason.slice(0, 80)})`).join('; ');
-  const nat = info.native?.loaded ? ` (OpenBLAS ${info.native.blas?.corename ?? ''}, ${info.native.kernels.length} native kernels)` : '';
+  const nat = info.native?.loaded
+    ? ` (OpenBLAS ${info.native.blas?.corename ?? ''}, ${info.native.kernels.length} native kernels)`
+    : info.adapter
+      ? ` on ${describeAdapter(info.adapter)}`
+      : '';
   return `backend: ${info.name}${nat}${why ? ` [${why}]` : ''}`;
 }
