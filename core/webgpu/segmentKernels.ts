@@ -178,9 +178,30 @@ export const DETERMINISTIC_KERNELS: Record<string, KernelFunc> = {
   Bincount: bincount,
 };
 
+/** tfjs' own (atomic) kernels, kept so a spec can show the tracer catches them. */
+const originals = new Map<string, tf.KernelConfig>();
+
 export function registerDeterministicKernels(): void {
   for (const [kernelName, kernelFunc] of Object.entries(DETERMINISTIC_KERNELS)) {
-    if (tf.getKernel(kernelName, 'webgpu')) tf.unregisterKernel(kernelName, 'webgpu');
+    const prev = tf.getKernel(kernelName, 'webgpu');
+    if (prev) {
+      if (!originals.has(kernelName)) originals.set(kernelName, prev);
+      tf.unregisterKernel(kernelName, 'webgpu');
+    }
     tf.registerKernel({ kernelName, backendName: 'webgpu', kernelFunc: kernelFunc as unknown as tf.KernelFunc });
+  }
+}
+
+/** Runs `fn` with tfjs' original kernel for `kernelName` (tests only). */
+export function withOriginalKernel<T>(kernelName: string, fn: () => T): T {
+  const original = originals.get(kernelName);
+  if (!original) throw new Error(`no original webgpu kernel ${kernelName} was replaced`);
+  tf.unregisterKernel(kernelName, 'webgpu');
+  tf.registerKernel(original);
+  try {
+    return fn();
+  } finally {
+    tf.unregisterKernel(kernelName, 'webgpu');
+    tf.registerKernel({ kernelName, backendName: 'webgpu', kernelFunc: DETERMINISTIC_KERNELS[kernelName] as unknown as tf.KernelFunc });
   }
 }
