@@ -23,6 +23,7 @@ import { microbatchGrad } from './microbatch';
 import { lrAt } from './schedule';
 import { TreeAccumulator } from './treeSum';
 import { gradRmsByGroup, routerGradRatio, routerSimilarity, SpikeDetector } from './stability';
+import { stepBoundary } from '../core/webgpu/stepBoundary';
 
 export interface SpikeEvent {
   step: number;
@@ -146,6 +147,7 @@ export class Trainer {
 
   /** Runs one optimizer step, or reports a spike after rolling back to the last snapshot. */
   async step(): Promise<StepOutcome> {
+    await stepBoundary();
     const t0 = Date.now();
     const { cfg, dp } = this;
     const model = this.effectiveModel();

@@ -50,7 +50,7 @@ export async function loadWebgpuBackend(opts: { allowSoftware: boolean }): Promi
   if (!registered) {
     const { adapter, summary } = await probeAdapter();
     if (summary.software && !opts.allowSoftware) {
-      throw new Error(`the only adapter is a software one (${summary.description || summary.device}); use --backend webgpu to force it`);
+      throw new Error(`only a software adapter (--backend webgpu forces it): ${summary.description || summary.device}`);
     }
     let pkg: WebgpuPackage;
     try {
@@ -85,7 +85,7 @@ export async function loadWebgpuBackend(opts: { allowSoftware: boolean }): Promi
     adapterSummary = summary;
     registered = true;
   } else if (adapterSummary!.software && !opts.allowSoftware) {
-    throw new Error(`the only adapter is a software one (${adapterSummary!.description}); use --backend webgpu to force it`);
+    throw new Error(`only a software adapter (--backend webgpu forces it): ${adapterSummary!.description}`);
   }
   if (!(await tf.setBackend('webgpu'))) throw new Error('the webgpu backend did not initialise');
   return adapterSummary!;

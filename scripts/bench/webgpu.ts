@@ -1,0 +1,108 @@
+/**
+ * The webgpu backend (`npm run bench -- webgpu`): the adapter, per-op overhead, matMul GFLOP/s
+ * and training tokens/s with dispatches and synchronous reads per step. On a software Vulkan
+ * driver (lavapipe) these figures measure correctness and overhead, not GPU speed.
+ * Usage: node dist/scripts/bench/webgpu.js [--configs tiny] [--steps 3] [--sizes 256,512,1024]
+ * Prints one JSON line per result; without an adapter, one line saying why.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { selectBackend } from '../../core/backend';
+import { describeAdapter } from '../../core/webgpu';
+import { programCounter } from '../../core/webgpu/trace';
+import { syncReadStats } from '../../core/webgpu/syncRead';
+import { loadTrainConfig } from '../../trainer/config';
+import { MarkovSource } from '../../trainer/data';
+import { Trainer } from '../../trainer/trainer';
+
+function arg(name: string, dflt: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : dflt;
+}
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+const out = (row: Record<string, unknown>) => process.stdout.write(JSON.stringify(row) + '\n');
+
+/** µs per op over a chain of `n` small element-wise ops, ended by one read. */
+function opOverheadUs(n: number): number {
+  const x = tf.tensor1d([1, 2, 3, 4]);
+  const run = () =>
+    tf.tidy(() => {
+      let y = x;
+      for (let i = 0; i < n; i++) y = tf.add(y, x);
+      return y.dataSync()[0];
+    });
+  run();
+  const times: number[] = [];
+  for (let r = 0; r < 3; r++) {
+    const t0 = process.hrtime.bigint();
+    run();
+    times.push(Number(process.hrtime.bigint() - t0) / 1000 / n);
+  }
+  x.dispose();
+  return median(times);
+}
+
+function matMulGflops(n: number): { ms: number; gflops: number } {
+  const a = tf.randomNormal([n, n], 0, 1, 'float32', 1);
+  const b = tf.randomNormal([n, n], 0, 1, 'float32', 2);
+  const run = () => tf.tidy(() => tf.sum(tf.matMul(a, b)).dataSync()[0]);
+  run();
+  const times: number[] = [];
+  for (let r = 0; r < 3; r++) {
+    const t0 = process.hrtime.bigint();
+    run();
+    times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  tf.dispose([a, b]);
+  const ms = median(times);
+  return { ms, gflops: (2 * n ** 3) / (ms * 1e6) };
+}
+
+async function main(): Promise<void> {
+  let info;
+  try {
+    info = await selectBackend('webgpu');
+  } catch (e) {
+    out({ bench: 'adapter', adapter: 'none', note: String((e as Error).message).split('\n')[0] });
+    return;
+  }
+  out({ bench: 'adapter', adapter: describeAdapter(info.adapter!) });
+  const webgpuUs = opOverheadUs(200);
+  await selectBackend('cpu');
+  const cpuUs = opOverheadUs(200);
+  await selectBackend('webgpu');
+  out({ bench: 'op overhead', op: 'add [4] x 200, one read', webgpu_us_per_op: webgpuUs, cpu_js_us_per_op: cpuUs });
+  for (const n of arg('sizes', '256,512,1024').split(',').map(Number)) {
+    const r = matMulGflops(n);
+    out({ bench: 'matMul', shape: `${n}x${n}x${n}`, ms: r.ms, gflops: r.gflops });
+  }
+  const steps = Number(arg('steps', '3'));
+  for (const name of arg('configs', 'tiny').split(',')) {
+    const { config } = loadTrainConfig(`configs/${name}.yaml`, ['data.synthetic={}', 'stability.spike={enabled: false}']);
+    const B = config.data.microBatchSize;
+    const S = config.data.seqLen;
+    const M = config.data.microBatches;
+    const t = new Trainer(config, new MarkovSource(config.seed, config.model.vocabSize, B, S));
+    const times: number[] = [];
+    const dispatches: number[] = [];
+    const reads: number[] = [];
+    for (let i = 0; i < steps + 1; i++) {
+      const d0 = programCounter.dispatches;
+      const r0 = syncReadStats.reads;
+      const t0 = Date.now();
+      const r = await t.step();
+      if (r.kind !== 'step') throw new Error('unexpected spike');
+      if (i === 0) continue; // shader compilation
+      times.push(Date.now() - t0);
+      dispatches.push(programCounter.dispatches - d0);
+      reads.push(syncReadStats.reads - r0);
+    }
+    t.dispose();
+    const ms = median(times);
+    out({ bench: 'training', config: name, tokens_per_step: B * S * M, step_ms: ms, tokens_per_s: (B * S * M) / (ms / 1000), gpu_dispatches_per_step: median(dispatches), sync_reads_per_step: median(reads) });
+  }
+}
+
+main().catch((e) => {
+  process.stderr.write(`bench webgpu: ${(e as Error).stack ?? String(e)}\n`);
+  process.exit(1);
+});
