@@ -21,9 +21,14 @@ function arg(name: string, dflt: string): string {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 const out = (row: Record<string, unknown>) => process.stdout.write(JSON.stringify(row) + '\n');
 
-/** µs per op over a chain of `n` small element-wise ops, ended by one read. */
-function opOverheadUs(n: number): number {
-  const x = tf.tensor1d([1, 2, 3, 4]);
+/**
+ * µs per op over a chain of `n` element-wise adds on a 4096-element tensor, ended by one read.
+ * 4096 elements is past tfjs-webgpu's CPU hand-off (tensors under 1000 elements that live on
+ * the host run on the CPU), so each add is one GPU dispatch (checked by the dispatch counter).
+ */
+function opOverheadUs(n: number): { us: number; dispatchesPerOp: number } {
+  const x = tf.tidy(() => tf.add(tf.range(0, 4096), 1));
+  const d0 = programCounter.dispatches;
   const run = () =>
     tf.tidy(() => {
       let y = x;
@@ -38,7 +43,7 @@ function opOverheadUs(n: number): number {
     times.push(Number(process.hrtime.bigint() - t0) / 1000 / n);
   }
   x.dispose();
-  return median(times);
+  return { us: median(times), dispatchesPerOp: (programCounter.dispatches - d0) / (4 * n) };
 }
 
 function matMulGflops(n: number): { ms: number; gflops: number } {
@@ -66,11 +71,11 @@ async function main(): Promise<void> {
     return;
   }
   out({ bench: 'adapter', adapter: describeAdapter(info.adapter!) });
-  const webgpuUs = opOverheadUs(200);
+  const gpu = opOverheadUs(200);
   await selectBackend('cpu');
-  const cpuUs = opOverheadUs(200);
+  const cpu = opOverheadUs(200);
   await selectBackend('webgpu');
-  out({ bench: 'op overhead', op: 'add [4] x 200, one read', webgpu_us_per_op: webgpuUs, cpu_js_us_per_op: cpuUs });
+  out({ bench: 'op overhead', op: 'add [4096] x 200, one read', webgpu_us_per_op: gpu.us, gpu_dispatches_per_op: gpu.dispatchesPerOp, cpu_js_us_per_op: cpu.us });
   for (const n of arg('sizes', '256,512,1024').split(',').map(Number)) {
     const r = matMulGflops(n);
     out({ bench: 'matMul', shape: `${n}x${n}x${n}`, ms: r.ms, gflops: r.gflops });
