@@ -15,6 +15,10 @@ tar -xJf "$archive" -C "$work"
 export PATH="$work/node/bin:$PATH"
 export LD_LIBRARY_PATH="$work/vulkan${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 results=${OUT:-$work}/gpu-check.jsonl
+# Smaller settings for a dry run on a software adapter: GPU_CHECK_STEPS, GPU_CHECK_SIZES, GPU_CHECK_CONFIGS.
+tiny_steps=${GPU_CHECK_STEPS:-20}
+sizes=${GPU_CHECK_SIZES:-1024,2048,4096}
+configs=${GPU_CHECK_CONFIGS:-tiny,gpu-medium}
 
 # The NVIDIA Vulkan ICD: the driver's json when installed, else one pointing at libGLX_nvidia.
 if [ -z "${VK_ICD_FILENAMES:-}" ]; then
@@ -38,8 +42,9 @@ echo "== adapter (auto must pick webgpu on a hardware adapter)"
 node dist/scripts/device/probe.js auto 2>&1 | grep -v 'artificially reduced' || status=1
 node dist/scripts/device/probe.js webgpu 2>&1 | grep -v 'artificially reduced' || status=1
 
-echo "== configs/tiny.yaml twice on webgpu: same param_hash"
-sets=(--set 'data.synthetic={}' --set train.steps=20 --set train.checkpointEvery=0)
+echo "== configs/tiny.yaml twice on webgpu ($tiny_steps steps): same param_hash"
+sets=(--set 'data.synthetic={}' --set "train.steps=$tiny_steps" --set train.checkpointEvery=0 --set "train.paramHashEvery=$tiny_steps"
+  --set 'optim.schedule={type: wsd, warmupSteps: 1, decaySteps: 2}')
 h=()
 for i in 1 2; do
   line=$(node dist/cli/main.js train --config configs/tiny.yaml --backend webgpu --out "$work/tiny$i" "${sets[@]}" 2>&1 | grep -o 'param_hash [0-9a-f]*' | tail -1)
@@ -50,5 +55,5 @@ if [ -n "${h[0]}" ] && [ "${h[0]}" = "${h[1]:-}" ]; then echo "tiny: reruns iden
 printf '{"bench":"gpu-check tiny rerun","hash1":"%s","hash2":"%s"}\n' "${h[0]:-}" "${h[1]:-}" >> "$results"
 
 echo "== bench: op overhead, matMul to 4096^3, gpu-medium training"
-node dist/scripts/bench/webgpu.js --sizes 1024,2048,4096 --configs tiny,gpu-medium --steps 3 2> >(grep -v 'artificially reduced' >&2) | tee -a "$results" || status=1
+node dist/scripts/bench/webgpu.js --sizes "$sizes" --configs "$configs" --steps 3 2> >(grep -v 'artificially reduced' >&2) | tee -a "$results" || status=1
 exit $status

@@ -6,6 +6,7 @@
 #   moecat/            the built project and only the node_modules files the checks load
 # The node_modules list is traced: the checks' commands run here once on the software adapter
 # with a preload that records every file Node requires.
+# PACK_REUSE_TRACE=1 reuses .device/requires.txt from the last run.
 # Needs: a built project (npx tsc), npm registry access, apt-get download, a Vulkan adapter here
 # (eval "$(scripts/webgpu/software-adapter.sh)").
 set -euo pipefail
@@ -32,21 +33,30 @@ rm -rf "$tmp"
 
 # 3. Trace what the checks load (tiny training and the webgpu bench, 1 step each)
 trace=$out/requires.txt
+if [ -z "${PACK_REUSE_TRACE:-}" ] || [ ! -s "$trace" ]; then
 : > "$trace"
 run() { MOECAT_TRACE_OUT=$trace MOECAT_BACKEND=webgpu node -r "$root/scripts/device/trace-requires.js" "$@" >/dev/null 2>&1; }
 tr=$(mktemp -d)
 run dist/cli/main.js train --config configs/tiny.yaml --out "$tr/run" --set 'data.synthetic={}' --set train.steps=1 --set train.checkpointEvery=0 \
-  --set 'optim.schedule={type: wsd, warmupSteps: 0, decaySteps: 1}'
+  --set 'optim.schedule={type: wsd, warmupSteps: 0, decaySteps: 1}' --set train.paramHashEvery=1
 run dist/scripts/bench/webgpu.js --sizes 64 --configs tiny --steps 1
 run dist/scripts/device/probe.js
 rm -rf "$tr"
+fi
 
 # 4. The project: dist (no specs, no source maps), configs, package.json, and the traced files
 find dist -name '*.js' -not -path 'dist/spec/*' | tar -cf - -T - | tar -xf - -C "$stage/moecat"
 cp -a configs package.json "$stage/moecat/"
 sort -u "$trace" | grep "^$root/node_modules/" | sed "s#^$root/##" > "$out/files.txt"
-# Each traced package's package.json (Node reads them to resolve `main`)
-sed -n 's#^\(node_modules/\(@[^/]*/\)\?[^/]*\)/.*#\1/package.json#p' "$out/files.txt" | sort -u >> "$out/files.txt"
+# Every package.json above each traced file (Node reads them for `main` and for each folder's
+# module type, e.g. yargs/helpers)
+while read -r f; do
+  d=$(dirname "$f")
+  while [ "$d" != . ] && [ "$d" != node_modules ]; do
+    [ -f "$d/package.json" ] && echo "$d/package.json"
+    d=$(dirname "$d")
+  done
+done < <(sort -u "$out/files.txt") >> "$out/files.txt"
 # webgpu's ESM entry is loaded through require(esm), which the cache may not list
 echo node_modules/webgpu/index.js >> "$out/files.txt"
 echo node_modules/webgpu/dist/linux-x64/dawn.node >> "$out/files.txt"
