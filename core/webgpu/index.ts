@@ -12,6 +12,7 @@ import { installSyncRead, WebgpuBackendInternals } from './syncRead';
 import { registerDeterministicKernels } from './segmentKernels';
 import { installMatMulGuard } from './matmulGuard';
 import { installProgramTrace } from './trace';
+import { registerFusedKernels } from './fusedKernels';
 import { GpuAdapter } from './gpuTypes';
 
 export { describeAdapter } from './dawn';
@@ -77,6 +78,7 @@ export async function loadWebgpuBackend(opts: { allowSoftware: boolean }): Promi
     installProgramTrace(backend as unknown as Parameters<typeof installProgramTrace>[0]);
     registerDeterministicKernels();
     installMatMulGuard();
+    registerFusedKernels();
     // Small tensors that already live on the host run there (tfjs' default); keep it explicit.
     tf.env().set('WEBGPU_CPU_FORWARD', true);
     // The package registers its own factory on import when navigator.gpu exists; ours replaces it.
