@@ -6,9 +6,12 @@
  * trees. spec/webgpu/fused.spec.ts checks each against the composite ops.
  */
 import * as tf from '@tensorflow/tfjs';
-import { CE_GRAD_KERNEL, CE_KERNEL, RMS_GRAD_KERNEL, RMS_KERNEL, SOFTMAX_GRAD_KERNEL, SOFTMAX_KERNEL } from '../nativeKernels';
+import { CE_GRAD_KERNEL, CE_KERNEL, COMBINE_GRAD_KERNEL, COMBINE_KERNEL, RMS_GRAD_KERNEL, RMS_KERNEL, SILU_MUL_GRAD_KERNEL, SILU_MUL_KERNEL, SOFTMAX_GRAD_KERNEL, SOFTMAX_KERNEL } from '../nativeKernels';
+import { buildRowLists } from './segmentKernels';
 
 interface Backend {
+  readSync(dataId: object): unknown;
+  makeTensorInfo(shape: number[], dtype: tf.DataType, values?: tf.backend_util.BackendValues): tf.TensorInfo;
   runWebGPUProgram(program: object, inputs: tf.TensorInfo[], dtype: tf.DataType, uniforms?: { type: string; data: number[] }[]): tf.TensorInfo;
   disposeData(dataId: object): void;
 }
@@ -159,6 +162,82 @@ function crossEntropyGrad({ inputs, backend }: Args): tf.TensorInfo {
           setOutputAtIndex(index, dyIn[0] * wIn[t] * p);`, 'v : i32,'), [logits, targets, weights, lse, dy], T * V, [int(V)]);
 }
 
+/** SwiGLU activation: a = g·sigmoid(g)·u, and sigmoid(g) kept for the gradient. */
+function siluMul({ inputs, backend }: Args): tf.TensorInfo[] {
+  const b = backend as Backend;
+  const { g, u } = inputs as { g: tf.TensorInfo; u: tf.TensorInfo };
+  const n = count(g);
+  const sig = run(b, new ThreadProgram(g.shape.slice(), ['gIn'], n, 'moecatSigmoid', `
+          setOutputAtIndex(index, 1.0 / (1.0 + exp(-gIn[index])));`), [g], n);
+  const a = run(b, new ThreadProgram(g.shape.slice(), ['gIn', 'uIn', 'sigIn'], n, 'moecatSiluMul', `
+          setOutputAtIndex(index, gIn[index] * sigIn[index] * uIn[index]);`), [g, u, sig], n);
+  return [a, sig];
+}
+
+/** du = dy·g·s; dg = dy·u·s·(1 + g·(1 − s)). */
+function siluMulGrad({ inputs, backend }: Args): tf.TensorInfo[] {
+  const b = backend as Backend;
+  const { g, u, sig, dy } = inputs as Record<string, tf.TensorInfo>;
+  const n = count(g);
+  const dg = run(b, new ThreadProgram(g.shape.slice(), ['gIn', 'uIn', 'sigIn', 'dyIn'], n, 'moecatSiluMulDg', `
+          let s = sigIn[index];
+          setOutputAtIndex(index, dyIn[index] * uIn[index] * s * (1.0 + gIn[index] * (1.0 - s)));`), [g, u, sig, dy], n);
+  const du = run(b, new ThreadProgram(g.shape.slice(), ['gIn', 'sigIn', 'dyIn'], n, 'moecatSiluMulDu', `
+          setOutputAtIndex(index, dyIn[index] * gIn[index] * sigIn[index]);`), [g, sig, dy], n);
+  return [dg, du];
+}
+
+/** MoE combine: out[t, j] = Σ_k gates[t·K+k]·src[slot[t·K+k], j], k ascending. */
+function combine({ inputs, backend, attrs }: Args): tf.TensorInfo {
+  const b = backend as Backend;
+  const { src, slot, gates } = inputs as Record<string, tf.TensorInfo>;
+  const K = (attrs as unknown as { K: number }).K;
+  const T = count(slot) / K;
+  const d = src.shape[1];
+  return run(b, new ThreadProgram([T, d], ['srcIn', 'slotIn', 'gatesIn'], T * d, 'moecatCombine', `
+          let t = index / uniforms.d;
+          let j = index - t * uniforms.d;
+          var s = 0.0;
+          for (var k = 0; k < uniforms.k; k = k + 1) { let p = t * uniforms.k + k; s = s + gatesIn[p] * srcIn[slotIn[p] * uniforms.d + j]; }
+          setOutputAtIndex(index, s);`, 'd : i32, k : i32,'), [src, slot, gates], T * d, [int(d), int(K)]);
+}
+
+/**
+ * dsrc[r, j] = Σ over slots p with slot[p] = r (ascending p) of gates[p]·dy[p / K, j], from row
+ * lists built on the host (slot ids come from the host); dgates[p] = Σ_j dy[t, j]·src[slot[p], j].
+ */
+function combineGrad({ inputs, backend, attrs }: Args): tf.TensorInfo[] {
+  const b = backend as Backend;
+  const { src, slot, gates, dy } = inputs as Record<string, tf.TensorInfo>;
+  const K = (attrs as unknown as { K: number }).K;
+  const [R, d] = src.shape;
+  const slots = b.readSync(slot.dataId) as Int32Array;
+  for (let p = 0; p < slots.length; p++) {
+    if (slots[p] < 0 || slots[p] >= R) throw new Error(`${COMBINE_GRAD_KERNEL}: slot ${p} names row ${slots[p]}, outside [0, ${R})`);
+  }
+  const lists = buildRowLists(slots, null, R);
+  const rows = b.makeTensorInfo([lists.rows.length], 'int32', lists.rows);
+  const offsets = b.makeTensorInfo([lists.offsets.length], 'int32', lists.offsets);
+  try {
+    const dsrc = run(b, new ThreadProgram([R, d], ['gatesIn', 'dyIn', 'listIn', 'offsetsIn'], R * d, 'moecatCombineGradSrc', `
+          let r = index / uniforms.d;
+          let j = index - r * uniforms.d;
+          var s = 0.0;
+          for (var q = offsetsIn[r]; q < offsetsIn[r + 1]; q = q + 1) { let p = listIn[q]; s = s + gatesIn[p] * dyIn[(p / uniforms.k) * uniforms.d + j]; }
+          setOutputAtIndex(index, s);`, 'd : i32, k : i32,'), [gates, dy, rows, offsets], R * d, [int(d), int(K)]);
+    const dg = run(b, new ThreadProgram(gates.shape.slice(), ['srcIn', 'slotIn', 'dyIn'], count(slot), 'moecatCombineGradGates', `
+          let t = index / uniforms.k;
+          let o = slotIn[index] * uniforms.d;
+          var s = 0.0;
+          for (var j = 0; j < uniforms.d; j = j + 1) { s = s + dyIn[t * uniforms.d + j] * srcIn[o + j]; }
+          setOutputAtIndex(index, s);`, 'd : i32, k : i32,'), [src, slot, dy], count(slot), [int(d), int(K)]);
+    return [dsrc, dg];
+  } finally {
+    b.disposeData(rows.dataId);
+    b.disposeData(offsets.dataId);
+  }
+}
+
 export const FUSED_KERNELS: Record<string, (a: Args) => tf.TensorInfo | tf.TensorInfo[]> = {
   [RMS_KERNEL]: rmsNorm,
   [RMS_GRAD_KERNEL]: rmsNormGrad,
@@ -166,6 +245,10 @@ export const FUSED_KERNELS: Record<string, (a: Args) => tf.TensorInfo | tf.Tenso
   [SOFTMAX_GRAD_KERNEL]: softmaxGrad,
   [CE_KERNEL]: crossEntropy,
   [CE_GRAD_KERNEL]: crossEntropyGrad,
+  [SILU_MUL_KERNEL]: siluMul,
+  [SILU_MUL_GRAD_KERNEL]: siluMulGrad,
+  [COMBINE_KERNEL]: combine,
+  [COMBINE_GRAD_KERNEL]: combineGrad,
 };
 
 let registered = false;

@@ -71,7 +71,7 @@ interface RowLists {
 }
 
 /** Stable bucket sort of (target, source) pairs: rows of one target stay in ascending order. */
-function buildRowLists(targets: ArrayLike<number>, sources: ArrayLike<number> | null, numOut: number): RowLists {
+export function buildRowLists(targets: ArrayLike<number>, sources: ArrayLike<number> | null, numOut: number): RowLists {
   const offsets = new Int32Array(numOut + 1);
   for (let i = 0; i < targets.length; i++) {
     const t = targets[i];

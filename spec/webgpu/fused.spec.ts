@@ -1,11 +1,12 @@
 /**
  * The fused WGSL kernels (core/webgpu/fusedKernels.ts) against the composite ops they replace:
- * RMSNorm, attention softmax and cross-entropy, forward and gradient. Equal to float32 rounding,
+ * RMSNorm, attention softmax, cross-entropy, the SwiGLU activation and the MoE weighted combine,
+ * forward and gradient. Equal to float32 rounding,
  * bit-identical on a rerun, and fewer dispatches.
  */
 import { strict as assert } from 'assert';
 import * as tf from '@tensorflow/tfjs';
-import { rmsNorm, softmaxLast, weightedCrossEntropy } from '../../model/ops';
+import { moeCombine, rmsNorm, siluMul, softmaxLast, weightedCrossEntropy } from '../../model/ops';
 import { registerFusedKernels, unregisterFusedKernels } from '../../core/webgpu/fusedKernels';
 import { programCounter } from '../../core/webgpu/trace';
 import { useTestBackend } from '../helpers/backend';
@@ -33,7 +34,16 @@ function runAll(): { out: Record<string, Float32Array>; dispatches: number } {
       softmaxDx: tf.grad((a: tf.Tensor) => tf.sum(tf.mul(softmaxLast(a), dy)))(x),
       ceLoss: weightedCrossEntropy(x, targets, weights),
       ceDz: tf.grad((a: tf.Tensor) => weightedCrossEntropy(a as tf.Tensor2D, targets, weights))(x),
+      siluY: siluMul(x, dy),
     };
+    const [sdg, sdu] = tf.grads((g: tf.Tensor, u: tf.Tensor) => tf.sum(tf.mul(siluMul(g, u), w)))([x, dy]);
+    // Combine with K = 3 slots per token over 20 source rows, duplicates included.
+    const src = tf.tensor2d(rnd(20 * D, 4), [20, D]);
+    const slots = Int32Array.from({ length: 12 * 3 }, (_, i) => (i * 7) % 20);
+    const gates = tf.tensor2d(rnd(36, 5), [36, 1]);
+    const dyc = tf.tensor2d(rnd(12 * D, 6), [12, D]);
+    const [cds, cdg] = tf.grads((s: tf.Tensor, g: tf.Tensor) => tf.sum(tf.mul(moeCombine(s as tf.Tensor2D, slots, g, 12, 3), dyc)))([src, gates]);
+    Object.assign(r, { siluDg: sdg, siluDu: sdu, combineY: moeCombine(src, slots, gates, 12, 3), combineDsrc: cds, combineDgates: cdg });
     return Object.fromEntries(Object.entries(r).map(([k, t]) => [k, t.dataSync().slice() as Float32Array]));
   });
   return { out, dispatches: programCounter.dispatches - d0 };
@@ -49,7 +59,7 @@ describe('webgpu: fused kernels', function () {
     await useTestBackend();
   });
 
-  it('RMSNorm, softmax and cross-entropy (values and gradients) equal the composite ops to float32 rounding, with fewer dispatches', async () => {
+  it('RMSNorm, softmax, cross-entropy, SwiGLU activation and MoE combine (values and gradients) equal the composite ops to float32 rounding, with fewer dispatches', async () => {
     const fused = runAll();
     const again = runAll();
     unregisterFusedKernels();
