@@ -1,6 +1,7 @@
 /**
  * The webgpu backend (`npm run bench -- webgpu`): the adapter, per-op overhead, matMul GFLOP/s
- * and training tokens/s with dispatches and synchronous reads per step. On a software Vulkan
+ * and training tokens/s with dispatches and synchronous reads per step, with tfjs' composite ops
+ * and with moecat's fused kernels. On a software Vulkan
  * driver (lavapipe) these figures measure correctness and overhead, not GPU speed.
  * Usage: node dist/scripts/bench/webgpu.js [--configs tiny] [--steps 3] [--sizes 256,512,1024]
  * Prints one JSON line per result; without an adapter, one line saying why.
@@ -9,6 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../../core/backend';
 import { describeAdapter } from '../../core/webgpu';
 import { programCounter } from '../../core/webgpu/trace';
+import { registerFusedKernels, unregisterFusedKernels } from '../../core/webgpu/fusedKernels';
 import { syncReadStats } from '../../core/webgpu/syncRead';
 import { loadTrainConfig } from '../../trainer/config';
 import { MarkovSource } from '../../trainer/data';
@@ -81,7 +83,13 @@ async function main(): Promise<void> {
     out({ bench: 'matMul', shape: `${n}x${n}x${n}`, ms: r.ms, gflops: r.gflops });
   }
   const steps = Number(arg('steps', '3'));
-  for (const name of arg('configs', 'tiny').split(',')) {
+  // Each config twice: tfjs' composite ops, then moecat's fused WGSL kernels (the default).
+  const variants = [
+    { kernels: 'composite', setup: unregisterFusedKernels },
+    { kernels: 'fused', setup: registerFusedKernels },
+  ];
+  for (const name of arg('configs', 'tiny').split(',')) for (const v of variants) {
+    v.setup();
     const { config } = loadTrainConfig(`configs/${name}.yaml`, ['data.synthetic={}', 'stability.spike={enabled: false}']);
     const B = config.data.microBatchSize;
     const S = config.data.seqLen;
@@ -103,7 +111,7 @@ async function main(): Promise<void> {
     }
     t.dispose();
     const ms = median(times);
-    out({ bench: 'training', config: name, tokens_per_step: B * S * M, step_ms: ms, tokens_per_s: (B * S * M) / (ms / 1000), gpu_dispatches_per_step: median(dispatches), sync_reads_per_step: median(reads) });
+    out({ bench: 'training', config: name, kernels: v.kernels, tokens_per_step: B * S * M, step_ms: ms, tokens_per_s: (B * S * M) / (ms / 1000), gpu_dispatches_per_step: median(dispatches), sync_reads_per_step: median(reads) });
   }
 }
 
