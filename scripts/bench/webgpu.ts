@@ -4,6 +4,7 @@
  * and with moecat's fused kernels. On a software Vulkan
  * driver (lavapipe) these figures measure correctness and overhead, not GPU speed.
  * Usage: node dist/scripts/bench/webgpu.js [--configs tiny] [--steps 3] [--sizes 256,512,1024]
+ *        [--kernels composite,fused]
  * Prints one JSON line per result; without an adapter, one line saying why.
  */
 import * as tf from '@tensorflow/tfjs';
@@ -15,6 +16,8 @@ import { syncReadStats } from '../../core/webgpu/syncRead';
 import { loadTrainConfig } from '../../trainer/config';
 import { MarkovSource } from '../../trainer/data';
 import { Trainer } from '../../trainer/trainer';
+import { forwardFlops } from './flops';
+import { MoeStats } from '../../model/moe/layer';
 
 function arg(name: string, dflt: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -87,7 +90,7 @@ async function main(): Promise<void> {
   const variants = [
     { kernels: 'composite', setup: unregisterFusedKernels },
     { kernels: 'fused', setup: registerFusedKernels },
-  ];
+  ].filter((v) => arg('kernels', 'composite,fused').split(',').includes(v.kernels));
   for (const name of arg('configs', 'tiny').split(',')) for (const v of variants) {
     v.setup();
     const { config } = loadTrainConfig(`configs/${name}.yaml`, ['data.synthetic={}', 'stability.spike={enabled: false}']);
@@ -98,6 +101,7 @@ async function main(): Promise<void> {
     const times: number[] = [];
     const dispatches: number[] = [];
     const reads: number[] = [];
+    const flops: number[] = [];
     for (let i = 0; i < steps + 1; i++) {
       const d0 = programCounter.dispatches;
       const r0 = syncReadStats.reads;
@@ -106,12 +110,15 @@ async function main(): Promise<void> {
       if (r.kind !== 'step') throw new Error('unexpected spike');
       if (i === 0) continue; // shader compilation
       times.push(Date.now() - t0);
+      // 3 x forward FLOPs (forward + backward), from the routing actually taken (as bench train).
+      const stats = r.metrics.ffn_experts_per_token_by_layer.map((f) => ({ ffnRows: Math.round(f * B * S) }) as MoeStats);
+      flops.push(3 * M * forwardFlops(config.model, B, S, stats).total);
       dispatches.push(programCounter.dispatches - d0);
       reads.push(syncReadStats.reads - r0);
     }
     t.dispose();
     const ms = median(times);
-    out({ bench: 'training', config: name, kernels: v.kernels, tokens_per_step: B * S * M, step_ms: ms, tokens_per_s: (B * S * M) / (ms / 1000), gpu_dispatches_per_step: median(dispatches), sync_reads_per_step: median(reads) });
+    out({ bench: 'training', config: name, kernels: v.kernels, tokens_per_step: B * S * M, step_ms: ms, tokens_per_s: (B * S * M) / (ms / 1000), achieved_gflop_s: median(flops) / 1e9 / (ms / 1000), gpu_dispatches_per_step: median(dispatches), sync_reads_per_step: median(reads) });
   }
 }
 

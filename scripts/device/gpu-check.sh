@@ -15,10 +15,11 @@ tar -xJf "$archive" -C "$work"
 export PATH="$work/node/bin:$PATH"
 export LD_LIBRARY_PATH="$work/vulkan${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 results=${OUT:-$work}/gpu-check.jsonl
-# Smaller settings for a dry run on a software adapter: GPU_CHECK_STEPS, GPU_CHECK_SIZES, GPU_CHECK_CONFIGS.
+# Smaller settings for a dry run on a software adapter: GPU_CHECK_STEPS, GPU_CHECK_SIZES,
+# GPU_CHECK_CONFIGS (extra configs after tiny; 'none' for none).
 tiny_steps=${GPU_CHECK_STEPS:-20}
 sizes=${GPU_CHECK_SIZES:-1024,2048,4096}
-configs=${GPU_CHECK_CONFIGS:-tiny,gpu-medium}
+configs=${GPU_CHECK_CONFIGS:-gpu-medium}
 
 # The NVIDIA Vulkan ICD: the driver's json when installed, else one pointing at libGLX_nvidia.
 if [ -z "${VK_ICD_FILENAMES:-}" ]; then
@@ -55,5 +56,9 @@ if [ -n "${h[0]}" ] && [ "${h[0]}" = "${h[1]:-}" ]; then echo "tiny: reruns iden
 printf '{"bench":"gpu-check tiny rerun","hash1":"%s","hash2":"%s"}\n' "${h[0]:-}" "${h[1]:-}" >> "$results"
 
 echo "== bench: op overhead, matMul to 4096^3, gpu-medium training"
-node dist/scripts/bench/webgpu.js --sizes "$sizes" --configs "$configs" --steps 3 2> >(grep -v 'artificially reduced' >&2) | tee -a "$results" || status=1
+node dist/scripts/bench/webgpu.js --sizes "$sizes" --configs tiny --steps 3 2> >(grep -v 'artificially reduced' >&2) | tee -a "$results" || status=1
+for c in ${configs//,/ }; do
+  { [ "$c" = tiny ] || [ "$c" = none ]; } && continue
+  node dist/scripts/bench/webgpu.js --sizes 64 --configs "$c" --kernels fused --steps 3 2> >(grep -v 'artificially reduced' >&2) | grep '"training"' | tee -a "$results" || status=1
+done
 exit $status
