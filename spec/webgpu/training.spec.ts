@@ -143,6 +143,25 @@ describe('webgpu: deterministic training', function () {
     assert.equal(events.inside, 0, `${events.inside} callbacks ran inside a microbatch`);
   });
 
+  it('driver mappings do not pile up across steps (each step boundary lets Dawn release destroyed buffers)', async function () {
+    if (!fs.existsSync('/proc/self/maps')) this.skip();
+    const mappings = () => fs.readFileSync('/proc/self/maps', 'utf8').split('\n').length;
+    const cfg = tinyConfig();
+    const t = new Trainer(cfg, new MarkovSource(cfg.seed, cfg.model.vocabSize, cfg.data.microBatchSize, cfg.data.seqLen));
+    const counts: number[] = [];
+    try {
+      for (let i = 0; i < 4; i++) {
+        await t.step();
+        counts.push(mappings());
+      }
+    } finally {
+      t.dispose();
+    }
+    // Without the boundary lavapipe keeps ~1 mapping per dispatch (~4,000 per step here) until
+    // the process hits the kernel's 65,530 and crashes.
+    assert.ok(counts[3] - counts[0] < 1500, `mappings per step: ${counts.join(' -> ')}`);
+  });
+
   it('two runs give bitwise-identical weights and fingerprints', async () => {
     reference = await train(tinyConfig(), 2);
     const b = await train(tinyConfig(), 2);
