@@ -7,6 +7,7 @@
  * read can run Dawn's ticks itself without letting any other callback run (see syncRead.ts).
  */
 
+import { promisify } from 'util';
 import { Gpu, GpuAdapter } from './gpuTypes';
 
 /** The parts of Dawn's binding we use. */
@@ -31,13 +32,23 @@ const SOFTWARE_NAMES = /llvmpipe|lavapipe|swiftshader|softpipe|software|warp|bas
 const pendingDawnTicks = new Set<() => void>();
 let captureInstalled = false;
 
-function isNativeFunction(fn: unknown): boolean {
-  return typeof fn === 'function' && /\{\s*\[native code\]\s*\}$/.test(Function.prototype.toString.call(fn));
+/**
+ * Dawn's tick is an anonymous function made by N-API: native source text, an empty name and
+ * its own `prototype`. Bound JS functions (also "[native code]") are named "bound ..." and have
+ * no `prototype`; built-ins such as Math.random have names. Those run from the loop as usual.
+ */
+function isDawnTick(fn: unknown): boolean {
+  return (
+    typeof fn === 'function' &&
+    fn.name === '' &&
+    Object.prototype.hasOwnProperty.call(fn, 'prototype') &&
+    /\{\s*\[native code\]\s*\}$/.test(Function.prototype.toString.call(fn))
+  );
 }
 
 /**
- * Wraps the global setImmediate once. Only native callbacks (Dawn's ticks; Node's own code does
- * not go through the global) are tracked; each still runs from the event loop as before unless
+ * Wraps the global setImmediate once. Only Dawn's ticks (Node's own code does not go through
+ * the global) are tracked; each still runs from the event loop as before unless
  * `runPendingDawnTicks` ran it first.
  */
 export function installDawnTickCapture(): void {
@@ -45,7 +56,7 @@ export function installDawnTickCapture(): void {
   captureInstalled = true;
   const real = globalThis.setImmediate;
   const wrapped = function (cb: (...a: unknown[]) => void, ...args: unknown[]) {
-    if (args.length === 0 && isNativeFunction(cb)) {
+    if (args.length === 0 && isDawnTick(cb)) {
       const tick = cb as () => void;
       pendingDawnTicks.add(tick);
       return real(() => {
@@ -55,6 +66,8 @@ export function installDawnTickCapture(): void {
     return real(cb, ...args);
   };
   Object.assign(wrapped, real);
+  // util.promisify(setImmediate) keeps resolving with the given value.
+  Object.defineProperty(wrapped, promisify.custom, { value: (real as unknown as Record<symbol, unknown>)[promisify.custom] });
   globalThis.setImmediate = wrapped as typeof setImmediate;
 }
 

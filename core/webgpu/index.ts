@@ -97,4 +97,3 @@ export function webgpuAdapter(): AdapterSummary | null {
   return adapterSummary;
 }
 
-export { describeAdapter as describeWebgpuAdapter };
