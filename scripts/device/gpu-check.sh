@@ -3,6 +3,9 @@
 # but no network and no Node.js, from the archive scripts/device/pack.sh builds (Node, the
 # Vulkan loader and the built project, < 64 MiB):
 #   bash scripts/device/gpu-check.sh [.device/moecat-gpu.tar.xz]
+# Build the archive on a machine with network (scripts/device/pack.sh), copy the repository and
+# .device/moecat-gpu.tar.xz (ignored by git, ~28 MiB) to the GPU machine, run this from the
+# repository root. When $OUT is set the JSON lines also go to $OUT/gpu-check.jsonl.
 # Prints the adapter and what --backend auto picks, trains configs/tiny.yaml twice (the two
 # param_hash lines must match), and measures matMul GFLOP/s up to 4096^3 and training tokens/s
 # and achieved GFLOP/s on configs/gpu-medium.yaml. Results also go to $OUT (when set) as JSON lines.
@@ -23,7 +26,8 @@ configs=${GPU_CHECK_CONFIGS:-gpu-medium}
 
 # The NVIDIA Vulkan ICD: the driver's json when installed, else one pointing at libGLX_nvidia.
 if [ -z "${VK_ICD_FILENAMES:-}" ]; then
-  for f in /usr/share/vulkan/icd.d/nvidia_icd.json /etc/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.x86_64.json; do
+  for f in /usr/share/vulkan/icd.d/nvidia_icd.json /etc/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.x86_64.json \
+    /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json; do
     [ -f "$f" ] && export VK_ICD_FILENAMES=$f && break
   done
 fi
@@ -34,6 +38,8 @@ if [ -z "${VK_ICD_FILENAMES:-}" ]; then
     export VK_ICD_FILENAMES=$work/nvidia_icd.json
   fi
 fi
+# Newer Vulkan loaders read VK_DRIVER_FILES; older ones VK_ICD_FILENAMES.
+[ -n "${VK_ICD_FILENAMES:-}" ] && export VK_DRIVER_FILES=${VK_DRIVER_FILES:-$VK_ICD_FILENAMES}
 echo "gpu-check: node $(node --version), VK_ICD_FILENAMES=${VK_ICD_FILENAMES:-unset}"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
 

@@ -63,6 +63,7 @@ echo node_modules/webgpu/dist/linux-x64/dawn.node >> "$out/files.txt"
 sort -u "$out/files.txt" | while read -r f; do [ -f "$f" ] && echo "$f"; done | tar -cf - -T - | tar -xf - -C "$stage/moecat"
 cp scripts/device/gpu-check.sh "$stage/"
 tar -cJf "$out/moecat-gpu.tar.xz" -C "$stage" .
+rm -rf "$stage"
 size=$(stat -c %s "$out/moecat-gpu.tar.xz")
 echo "pack: $out/moecat-gpu.tar.xz $((size / 1048576)) MiB ($(wc -l < "$out/files.txt") node_modules files)"
 [ "$size" -lt $((60 * 1048576)) ] || { echo "pack: the archive exceeds 60 MiB (the device carries 64 MiB in all)" >&2; exit 1; }
