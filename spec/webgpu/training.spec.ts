@@ -194,7 +194,7 @@ describe('webgpu: deterministic training', function () {
     assert.deepEqual(lines(path.join(tmp, 'k1')), lines(path.join(tmp, 'straight')));
   });
 
-  it('data-parallel over ws (2 processes) gives the single-process param_hash', () => {
+  it('data-parallel over ws (2 and 4 processes) gives the single-process param_hash', () => {
     const CLI = path.resolve(__dirname, '..', '..', 'cli', 'main.js');
     const setArgs = [...SETS, 'train.steps=2', 'optim.schedule={type: wsd, warmupSteps: 1, decaySteps: 1}'].flatMap((s) => ['--set', s]);
     const moecat = (args: string[]) => {
@@ -205,9 +205,11 @@ describe('webgpu: deterministic training', function () {
     const one = moecat(['train', '--config', 'configs/tiny.yaml', '--out', path.join(tmp, 'ws1'), ...setArgs]);
     assert.equal(one.status, 0, one.out.slice(-2000));
     assert.match(one.out, /backend: webgpu on /);
-    const two = moecat(['launch', '--nproc', '2', '--', 'train', '--config', 'configs/tiny.yaml', '--out', path.join(tmp, 'ws2'), ...setArgs]);
-    assert.equal(two.status, 0, two.out.slice(-2000));
     assert.ok(hashOf(one.out), one.out.slice(-1000));
-    assert.equal(hashOf(two.out), hashOf(one.out));
+    for (const W of [2, 4]) {
+      const r = moecat(['launch', '--nproc', String(W), '--', 'train', '--config', 'configs/tiny.yaml', '--out', path.join(tmp, `ws${W}`), ...setArgs]);
+      assert.equal(r.status, 0, r.out.slice(-2000));
+      assert.equal(hashOf(r.out), hashOf(one.out), `world size ${W}`);
+    }
   });
 });
