@@ -1,6 +1,8 @@
 /**
- * Compute-backend selection (DESIGN.md section 1; TFJS-NOTES). Order: tensorflow-gpu >
- * tensorflow (libtensorflow CPU) > wasm > cpu. The tfjs-node packages are optional
+ * Compute-backend selection (DESIGN.md section 1; TFJS-NOTES; GPU-NOTES). Order:
+ * tensorflow-gpu > webgpu (hardware adapter only) > tensorflow (libtensorflow CPU) > cpu-native
+ * > wasm > cpu. `webgpu` (Dawn) takes a software adapter only when named (core/webgpu/).
+ * The tfjs-node packages are optional
  * dependencies whose install downloads libtensorflow; where that failed they are simply absent
  * and we fall through. A forced backend that cannot load is an error, never a silent fallback.
  */
@@ -8,13 +10,14 @@ import * as tf from '@tensorflow/tfjs';
 import { BackendError, errorMessage } from './errors';
 import { installWasmGradients } from './wasmGradients';
 import { GEMM_ISAS, GemmIsa, loadNativeKernels, NativeLoadOptions, NativeLoadResult } from './native';
+import { AdapterSummary, describeAdapter, loadWebgpuBackend } from './webgpu';
 
 /**
  * `cpu-native` is tfjs' cpu backend with the hot kernels replaced by the N-API addon (native/:
  * moecat's own GEMM and thread pool, no BLAS library); it loads where the addon was built (any
  * C compiler). `cpu` is the pure-JS backend.
  */
-export const BACKENDS = ['tensorflow-gpu', 'tensorflow', 'cpu-native', 'wasm', 'cpu'] as const;
+export const BACKENDS = ['tensorflow-gpu', 'webgpu', 'tensorflow', 'cpu-native', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKENDS)[number];
 export type BackendChoice = BackendName | 'auto';
 
@@ -26,6 +29,8 @@ export interface BackendInfo {
   skipped: { name: BackendName; reason: string }[];
   /** The native kernel set on `cpu-native` (GEMM variant, threads, kernel names). */
   native?: NativeLoadResult;
+  /** The WebGPU adapter on `webgpu` (vendor, architecture, limits). */
+  adapter?: AdapterSummary;
 }
 
 let native: NativeLoadResult | undefined;
@@ -81,6 +86,7 @@ function checkOptions(opts: BackendOptions): void {
     throw new BackendError(`'${opts.threads}' is not a thread count`, { where: '--threads', hint: 'use a positive integer, or leave it out for all cores' });
   }
 }
+let adapter: AdapterSummary | undefined;
 
 let active: BackendInfo | null = null;
 
@@ -89,8 +95,11 @@ function tryRequire(mod: string): void {
   require(mod);
 }
 
-async function load(name: BackendName): Promise<void> {
+async function load(name: BackendName, forced: boolean): Promise<void> {
   switch (name) {
+    case 'webgpu':
+      adapter = await loadWebgpuBackend({ allowSoftware: forced });
+      return;
     case 'tensorflow-gpu':
       // The TF runtime reads these once, at load (TFJS-NOTES "Installing").
       process.env.TF_DETERMINISTIC_OPS = '1';
@@ -143,9 +152,9 @@ export async function selectBackend(choice: BackendChoice = 'auto', opts: Backen
   const skipped: { name: BackendName; reason: string }[] = [];
   for (const name of candidates) {
     try {
-      await load(name);
+      await load(name, choice !== 'auto');
       await tf.ready();
-      active = { name, tfBackend: tf.getBackend(), skipped, ...(name === 'cpu-native' ? { native } : {}) };
+      active = { name, tfBackend: tf.getBackend(), skipped, ...(name === 'cpu-native' ? { native } : {}), ...(name === 'webgpu' ? { adapter } : {}) };
       return active;
     } catch (e) {
       if (e instanceof BackendError || choice !== 'auto') {
@@ -154,7 +163,9 @@ export async function selectBackend(choice: BackendChoice = 'auto', opts: Backen
           where: '--backend',
           hint: name.startsWith('tensorflow')
             ? 'its package downloads libtensorflow at install time; reinstall with network access, or use --backend wasm'
-            : 'use --backend auto to pick the fastest backend that loads',
+            : name === 'webgpu'
+              ? 'install the optional packages webgpu and @tensorflow/tfjs-backend-webgpu and a Vulkan driver (scripts/webgpu/software-adapter.sh), or use --backend auto'
+              : 'use --backend auto to pick the fastest backend that loads',
         });
       }
       skipped.push({ name, reason: errorMessage(e).split('\n')[0] });
@@ -172,6 +183,10 @@ export function describeBackend(info: BackendInfo): string {
   // Reasons in full: the end of a reason is usually the hint that fixes it.
   const why = info.skipped.map((s) => `${s.name} unavailable (${s.reason})`).join('; ');
   const g = info.native?.gemm;
-  const nat = info.native?.loaded ? ` (moecat GEMM ${g?.isa ?? '?'}, ${g?.threads ?? '?'} threads, ${info.native.kernels.length} native kernels)` : '';
+  const nat = info.native?.loaded
+    ? ` (moecat GEMM ${g?.isa ?? '?'}, ${g?.threads ?? '?'} threads, ${info.native.kernels.length} native kernels)`
+    : info.adapter
+      ? ` on ${describeAdapter(info.adapter)}`
+      : '';
   return `backend: ${info.name}${nat}${why ? ` [${why}]` : ''}`;
 }

@@ -4,6 +4,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { readInto } from '../core/native';
+import { readAllInto } from '../core/webgpu/readBatch';
 import { ModelConfig } from '../model/config';
 import { FlatLayout } from '../model/flatParams';
 import { ParamStore } from '../model/params';
@@ -51,10 +52,8 @@ export function microbatchGrad(
   // A caller's buffer (zeroed here) saves a fresh 4·params-byte allocation per microbatch, whose
   // first touch page-faults every page.
   const grad = opts.gradOut?.length === layout.total ? opts.gradOut.fill(0) : new Float32Array(layout.total);
-  for (const s of layout.specs) {
-    const g = grads[store.get(s.name).name];
-    if (g) readInto(g, grad, layout.offsets.get(s.name)!);
-  }
+  const parts = layout.specs.flatMap((s) => (grads[store.get(s.name).name] ? [{ t: grads[store.get(s.name).name], offset: layout.offsets.get(s.name)! }] : []));
+  if (!readAllInto(parts, grad)) for (const p of parts) readInto(p.t, grad, p.offset);
   tf.dispose(value);
   tf.dispose(grads);
   return { grad, lm, balance, z, moe, hiddenRms, hiddenMax };

@@ -26,6 +26,7 @@ import { StepScalars } from './stepScalars';
 import { biasUpdateRateAt, lrAt } from './schedule';
 import { TreeAccumulator } from './treeSum';
 import { gradRmsByGroup, routerGradRatio, routerSimilarity, SpikeDetector } from './stability';
+import { stepBoundary } from '../core/webgpu/stepBoundary';
 
 export interface SpikeEvent {
   step: number;
@@ -186,6 +187,7 @@ export class Trainer {
    * controllers (expert bias), metrics (with the R_g balance controller).
    */
   async step(): Promise<StepOutcome> {
+    await stepBoundary();
     const t0 = Date.now();
     const model = this.effectiveModel();
     const { step, dataStep, first, count, batches } = this.beginStep();

@@ -1,0 +1,128 @@
+/**
+ * The webgpu backend (`npm run bench -- webgpu`): the adapter, per-op overhead, matMul GFLOP/s
+ * and training tokens/s with dispatches and synchronous reads per step, with tfjs' composite ops
+ * and with moecat's fused kernels. On a software Vulkan
+ * driver (lavapipe) these figures measure correctness and overhead, not GPU speed.
+ * Usage: node dist/scripts/bench/webgpu.js [--configs tiny] [--steps 3] [--sizes 256,512,1024]
+ *        [--kernels composite,fused]
+ * Prints one JSON line per result; without an adapter, one line saying why.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { selectBackend } from '../../core/backend';
+import { describeAdapter } from '../../core/webgpu';
+import { programCounter } from '../../core/webgpu/trace';
+import { registerFusedKernels, unregisterFusedKernels } from '../../core/webgpu/fusedKernels';
+import { syncReadStats } from '../../core/webgpu/syncRead';
+import { loadTrainConfig } from '../../trainer/config';
+import { MarkovSource } from '../../trainer/data';
+import { Trainer } from '../../trainer/trainer';
+import { forwardFlops } from './flops';
+import { MoeStats } from '../../model/moe/layer';
+
+function arg(name: string, dflt: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : dflt;
+}
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+const out = (row: Record<string, unknown>) => process.stdout.write(JSON.stringify(row) + '\n');
+
+/**
+ * µs per op over a chain of `n` element-wise adds on a 4096-element tensor, ended by one read.
+ * 4096 elements is past tfjs-webgpu's CPU hand-off (tensors under 1000 elements that live on
+ * the host run on the CPU), so each add is one GPU dispatch (checked by the dispatch counter).
+ */
+function opOverheadUs(n: number): { us: number; dispatchesPerOp: number } {
+  const x = tf.tidy(() => tf.add(tf.range(0, 4096), 1));
+  const d0 = programCounter.dispatches;
+  const run = () =>
+    tf.tidy(() => {
+      let y = x;
+      for (let i = 0; i < n; i++) y = tf.add(y, x);
+      return y.dataSync()[0];
+    });
+  run();
+  const times: number[] = [];
+  for (let r = 0; r < 3; r++) {
+    const t0 = process.hrtime.bigint();
+    run();
+    times.push(Number(process.hrtime.bigint() - t0) / 1000 / n);
+  }
+  x.dispose();
+  return { us: median(times), dispatchesPerOp: (programCounter.dispatches - d0) / (4 * n) };
+}
+
+function matMulGflops(n: number): { ms: number; gflops: number } {
+  const a = tf.randomNormal([n, n], 0, 1, 'float32', 1);
+  const b = tf.randomNormal([n, n], 0, 1, 'float32', 2);
+  const run = () => tf.tidy(() => tf.sum(tf.matMul(a, b)).dataSync()[0]);
+  run();
+  const times: number[] = [];
+  for (let r = 0; r < 3; r++) {
+    const t0 = process.hrtime.bigint();
+    run();
+    times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  tf.dispose([a, b]);
+  const ms = median(times);
+  return { ms, gflops: (2 * n ** 3) / (ms * 1e6) };
+}
+
+async function main(): Promise<void> {
+  let info;
+  try {
+    info = await selectBackend('webgpu');
+  } catch (e) {
+    out({ bench: 'adapter', adapter: 'none', note: String((e as Error).message).split('\n')[0] });
+    return;
+  }
+  out({ bench: 'adapter', adapter: describeAdapter(info.adapter!) });
+  const gpu = opOverheadUs(200);
+  await selectBackend('cpu');
+  const cpu = opOverheadUs(200);
+  await selectBackend('webgpu');
+  out({ bench: 'op overhead', op: 'add [4096] x 200, one read', webgpu_us_per_op: gpu.us, gpu_dispatches_per_op: gpu.dispatchesPerOp, cpu_js_us_per_op: cpu.us });
+  for (const n of arg('sizes', '256,512,1024').split(',').map(Number)) {
+    const r = matMulGflops(n);
+    out({ bench: 'matMul', shape: `${n}x${n}x${n}`, ms: r.ms, gflops: r.gflops });
+  }
+  const steps = Number(arg('steps', '3'));
+  // Each config twice: tfjs' composite ops, then moecat's fused WGSL kernels (the default).
+  const variants = [
+    { kernels: 'composite', setup: unregisterFusedKernels },
+    { kernels: 'fused', setup: registerFusedKernels },
+  ].filter((v) => arg('kernels', 'composite,fused').split(',').includes(v.kernels));
+  for (const name of arg('configs', 'tiny').split(',')) for (const v of variants) {
+    v.setup();
+    const { config } = loadTrainConfig(`configs/${name}.yaml`, ['data.synthetic={}', 'stability.spike={enabled: false}']);
+    const B = config.data.microBatchSize;
+    const S = config.data.seqLen;
+    const M = config.data.microBatches;
+    const t = new Trainer(config, new MarkovSource(config.seed, config.model.vocabSize, B, S));
+    const times: number[] = [];
+    const dispatches: number[] = [];
+    const reads: number[] = [];
+    const flops: number[] = [];
+    for (let i = 0; i < steps + 1; i++) {
+      const d0 = programCounter.dispatches;
+      const r0 = syncReadStats.reads;
+      const t0 = Date.now();
+      const r = await t.step();
+      if (r.kind !== 'step') throw new Error('unexpected spike');
+      if (i === 0) continue; // shader compilation
+      times.push(Date.now() - t0);
+      // 3 x forward FLOPs (forward + backward), from the routing actually taken (as bench train).
+      const stats = r.metrics.ffn_experts_per_token_by_layer.map((f) => ({ ffnRows: Math.round(f * B * S) }) as MoeStats);
+      flops.push(3 * M * forwardFlops(config.model, B, S, stats).total);
+      dispatches.push(programCounter.dispatches - d0);
+      reads.push(syncReadStats.reads - r0);
+    }
+    t.dispose();
+    const ms = median(times);
+    out({ bench: 'training', config: name, kernels: v.kernels, tokens_per_step: B * S * M, step_ms: ms, tokens_per_s: (B * S * M) / (ms / 1000), achieved_gflop_s: median(flops) / 1e9 / (ms / 1000), gpu_dispatches_per_step: median(dispatches), sync_reads_per_step: median(reads) });
+  }
+}
+
+main().catch((e) => {
+  process.stderr.write(`bench webgpu: ${(e as Error).stack ?? String(e)}\n`);
+  process.exit(1);
+});
