@@ -6,7 +6,8 @@
  * trees. spec/webgpu/fused.spec.ts checks each against the composite ops.
  */
 import * as tf from '@tensorflow/tfjs';
-import { CE_GRAD_KERNEL, CE_KERNEL, COMBINE_GRAD_KERNEL, COMBINE_KERNEL, RMS_GRAD_KERNEL, RMS_KERNEL, SILU_MUL_GRAD_KERNEL, SILU_MUL_KERNEL, SOFTMAX_GRAD_KERNEL, SOFTMAX_KERNEL } from '../nativeKernels';
+import { CE_GRAD_KERNEL, CE_KERNEL, RMS_GRAD_KERNEL, RMS_KERNEL, SILU_MUL_GRAD_KERNEL, SILU_MUL_KERNEL, SOFTMAX_GRAD_KERNEL, SOFTMAX_KERNEL } from '../native';
+import { COMBINE_GRAD_KERNEL, COMBINE_KERNEL } from '../kernelNames';
 import { buildRowLists } from './segmentKernels';
 
 interface Backend {

@@ -18,10 +18,9 @@ import { alloc, allocZeroed, give } from '../../core/native/buffers';
 import { NativeAddon, registerFusedKernel } from '../../core/native';
 import { be, f32, i32, TensorInfo } from '../../core/native/tensors';
 
-export const EXPERTS_KERNEL = 'MoecatExperts';
-export const EXPERTS_GRAD_KERNEL = 'MoecatExpertsGrad';
-export const COMBINE_KERNEL = 'MoecatCombine';
-export const COMBINE_GRAD_KERNEL = 'MoecatCombineGrad';
+import { COMBINE_GRAD_KERNEL, COMBINE_KERNEL, EXPERTS_GRAD_KERNEL, EXPERTS_KERNEL } from '../../core/kernelNames';
+
+export { COMBINE_GRAD_KERNEL, COMBINE_KERNEL, EXPERTS_GRAD_KERNEL, EXPERTS_KERNEL };
 
 type BackendLike = ReturnType<typeof be>;
 const h = { alloc, allocZeroed, f32, i32 };

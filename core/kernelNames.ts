@@ -1,0 +1,9 @@
+/**
+ * Names of the fused MoE kernels. model/moe/nativeKernels.ts implements them on the native CPU
+ * path and core/webgpu/fusedKernels.ts on WebGPU; the names live here so that core/ needs
+ * nothing from model/.
+ */
+export const EXPERTS_KERNEL = 'MoecatExperts';
+export const EXPERTS_GRAD_KERNEL = 'MoecatExpertsGrad';
+export const COMBINE_KERNEL = 'MoecatCombine';
+export const COMBINE_GRAD_KERNEL = 'MoecatCombineGrad';
