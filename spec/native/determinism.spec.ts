@@ -113,6 +113,11 @@ describe(`cpu-native determinism across GEMM variants and thread counts (this CP
       const bad = spawnSync(process.execPath, [main, 'audit', run], { encoding: 'utf8', env: { ...env(to, '1'), MOECAT_ISA: 'avx9' }, timeout: 60000 });
       assert.equal(bad.status, 2);
       assert.match(bad.stderr, /^error: MOECAT_ISA: unknown GEMM variant 'avx9'/m);
+      for (const threads of ['0', 'two']) {
+        const r = spawnSync(process.execPath, [main, 'audit', run, '--threads', threads], { encoding: 'utf8', env: env(to, '1'), timeout: 60000 });
+        assert.equal(r.status, 2, `--threads ${threads}: ${r.stderr}`);
+        assert.match(r.stderr, /^error: --threads: .* is not a thread count/m);
+      }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
