@@ -13,8 +13,9 @@
  *
  * Exactness versus tfjs' JS kernels: element-wise float32 +, -, *, / give the same bits as JS
  * (JS computes in double and rounds once; double rounding is exact for these four operations
- * on float32 inputs). Transcendentals are computed in double and rounded, like JS, but libm and
- * V8 may differ in the last double bit, which rarely changes the float32. Sums accumulate in
+ * on float32 inputs). Transcendentals are computed in double and rounded, like JS, with moecat's
+ * own exp/log/tanh (detmath.h: the same bits on every machine, unlike the C library's); they and
+ * V8's may differ in the last double bits, which rarely changes the float32. Sums accumulate in
  * double in index order, as the JS kernels do. sgemm sums in its own order (fused
  * multiply-adds): not bitwise equal to the JS matMul, within float32 rounding.
  */
@@ -23,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <node_api.h>
+#include "detmath.h"
 #include "gemm.h"
 #include "pool.h"
 #ifdef __GLIBC__
@@ -292,7 +294,7 @@ static napi_value binary(napi_env env, napi_callback_info info) {
 
 enum { U_EXP = 0, U_SIGMOID = 1, U_RSQRT = 2, U_SQRT = 3, U_LOG = 4, U_NEG = 5, U_SQUARE = 6, U_RELU = 7, U_ABS = 8, U_TANH = 9 };
 
-/* unary(op, x, out): computed in double and rounded once, like the JS kernels. */
+/* unary(op, x, out): computed in double and rounded once, like the JS kernels (exp, log, tanh: detmath.h). */
 static napi_value unary(napi_env env, napi_callback_info info) {
   ARGS(3);
   INT(0, op);
@@ -303,16 +305,16 @@ static napi_value unary(napi_env env, napi_callback_info info) {
     return NULL;
   }
   switch (op) {
-    case U_EXP: for (size_t i = 0; i < n; i++) o[i] = (float)exp((double)x[i]); break;
-    case U_SIGMOID: for (size_t i = 0; i < n; i++) o[i] = (float)(1.0 / (1.0 + exp(-(double)x[i]))); break;
+    case U_EXP: for (size_t i = 0; i < n; i++) o[i] = (float)dm_exp((double)x[i]); break;
+    case U_SIGMOID: for (size_t i = 0; i < n; i++) o[i] = (float)(1.0 / (1.0 + dm_exp(-(double)x[i]))); break;
     case U_RSQRT: for (size_t i = 0; i < n; i++) o[i] = (float)(1.0 / sqrt((double)x[i])); break;
     case U_SQRT: for (size_t i = 0; i < n; i++) o[i] = (float)sqrt((double)x[i]); break;
-    case U_LOG: for (size_t i = 0; i < n; i++) o[i] = (float)log((double)x[i]); break;
+    case U_LOG: for (size_t i = 0; i < n; i++) o[i] = (float)dm_log((double)x[i]); break;
     case U_NEG: for (size_t i = 0; i < n; i++) o[i] = -x[i]; break;
     case U_SQUARE: for (size_t i = 0; i < n; i++) o[i] = x[i] * x[i]; break;
     case U_RELU: for (size_t i = 0; i < n; i++) o[i] = x[i] < 0 ? 0.0f : x[i]; break;
     case U_ABS: for (size_t i = 0; i < n; i++) o[i] = fabsf(x[i]); break;
-    case U_TANH: for (size_t i = 0; i < n; i++) o[i] = (float)tanh((double)x[i]); break;
+    case U_TANH: for (size_t i = 0; i < n; i++) o[i] = (float)dm_tanh((double)x[i]); break;
     default: throw_range(env, "moecat_native.unary: unknown op"); return NULL;
   }
   return undef(env);
@@ -390,7 +392,7 @@ static napi_value softmax(napi_env env, napi_callback_info info) {
     }
     double s = 0;
     for (int64_t j = 0; j < cols; j++) {
-      const float e = (float)exp((double)(float)(r[j] - m));
+      const float e = (float)dm_exp((double)(float)(r[j] - m));
       w[j] = e;
       s += e;
     }
@@ -673,7 +675,7 @@ static napi_value cross_entropy(napi_env env, napi_callback_info info) {
     for (int64_t j = 0; j < cols; j++) e[j] = fexp(r[j] - m);
     double s = 0;
     for (int64_t j = 0; j < cols; j++) s += e[j];
-    const double l = (double)m + log(s);
+    const double l = (double)m + dm_log(s);
     lse[i] = (float)l;
     if (w[i] != 0) total += (double)w[i] * (l - (double)r[y[i]]);
   }
