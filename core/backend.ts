@@ -171,6 +171,7 @@ export function activeBackend(): BackendInfo | null {
 export function describeBackend(info: BackendInfo): string {
   const why = info.skipped.map((s) => `${s.name} unavailable (${s.reason.slice(0, 80)})`).join('; ');
   const g = info.native?.gemm;
-  const nat = info.native?.loaded ? ` (moecat GEMM ${g?.isa ?? '?'}, ${g?.threads ?? '?'} threads, ${info.native.kernels.length} native kernels)` : '';
+  const threads = g ? `${g.threads} thread${g.threads === 1 ? '' : 's'}` : '? threads';
+  const nat = info.native?.loaded ? ` (moecat GEMM ${g?.isa ?? '?'}, ${threads}, ${info.native.kernels.length} native kernels)` : '';
   return `backend: ${info.name}${nat}${why ? ` [${why}]` : ''}`;
 }

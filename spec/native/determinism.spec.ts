@@ -105,7 +105,7 @@ describe(`cpu-native determinism across GEMM variants and thread counts (this CP
       const run = path.join(dir, 'run');
       const t = spawnSync(process.execPath, [main, 'train', '--config', 'configs/tiny.yaml', '--out', run, ...sets.flatMap((s) => ['--set', s])], { encoding: 'utf8', env: env(from, '1'), timeout: 300000 });
       assert.equal(t.status, 0, t.stderr);
-      assert.match(t.stderr, new RegExp(`moecat GEMM ${from}, 1 threads`));
+      assert.match(t.stderr, new RegExp(`moecat GEMM ${from}, 1 thread,`));
       const a = spawnSync(process.execPath, [main, 'audit', run, '--threads', '2'], { encoding: 'utf8', env: env(to, '1'), timeout: 300000 });
       assert.equal(a.status, 0, `${a.stdout}\n${a.stderr}`);
       assert.match(a.stderr, new RegExp(`moecat GEMM ${to}, 2 threads`)); // --threads beats MOECAT_THREADS
