@@ -211,26 +211,28 @@ describe('moecat GEMM: one fmaf chain over k per output element', function () {
   });
 
   it('the addon\'s other math gives the same bits under every variant and thread count', () => {
-    const x = lcg(4099, 3, 4);
-    const y = lcg(4099, 4, 4);
+    const N = 141 * 1419; // several pool chunks for the element-wise and row kernels
+    const x = lcg(N, 3, 4);
+    const y = lcg(N, 4, 4);
     const pos = x.map((v) => Math.abs(v) + 0.01);
     const run1 = (): Buffer[] => {
       const outs: Float32Array[] = [];
       const o = () => {
-        const v = new Float32Array(4099);
+        const v = new Float32Array(N);
         outs.push(v);
         return v;
       };
       for (const op of [0, 1, 2, 3, 5, 6, 7, 8, 9]) m.unary(op, x, o());
       m.unary(4, pos, o());
-      for (const op of [0, 1, 2, 3, 6]) m.binary(op, x, Int32Array.of(1), y, Int32Array.of(1), o(), Int32Array.of(4099));
+      for (const op of [0, 1, 2, 3, 6]) m.binary(op, x, Int32Array.of(1), y, Int32Array.of(1), o(), Int32Array.of(N));
       for (const op of [0, 1, 2]) {
-        const r = new Float32Array(29);
-        m.reduce(op, x, r, 29, 141);
+        const r = new Float32Array(1419);
+        m.reduce(op, x, r, 1419, 141);
         outs.push(r);
       }
-      m.softmax(x, o(), 29, 141);
-      m.softmaxFused(x, o(), 29, 141);
+      m.softmax(x, o(), 1419, 141);
+      m.softmaxFused(x, o(), 1419, 141);
+      m.softmaxFusedGrad(outs[outs.length - 1], y, o(), 1419, 141);
       const lse = new Float32Array(29);
       const tg = Int32Array.from({ length: 29 }, (_, i) => (i * 7) % 141);
       outs.push(Float32Array.of(m.crossEntropy(x, tg, pos.subarray(0, 29), lse, 29, 141)), lse);
@@ -238,7 +240,8 @@ describe('moecat GEMM: one fmaf chain over k per output element', function () {
       const rinv = new Float32Array(29);
       m.rmsNorm(x, pos.subarray(0, 141), o(), rinv, 29, 141, 1e-6);
       outs.push(rinv);
-      m.siluMul(x, y, o(), o(), 4099);
+      m.siluMul(x, y, o(), o(), N);
+      m.siluMulGrad(x, y, outs[outs.length - 1], pos, o(), o(), N);
       // AdamW over three slices, 2^17 + 5 elements: several pool chunks.
       const n = 2 ** 17 + 5;
       const p = lcg(n, 9, 1);
