@@ -183,8 +183,9 @@ export function describeBackend(info: BackendInfo): string {
   // Reasons in full: the end of a reason is usually the hint that fixes it.
   const why = info.skipped.map((s) => `${s.name} unavailable (${s.reason})`).join('; ');
   const g = info.native?.gemm;
+  const threads = g ? `${g.threads} thread${g.threads === 1 ? '' : 's'}` : '? threads';
   const nat = info.native?.loaded
-    ? ` (moecat GEMM ${g?.isa ?? '?'}, ${g?.threads ?? '?'} threads, ${info.native.kernels.length} native kernels)`
+    ? ` (moecat GEMM ${g?.isa ?? '?'}, ${threads}, ${info.native.kernels.length} native kernels)`
     : info.adapter
       ? ` on ${describeAdapter(info.adapter)}`
       : '';

@@ -55,7 +55,7 @@ export function weightedCrossEntropy(logits: tf.Tensor2D, targets: Int32Array, w
 }
 
 /**
- * The same loss through the fused kernels of the native cpu path (core/nativeKernels.ts): two
+ * The same loss through the fused kernels of the native cpu path (core/native/fused.ts): two
  * passes over the logits forward, one backward, no one-hot. Its bits differ from the composite
  * (log-sum-exp in double); it is used whenever the backend has the kernels, so a run's bits
  * depend only on its backend, as everywhere else.
@@ -106,7 +106,7 @@ export function swiglu(x: tf.Tensor2D, wg: tf.Tensor, wu: tf.Tensor, wd: tf.Tens
  * All FFN experts of a MoE layer on their row blocks of xs (rows sorted by expert; expert e owns
  * rows offsets[e]..offsets[e+1]); `weights` holds gate, up, down of expert 0, then expert 1, ...
  * On the native cpu path one fused kernel each way with the composite's exact arithmetic
- * (core/moeKernels.ts); elsewhere one split and a SwiGLU per expert with rows.
+ * (model/moe/nativeKernels.ts); elsewhere one split and a SwiGLU per expert with rows.
  */
 export function expertsFfn(xs: tf.Tensor2D, weights: tf.Tensor[], offsets: Int32Array, composite = false): tf.Tensor2D {
   const N = offsets.length - 1;

@@ -36,10 +36,6 @@ int gemm_set_isa(int isa);
 void gemm_batched(int64_t batch, int64_t batchA, int64_t batchB, int64_t M, int64_t N, int64_t K, int transA, int transB,
                   const float* A, const float* B, float* C, int threads);
 
-/* One product with leading dimensions (row-major, elements between rows). */
-void gemm(int transA, int transB, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
-          int64_t ldc, int threads);
-
 /*
  * Micro-kernel: C[r, j] for r < mr, j < nr. op(A)[r, k] is read at A[r·rsa + k·csa]: a packed
  * panel has rsa = 1, csa = MR; A read in place has its own strides. Bp holds kc steps of `NR`

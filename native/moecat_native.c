@@ -13,8 +13,9 @@
  *
  * Exactness versus tfjs' JS kernels: element-wise float32 +, -, *, / give the same bits as JS
  * (JS computes in double and rounds once; double rounding is exact for these four operations
- * on float32 inputs). Transcendentals are computed in double and rounded, like JS, but libm and
- * V8 may differ in the last double bit, which rarely changes the float32. Sums accumulate in
+ * on float32 inputs). Transcendentals are computed in double and rounded, like JS, with moecat's
+ * own exp/log/tanh (detmath.h: the same bits on every machine, unlike the C library's); they and
+ * V8's may differ in the last double bits, which rarely changes the float32. Sums accumulate in
  * double in index order, as the JS kernels do. sgemm sums in its own order (fused
  * multiply-adds): not bitwise equal to the JS matMul, within float32 rounding.
  */
@@ -24,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <node_api.h>
+#include "detmath.h"
 #include "gemm.h"
 #include "pool.h"
 #ifdef __GLIBC__
@@ -182,6 +184,40 @@ static int view_ok(napi_env env, const char* fn, const int32_t* shape, const int
   }
   if (!covers(have, last + 1)) return bad_arg(env, fn, "strides and shape address past the end of an array");
   return 1;
+}
+
+/* ------------------------------------------------------------------ element ranges on the pool */
+
+/*
+ * par_for(n, chunk, fn, ctx): fn(ctx, lo, hi) over [0, n) in chunks of `chunk` items, on the
+ * thread pool. Used by kernels whose items (elements or rows) are independent: each item is
+ * computed by the same code whichever thread runs it, so the bits do not depend on the threads.
+ */
+typedef void (*range_fn)(const void* ctx, int64_t lo, int64_t hi);
+typedef struct {
+  range_fn fn;
+  const void* ctx;
+  int64_t n, chunk;
+} RangeJob;
+
+static void range_task(void* c, int64_t index, int slot) {
+  (void)slot;
+  const RangeJob* j = (const RangeJob*)c;
+  const int64_t lo = index * j->chunk;
+  j->fn(j->ctx, lo, lo + j->chunk < j->n ? lo + j->chunk : j->n);
+}
+
+/* Items per task: about 64 Ki floats of work, so a task outweighs handing it out. */
+#define PAR_ELEMS 65536
+
+static void par_for(int64_t n, int64_t chunk, range_fn fn, const void* ctx) {
+  if (chunk < 1) chunk = 1;
+  if (n <= chunk) {
+    if (n > 0) fn(ctx, 0, n);
+    return;
+  }
+  RangeJob j = {fn, ctx, n, chunk};
+  pool_run((n + chunk - 1) / chunk, range_task, &j, 0);
 }
 
 /* ------------------------------------------------------------------ GEMM, threads, variants */
@@ -384,7 +420,15 @@ static napi_value binary(napi_env env, napi_callback_info info) {
 
 enum { U_EXP = 0, U_SIGMOID = 1, U_RSQRT = 2, U_SQRT = 3, U_LOG = 4, U_NEG = 5, U_SQUARE = 6, U_RELU = 7, U_ABS = 8, U_TANH = 9 };
 
-/* unary(op, x, out): computed in double and rounded once, like the JS kernels. */
+typedef struct {
+  int op;
+  const float* x;
+  float* o;
+} UnaryCtx;
+
+static void unary_range(const void* ctx, int64_t lo, int64_t hi);
+
+/* unary(op, x, out): computed in double and rounded once, like the JS kernels (exp, log, tanh: detmath.h). */
 static napi_value unary(napi_env env, napi_callback_info info) {
   ARGS(3);
   INT(0, op);
@@ -395,20 +439,33 @@ static napi_value unary(napi_env env, napi_callback_info info) {
     throw_range(env, "moecat_native.unary: output too small");
     return NULL;
   }
-  switch (op) {
-    case U_EXP: for (size_t i = 0; i < n; i++) o[i] = (float)exp((double)x[i]); break;
-    case U_SIGMOID: for (size_t i = 0; i < n; i++) o[i] = (float)(1.0 / (1.0 + exp(-(double)x[i]))); break;
+  if (op < U_EXP || op > U_TANH) {
+    throw_range(env, "moecat_native.unary: unknown op");
+    return NULL;
+  }
+  const UnaryCtx c = {(int)op, x, o};
+  par_for((int64_t)n, PAR_ELEMS, unary_range, &c);
+  return undef(env);
+}
+
+static void unary_range(const void* ctx, int64_t lo, int64_t hi) {
+  const UnaryCtx* c = (const UnaryCtx*)ctx;
+  const float* x = c->x + lo;
+  float* o = c->o + lo;
+  const size_t n = (size_t)(hi - lo);
+  switch (c->op) {
+    case U_EXP: for (size_t i = 0; i < n; i++) o[i] = (float)dm_exp((double)x[i]); break;
+    case U_SIGMOID: for (size_t i = 0; i < n; i++) o[i] = (float)(1.0 / (1.0 + dm_exp(-(double)x[i]))); break;
     case U_RSQRT: for (size_t i = 0; i < n; i++) o[i] = (float)(1.0 / sqrt((double)x[i])); break;
     case U_SQRT: for (size_t i = 0; i < n; i++) o[i] = (float)sqrt((double)x[i]); break;
-    case U_LOG: for (size_t i = 0; i < n; i++) o[i] = (float)log((double)x[i]); break;
+    case U_LOG: for (size_t i = 0; i < n; i++) o[i] = (float)dm_log((double)x[i]); break;
     case U_NEG: for (size_t i = 0; i < n; i++) o[i] = -x[i]; break;
     case U_SQUARE: for (size_t i = 0; i < n; i++) o[i] = x[i] * x[i]; break;
     case U_RELU: for (size_t i = 0; i < n; i++) o[i] = x[i] < 0 ? 0.0f : x[i]; break;
     case U_ABS: for (size_t i = 0; i < n; i++) o[i] = fabsf(x[i]); break;
-    case U_TANH: for (size_t i = 0; i < n; i++) o[i] = (float)tanh((double)x[i]); break;
-    default: throw_range(env, "moecat_native.unary: unknown op"); return NULL;
+    case U_TANH: for (size_t i = 0; i < n; i++) o[i] = (float)dm_tanh((double)x[i]); break;
+    default: break;
   }
-  return undef(env);
 }
 
 /* ------------------------------------------------------------------ reductions over the last axis */
@@ -488,7 +545,7 @@ static napi_value softmax(napi_env env, napi_callback_info info) {
     }
     double s = 0;
     for (int64_t j = 0; j < cols; j++) {
-      const float e = (float)exp((double)(float)(r[j] - m));
+      const float e = (float)dm_exp((double)(float)(r[j] - m));
       w[j] = e;
       s += e;
     }
@@ -684,6 +741,42 @@ static inline float fexp(float x) {
 
 /* ------------------------------------------------------------------ fused softmax */
 
+typedef struct {
+  const float *a, *b; /* inputs */
+  float* out;
+  int64_t cols;
+} RowsCtx;
+
+static void softmax_fused_range(const void* ctx, int64_t lo, int64_t hi) {
+  const RowsCtx* c = (const RowsCtx*)ctx;
+  const int64_t cols = c->cols;
+  for (int64_t i = lo; i < hi; i++) {
+    const float* r = c->a + i * cols;
+    float* w = c->out + i * cols;
+    float m = r[0];
+    for (int64_t j = 1; j < cols; j++) m = r[j] > m ? r[j] : m;
+    for (int64_t j = 0; j < cols; j++) w[j] = fexp(r[j] - m);
+    double s = 0;
+    for (int64_t j = 0; j < cols; j++) s += w[j];
+    const float inv = (float)(1.0 / s);
+    for (int64_t j = 0; j < cols; j++) w[j] = w[j] * inv;
+  }
+}
+
+static void softmax_fused_grad_range(const void* ctx, int64_t lo, int64_t hi) {
+  const RowsCtx* c = (const RowsCtx*)ctx;
+  const int64_t cols = c->cols;
+  for (int64_t i = lo; i < hi; i++) {
+    const float* yr = c->a + i * cols;
+    const float* gr = c->b + i * cols;
+    float* o = c->out + i * cols;
+    double d = 0;
+    for (int64_t j = 0; j < cols; j++) d += (double)gr[j] * (double)yr[j];
+    const float df = (float)d;
+    for (int64_t j = 0; j < cols; j++) o[j] = yr[j] * (gr[j] - df);
+  }
+}
+
 /* softmaxFused(x, y, rows, cols): y = softmax over the last axis, exps by fexp, sum in double. */
 static napi_value softmax_fused(napi_env env, napi_callback_info info) {
   ARGS(4);
@@ -697,17 +790,8 @@ static napi_value softmax_fused(napi_env env, napi_callback_info info) {
     throw_range(env, "moecat_native.softmaxFused: sizes do not match the arrays");
     return NULL;
   }
-  for (int64_t i = 0; i < rows; i++) {
-    const float* r = x + i * cols;
-    float* w = y + i * cols;
-    float m = r[0];
-    for (int64_t j = 1; j < cols; j++) m = r[j] > m ? r[j] : m;
-    for (int64_t j = 0; j < cols; j++) w[j] = fexp(r[j] - m);
-    double s = 0;
-    for (int64_t j = 0; j < cols; j++) s += w[j];
-    const float inv = (float)(1.0 / s);
-    for (int64_t j = 0; j < cols; j++) w[j] = w[j] * inv;
-  }
+  const RowsCtx c = {x, NULL, y, cols};
+  par_for(rows, PAR_ELEMS / cols + 1, softmax_fused_range, &c);
   return undef(env);
 }
 
@@ -725,15 +809,8 @@ static napi_value softmax_fused_grad(napi_env env, napi_callback_info info) {
     throw_range(env, "moecat_native.softmaxFusedGrad: sizes do not match the arrays");
     return NULL;
   }
-  for (int64_t i = 0; i < rows; i++) {
-    const float* yr = y + i * cols;
-    const float* gr = dy + i * cols;
-    float* o = dx + i * cols;
-    double d = 0;
-    for (int64_t j = 0; j < cols; j++) d += (double)gr[j] * (double)yr[j];
-    const float df = (float)d;
-    for (int64_t j = 0; j < cols; j++) o[j] = yr[j] * (gr[j] - df);
-  }
+  const RowsCtx c = {y, dy, dx, cols};
+  par_for(rows, PAR_ELEMS / cols + 1, softmax_fused_grad_range, &c);
   return undef(env);
 }
 
@@ -785,7 +862,7 @@ static napi_value cross_entropy(napi_env env, napi_callback_info info) {
     for (int64_t j = 0; j < cols; j++) e[j] = fexp(r[j] - m);
     double s = 0;
     for (int64_t j = 0; j < cols; j++) s += e[j];
-    const double l = (double)m + log(s);
+    const double l = (double)m + dm_log(s);
     lse[i] = (float)l;
     if (w[i] != 0) total += (double)w[i] * (l - (double)r[y[i]]);
   }
@@ -921,6 +998,31 @@ static napi_value rms_norm_grad(napi_env env, napi_callback_info info) {
 
 /* ------------------------------------------------------------------ fused SwiGLU activation */
 
+typedef struct {
+  const float *g, *u;
+  float *o, *sig;
+  const float* da;
+  float *dg, *du;
+} SiluCtx;
+
+static void silu_range(const void* ctx, int64_t lo, int64_t hi) {
+  const SiluCtx* c = (const SiluCtx*)ctx;
+  for (int64_t i = lo; i < hi; i++) {
+    const float sg = 1.0f / (1.0f + fexp(-c->g[i]));
+    c->sig[i] = sg;
+    c->o[i] = c->g[i] * sg * c->u[i];
+  }
+}
+
+static void silu_grad_range(const void* ctx, int64_t lo, int64_t hi) {
+  const SiluCtx* c = (const SiluCtx*)ctx;
+  for (int64_t i = lo; i < hi; i++) {
+    const double gi = c->g[i], ui = c->u[i], ai = c->da[i], sg = c->sig[i];
+    c->dg[i] = (float)(ai * ui * sg * (1.0 + gi * (1.0 - sg)));
+    c->du[i] = (float)(ai * gi * sg);
+  }
+}
+
 /* siluMul(g, u, out, sig, n): sig = sigmoid(g) with fexp (kept for the backward), out = g * sig * u, in float. */
 static napi_value silu_mul(napi_env env, napi_callback_info info) {
   ARGS(5);
@@ -933,11 +1035,8 @@ static napi_value silu_mul(napi_env env, napi_callback_info info) {
     throw_range(env, "moecat_native.siluMul: sizes do not match the arrays");
     return NULL;
   }
-  for (int64_t i = 0; i < n; i++) {
-    const float sg = 1.0f / (1.0f + fexp(-g[i]));
-    sig[i] = sg;
-    o[i] = g[i] * sg * u[i];
-  }
+  const SiluCtx c = {g, u, o, sig, NULL, NULL, NULL};
+  par_for(n, PAR_ELEMS, silu_range, &c);
   return undef(env);
 }
 
@@ -956,11 +1055,8 @@ static napi_value silu_mul_grad(napi_env env, napi_callback_info info) {
     throw_range(env, "moecat_native.siluMulGrad: sizes do not match the arrays");
     return NULL;
   }
-  for (int64_t i = 0; i < n; i++) {
-    const double gi = g[i], ui = u[i], ai = da[i], sg = sig[i];
-    dg[i] = (float)(ai * ui * sg * (1.0 + gi * (1.0 - sg)));
-    du[i] = (float)(ai * gi * sg);
-  }
+  const SiluCtx c = {g, u, NULL, sig, da, dg, du};
+  par_for(n, PAR_ELEMS, silu_grad_range, &c);
   return undef(env);
 }
 

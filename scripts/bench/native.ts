@@ -129,7 +129,7 @@ function instrument(backendName: string): { stats: Map<string, KStat>; reset(): 
 
 /**
  * matMul FLOPs of one kernel call: BatchMatMul's, and the fused experts kernels' (3 products of
- * 2·R·d·h forward, 6 backward; core/moeKernels.ts).
+ * 2·R·d·h forward, 6 backward; model/moe/nativeKernels.ts).
  */
 function kernelMatmulFlops(name: string, inputs: Record<string, tf.TensorInfo>, out: tf.TensorInfo): number {
   if (name === 'BatchMatMul') return matmulFlops(inputs.a, out);

@@ -105,7 +105,7 @@ describe(`cpu-native determinism across GEMM variants and thread counts (this CP
       const run = path.join(dir, 'run');
       const t = spawnSync(process.execPath, [main, 'train', '--config', 'configs/tiny.yaml', '--out', run, ...sets.flatMap((s) => ['--set', s])], { encoding: 'utf8', env: env(from, '1'), timeout: 300000 });
       assert.equal(t.status, 0, t.stderr);
-      assert.match(t.stderr, new RegExp(`moecat GEMM ${from}, 1 threads`));
+      assert.match(t.stderr, new RegExp(`moecat GEMM ${from}, 1 thread,`));
       const a = spawnSync(process.execPath, [main, 'audit', run, '--threads', '2'], { encoding: 'utf8', env: env(to, '1'), timeout: 300000 });
       assert.equal(a.status, 0, `${a.stdout}\n${a.stderr}`);
       assert.match(a.stderr, new RegExp(`moecat GEMM ${to}, 2 threads`)); // --threads beats MOECAT_THREADS
@@ -113,6 +113,11 @@ describe(`cpu-native determinism across GEMM variants and thread counts (this CP
       const bad = spawnSync(process.execPath, [main, 'audit', run], { encoding: 'utf8', env: { ...env(to, '1'), MOECAT_ISA: 'avx9' }, timeout: 60000 });
       assert.equal(bad.status, 2);
       assert.match(bad.stderr, /^error: MOECAT_ISA: unknown GEMM variant 'avx9'/m);
+      for (const threads of ['0', 'two']) {
+        const r = spawnSync(process.execPath, [main, 'audit', run, '--threads', threads], { encoding: 'utf8', env: env(to, '1'), timeout: 60000 });
+        assert.equal(r.status, 2, `--threads ${threads}: ${r.stderr}`);
+        assert.match(r.stderr, /^error: --threads: .* is not a thread count/m);
+      }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

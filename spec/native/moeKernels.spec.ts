@@ -1,5 +1,5 @@
 /**
- * The fused MoE kernels of the native cpu path (core/moeKernels.ts) against the composites they
+ * The fused MoE kernels of the native cpu path (model/moe/nativeKernels.ts) against the composites they
  * replace, on the same backend: all FFN experts in one kernel each way, and the weighted
  * combine. They run the same BLAS calls and the same element-wise arithmetic in the same order,
  * so values and every gradient must be bitwise equal, including experts without rows (zero
