@@ -162,7 +162,7 @@ export function fitFLGP(opts: FLGPOptions): FLGPModel {
       const c = evaluate(seAffinity(nb, s, h2), { multiplier: a, h2 }, mults.length > 1);
       if (!top || c.total > top.total) top = c;
     }
-    if (!top) throw new Error('flgp: bandwidths is empty (give at least one bandwidth multiplier)');
+    if (!top) throw new DataError('bandwidths is empty', { where: 'flgp: bandwidths', hint: 'give at least one bandwidth multiplier' });
     best = mults.length > 1 ? evaluate(top.Z, top.bandwidth, false) : top;
   }
   const { spec, fits } = best;
