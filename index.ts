@@ -10,7 +10,7 @@
  *   const { text } = await generate(model, 'Once upon', { maxTokens: 32 });
  *   model.dispose();
  */
-import { activeBackend, selectBackend } from './core/backend';
+import { activeBackend } from './core/backend';
 import { ConfigError } from './core/errors';
 import { Engine, GenerationResult } from './inference/engine';
 import { loadForServing } from './inference/engineLoad';

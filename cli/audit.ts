@@ -24,7 +24,7 @@ export const command: CommandModule<object, AuditArgs> = {
       .option('from', { type: 'number', describe: 'first step to cover (default: first recorded)' })
       .option('to', { type: 'number', describe: 'last step to cover (default: last recorded)' })
       .option('json', { type: 'boolean', default: false, describe: 'print one JSON object instead of text' })
-      .options(backendOption) as unknown as Argv<AuditArgs>,
+      .options(backendOption) as Argv<AuditArgs>,
   handler: handle(async (a: AuditArgs) => {
     if (!fs.existsSync(a.run)) throw new DataError('no such run directory', { where: a.run, hint: 'give the directory `moecat train` wrote' });
     // Bitwise comparison only makes sense on the backend that produced the run, so the recorded

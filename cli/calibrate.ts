@@ -51,7 +51,7 @@ export const command: CommandModule<object, CalibrateArgs> = {
       .option('seq-len', { type: 'number', describe: 'tokens per calibration window (default: chess 64, a2ats the model context)' })
       .option('codebook-size', { type: 'number', describe: 'a2ats: centroids per codebook, in [2, --tokens] (default: a power of two near tokens/16, at most 4096)' })
       .option('keys', { type: 'string', describe: `a2ats: keys the codebooks quantise: wrope (pre-RoPE keys scored with R_b q, the paper; default) or post-rope (keys after RoPE scored with the query at its position)` })
-      .options(backendOption) as unknown as Argv<CalibrateArgs>,
+      .options(backendOption) as Argv<CalibrateArgs>,
   handler: handle(async (a: CalibrateArgs) => {
     const run = METHODS[a.method];
     if (!run) throw new ConfigError(`unknown method "${a.method}" (known: ${Object.keys(METHODS).join(', ')})`, { where: '--method' });

@@ -28,7 +28,7 @@ export const command: CommandModule<object, CurveArgs> = {
       .option('iters', { type: 'number', default: 6000, describe: 'MCMC iterations per chain (half burn-in)' })
       .option('chains', { type: 'number', default: 2, describe: 'independent chains pooled' })
       .option('gamma', { type: 'number', default: 1, describe: 'EBIC exponent of the knot prior (0 = BIC)' })
-      .option('json', { type: 'boolean', default: false, describe: 'print one JSON object instead of text' }) as unknown as Argv<CurveArgs>,
+      .option('json', { type: 'boolean', default: false, describe: 'print one JSON object instead of text' }) as Argv<CurveArgs>,
   handler: handle(async (a: CurveArgs) => {
     if (!Number.isInteger(a.iters) || a.iters < 100) throw new ConfigError(`--iters must be an integer >= 100, got ${a.iters}`, { where: '--iters' });
     if (!Number.isInteger(a.chains) || a.chains < 1) throw new ConfigError(`--chains must be a positive integer, got ${a.chains}`, { where: '--chains' });

@@ -102,7 +102,7 @@ const fitCommand: CommandModule<object, FitArgs> = {
       .option('seed', { type: 'number', describe: 'seed for anchors and the random projection (default 0)' })
       .option('dim', { type: 'number', describe: 'embedding dimension after random projection (default 100)' })
       .option('hash-bits', { type: 'number', describe: 'log2 of the n-gram hash dimension (default 18)' })
-      .option('context', { type: 'number', default: 2000, describe: 'unlabelled documents kept in the model as graph context' }) as unknown as Argv<FitArgs>,
+      .option('context', { type: 'number', default: 2000, describe: 'unlabelled documents kept in the model as graph context' }) as Argv<FitArgs>,
   handler: handle(async (a: FitArgs) => {
     const docs = readDocs(a.data);
     const labels = readLabels(a.labels);
@@ -126,7 +126,7 @@ const tagCommand: CommandModule<object, TagArgs> = {
     y
       .option('model', { type: 'string', demandOption: true, describe: 'model file from moecat domains fit' })
       .option('data', { type: 'string', demandOption: true, describe: 'JSONL of documents {text, id?}' })
-      .option('out', { type: 'string', demandOption: true, describe: 'JSONL to write: {index, id?, domain, probability, probabilities}' }) as unknown as Argv<TagArgs>,
+      .option('out', { type: 'string', demandOption: true, describe: 'JSONL to write: {index, id?, domain, probability, probabilities}' }) as Argv<TagArgs>,
   handler: handle(async (a: TagArgs) => {
     let raw: unknown;
     try {

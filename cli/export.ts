@@ -21,7 +21,7 @@ export const command: CommandModule<object, ExportArgs> = {
       .option('format', { type: 'string', default: 'hf', describe: 'output format (hf: transformers longcat_flash)' })
       .option('out', { type: 'string', demandOption: true, describe: 'output directory' })
       .option('max-shard-mb', { type: 'number', default: 2048, describe: 'largest safetensors shard in MiB; above it the weights are sharded with model.safetensors.index.json' })
-      .option('force', { type: 'boolean', default: false, describe: 'replace an existing output directory' }) as unknown as Argv<ExportArgs>,
+      .option('force', { type: 'boolean', default: false, describe: 'replace an existing output directory' }) as Argv<ExportArgs>,
   handler: handle(async (a: ExportArgs) => {
     if (a.format !== 'hf') throw new ConfigError(`unknown format ${JSON.stringify(a.format)}`, { where: '--format', hint: 'the supported format is hf' });
     const mb = a['max-shard-mb'];

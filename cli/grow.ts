@@ -20,7 +20,7 @@ export const command: CommandModule<object, GrowArgs> = {
       .option('factor', { type: 'number', demandOption: true, describe: 'depth multiplier r (integer >= 2)' })
       .option('out', { type: 'string', demandOption: true, describe: 'new run directory for the grown model' })
       .option('optimizer', { type: 'string', default: 'stack', choices: ['stack', 'reset'], describe: 'Adam moments: stack them like the layers, or reset them (and Adam t) to zero' })
-      .option('set', { type: 'string', array: true, describe: 'override a key of the grown config, e.g. --set train.steps=600' }) as unknown as Argv<GrowArgs>,
+      .option('set', { type: 'string', array: true, describe: 'override a key of the grown config, e.g. --set train.steps=600' }) as Argv<GrowArgs>,
   handler: handle(async (a: GrowArgs) => {
     const r = growCheckpoint({ checkpoint: a.checkpoint, factor: a.factor, outDir: a.out, optimizer: a.optimizer as GrowOptimizer, sets: a.set ?? [] });
     process.stdout.write(

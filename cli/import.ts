@@ -16,7 +16,7 @@ export const command: CommandModule<object, ImportArgs> = {
   builder: (y: Argv) =>
     y
       .option('hf', { type: 'string', demandOption: true, describe: 'Hugging Face model directory (config.json, safetensors, tokenizer.json)' })
-      .option('out', { type: 'string', demandOption: true, describe: 'new run directory' }) as unknown as Argv<ImportArgs>,
+      .option('out', { type: 'string', demandOption: true, describe: 'new run directory' }) as Argv<ImportArgs>,
   handler: handle(async (a: ImportArgs) => {
     const r = importHf({
       hf: a.hf,

@@ -20,7 +20,7 @@ export const command: CommandModule<object, LaunchArgs> = {
       .parserConfiguration({ 'populate--': true })
       .option('nproc', { type: 'number', demandOption: true, describe: 'number of ranks' })
       .option('max-restarts', { type: 'number', default: 0, describe: 'restart the whole group this many times after a failure (ranks resume from the latest checkpoint with --auto-resume)' })
-      .example('moecat launch --nproc 2 --max-restarts 1 -- train --config configs/tiny.yaml --out runs/dp2 --auto-resume', '') as unknown as Argv<LaunchArgs>,
+      .example('moecat launch --nproc 2 --max-restarts 1 -- train --config configs/tiny.yaml --out runs/dp2 --auto-resume', '') as Argv<LaunchArgs>,
   handler: handle(async (a: LaunchArgs) => {
     const rest = (a['--'] ?? []).map(String);
     if (rest.length === 0) throw new ConfigError('give the command to run after --', { where: 'moecat launch', hint: 'moecat launch --nproc 2 -- train --config configs/tiny.yaml' });

@@ -36,7 +36,7 @@ export const command: CommandModule<object, PrepareArgs> = {
       .option('shard-tokens', { type: 'number', describe: 'tokens per shard (default 4194304)' })
       .option('sample-mb', { type: 'number', describe: 'MB of text sampled to train the tokenizer (default 8)' })
       .option('force', { type: 'boolean', default: false, describe: 'replace an existing output directory' })
-      .example('moecat prepare --source prose=books/ --source code=src/ --ext .txt,.ts --out data/prepared', '') as unknown as Argv<PrepareArgs>,
+      .example('moecat prepare --source prose=books/ --source code=src/ --ext .txt,.ts --out data/prepared', '') as Argv<PrepareArgs>,
   handler: handle(async (a: PrepareArgs) => {
     let bar: Progress | null = null;
     let phase = '';

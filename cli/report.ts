@@ -23,7 +23,7 @@ export const command: CommandModule<object, ReportArgs> = {
       .option('out', { type: 'string', describe: 'output HTML file (default <run>/report.html)' })
       .option('fit', { type: 'boolean', default: true, describe: 'fit free-knot splines to the loss and mark regime changes (--no-fit to skip)' })
       .option('seed', { type: 'number', default: 0, describe: 'seed of the spline MCMC chains' })
-      .option('iters', { type: 'number', default: 4000, describe: 'MCMC iterations per chain (half burn-in)' }) as unknown as Argv<ReportArgs>,
+      .option('iters', { type: 'number', default: 4000, describe: 'MCMC iterations per chain (half burn-in)' }) as Argv<ReportArgs>,
   handler: handle(async (a: ReportArgs) => {
     if (!Number.isInteger(a.iters) || a.iters < 100) throw new ConfigError(`--iters must be an integer >= 100, got ${a.iters}`, { where: '--iters' });
     if (!Number.isInteger(a.seed)) throw new ConfigError(`--seed must be an integer, got ${a.seed}`, { where: '--seed' });

@@ -41,7 +41,7 @@ export const command: CommandModule<object, ServeArgs> = {
       .option('sparsity', { type: 'string', describe: 'activation sparsity from `moecat calibrate` thresholds (chess, chess-ffn, cats); decodes each row with batch-1 JS kernels' })
       .option('kv', { type: 'string', default: 'full', choices: [...KV_MODES], describe: 'attention over the KV cache: full, or a2ats (retrieval over calibrated key codebooks, K/V on the host; run `moecat calibrate --method a2ats` first)' })
       .option('kv-ratio', { type: 'number', default: 0.06, describe: 'A2ATS: share of the context retrieved per query head, in (0, 1]' })
-      .options(backendOption) as unknown as Argv<ServeArgs>,
+      .options(backendOption) as Argv<ServeArgs>,
   handler: handle(async (a: ServeArgs) => {
     for (const [flag, v, min] of [['--port', a.port, 0], ['--max-batch', a['max-batch'], 1], ['--max-queue', a['max-queue'], 0], ['--max-body-bytes', a['max-body-bytes'], 1]] as const) {
       if (flag === '--port' && !(Number.isInteger(v) && v >= 0 && v <= 65535)) throw new ConfigError(`--port must be an integer from 0 to 65535, got ${v}`, { where: flag, hint: '0 picks any free port' });

@@ -40,7 +40,7 @@ export const command: CommandModule<object, SweepArgs> = {
       .option('steps', { type: 'number', demandOption: true, describe: 'training steps per point (sets train.steps)' })
       .option('out', { type: 'string', demandOption: true, describe: 'sweep directory (one run directory per point under points/)' })
       .option('set', { type: 'string', array: true, describe: 'override a config key for every point: --set data.seqLen=32' })
-      .options(backendOption) as unknown as Argv<SweepArgs>,
+      .options(backendOption) as Argv<SweepArgs>,
   handler: handle(async (a: SweepArgs) => {
     const lrs = parseList('--lr', a.lr)!;
     const initStds = parseList('--init-std', a['init-std']);

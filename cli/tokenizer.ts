@@ -33,7 +33,7 @@ const train: CommandModule<object, TrainArgs> = {
       .option('out', { type: 'string', default: 'tokenizer.json', describe: 'output tokenizer.json' })
       .option('ext', { type: 'string', array: true, describe: 'extensions read from directories (default .txt,.md,.jsonl)' })
       .option('text-field', { type: 'string', default: 'text', describe: 'JSONL field holding the text' })
-      .option('max-mb', { type: 'number', default: 32, describe: 'train on at most this many MB of text' }) as unknown as Argv<TrainArgs>,
+      .option('max-mb', { type: 'number', default: 32, describe: 'train on at most this many MB of text' }) as Argv<TrainArgs>,
   handler: handle(async (a: TrainArgs) => {
     const exts = parseExts(a.ext) ?? DEFAULT_EXTS;
     const groups = a.input.map((p) => listInputs(p, exts));
@@ -61,7 +61,7 @@ const encode: CommandModule<object, EncodeArgs> = {
   builder: (y: Argv) =>
     y
       .option('tokenizer', { type: 'string', demandOption: true, describe: 'tokenizer.json' })
-      .option('text', { type: 'string', demandOption: true, describe: 'text to encode' }) as unknown as Argv<EncodeArgs>,
+      .option('text', { type: 'string', demandOption: true, describe: 'text to encode' }) as Argv<EncodeArgs>,
   handler: handle(async (a: EncodeArgs) => {
     const tok = Tokenizer.load(a.tokenizer);
     const ids = tok.encode(a.text);
@@ -72,6 +72,6 @@ const encode: CommandModule<object, EncodeArgs> = {
 export const command: CommandModule<object, object> = {
   command: 'tokenizer',
   describe: 'train or inspect a byte-level BPE tokenizer',
-  builder: (y: Argv) => y.command(train).command(encode).demandCommand(1, 'give an action: train or encode') as unknown as Argv<object>,
+  builder: (y: Argv) => y.command(train).command(encode).demandCommand(1, 'give an action: train or encode') as Argv<object>,
   handler: () => undefined,
 };

@@ -84,7 +84,7 @@ export const command: CommandModule<object, TrainArgs> = {
       .option('ep-port', { type: 'number', describe: 'rendezvous port of the expert-parallel group (default: master port + 1)' })
       .option('ep-overlap', { type: 'boolean', default: true, describe: 'ScMoE layers overlap expert dispatch/combine with FFN0, Attn1 and FFN1 (--no-ep-overlap waits at once)' })
       .option('ep-delay-ms', { type: 'number', hidden: true, describe: 'artificial latency before each expert all-to-all (benchmarks)' })
-      .options(backendOption) as unknown as Argv<TrainArgs>,
+      .options(backendOption) as Argv<TrainArgs>,
   handler: handle(async (a: TrainArgs) => {
     if (!a.config && !a.resume) throw new ConfigError('give --config <yaml> to start a run or --resume <run dir> to continue one', { where: 'moecat train' });
     if (a['init-from'] && a.resume) throw new ConfigError('--init-from starts a new run; it cannot be combined with --resume', { where: '--init-from' });

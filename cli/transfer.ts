@@ -24,7 +24,7 @@ export const command: CommandModule<object, TransferArgs> = {
       .option('target-width', { type: 'number', demandOption: true, describe: 'target dModel' })
       .option('out', { type: 'string', demandOption: true, describe: 'target config to write (YAML)' })
       .option('point', { type: 'string', describe: 'use this point (by name) instead of the best one' })
-      .option('set', { type: 'string', array: true, describe: 'override a proxy config key before transfer (the sweep\'s --set keys)' }) as unknown as Argv<TransferArgs>,
+      .option('set', { type: 'string', array: true, describe: 'override a proxy config key before transfer (the sweep\'s --set keys)' }) as Argv<TransferArgs>,
   handler: handle(async (a: TransferArgs) => {
     const t = transferFromSweep({ proxy: a.proxy, sets: a.set, results: a.results, targetWidth: a['target-width'], point: a.point });
     fs.mkdirSync(path.dirname(path.resolve(a.out)), { recursive: true });

@@ -15,7 +15,7 @@ export const command: CommandModule<object, VerifyArgs> = {
   builder: (y: Argv) =>
     y
       .positional('run', { type: 'string', describe: 'run directory (holds checkpoints/), or one step-* checkpoint directory', demandOption: true })
-      .option('json', { type: 'boolean', default: false, describe: 'print one JSON object instead of text' }) as unknown as Argv<VerifyArgs>,
+      .option('json', { type: 'boolean', default: false, describe: 'print one JSON object instead of text' }) as Argv<VerifyArgs>,
   handler: handle(async (a: VerifyArgs) => {
     const res = verifyRun(a.run);
     if (a.json) process.stdout.write(JSON.stringify(res) + '\n');

@@ -23,7 +23,7 @@ export class RngStream {
     // seedrandom's alea supports exporting and importing its full state.
     this.prng = (state
       ? seedrandom.alea('', { state: state as seedrandom.State.Alea })
-      : seedrandom.alea(key, { state: true })) as unknown as { (): number; state(): object };
+      : seedrandom.alea(key, { state: true }));
   }
 
   static of(seed: number, purpose: string, ...indices: number[]): RngStream {

@@ -6,6 +6,7 @@
  * summation kernels: results stay deterministic for a given backend.
  */
 import * as tf from '@tensorflow/tfjs';
+import { kernelAttrs } from './tfjsInternals';
 
 let installed = false;
 
@@ -18,7 +19,7 @@ export function installWasmGradients(): void {
     gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[], attrs: tf.NamedAttrMap) => {
       const [a, b] = saved;
       const g = dy as tf.Tensor;
-      const { transposeA, transposeB } = attrs as unknown as { transposeA: boolean; transposeB: boolean };
+      const { transposeA, transposeB } = kernelAttrs<{ transposeA: boolean; transposeB: boolean }>(attrs);
       const t = (x: tf.Tensor) => {
         const perm = x.shape.map((_, i) => i);
         const n = perm.length;

@@ -23,6 +23,7 @@ import { tensorLayer } from '../model/scmoeLayer';
 import { moeLayer } from '../model/moe/layer';
 import { ServingModel } from './loadModel';
 import { decodeAttention } from './engineAttention';
+import { tidyKeep } from '../core/tfjsInternals';
 
 export type LayerCaches = [AttnCache, AttnCache][];
 
@@ -57,15 +58,15 @@ export function cacheBytes(c: LayerCaches): number {
 export function prefill(m: ServingModel, ids: number[]): StepResult {
   let ffnRows = 0;
   let tokenLayers = 0;
-  const r = tf.tidy(() => {
+  const r = tidyKeep(() => {
     const f = forward(m.config, (n) => m.store.get(n), Int32Array.from(ids), 1, ids.length, { biases: m.biases, pastLength: 0 });
     for (const s of f.moe) {
       ffnRows += s.stats.ffnRows;
       tokenLayers += s.stats.tokens;
     }
     const logits = tf.slice(f.logits!, [ids.length - 1, 0], [1, m.config.vocabSize]) as tf.Tensor2D;
-    return { logits, caches: f.caches } as unknown as tf.TensorContainer;
-  }) as unknown as { logits: tf.Tensor2D; caches: LayerCaches };
+    return { logits, caches: f.caches };
+  });
   return { logits: r.logits, caches: [r.caches], ffnRows, tokenLayers, rowFfnRows: [ffnRows] };
 }
 
@@ -79,7 +80,7 @@ export function decodeBatch(m: ServingModel, tokens: number[], past: number[], c
   const rowFfnRows = new Array<number>(B).fill(0);
   const N = c.moe.nExperts;
   const K = c.moe.topK;
-  const r = tf.tidy(() => {
+  const r = tidyKeep(() => {
     const half = ropeDim(c) / 2;
     const cosH = new Float32Array(B * half);
     const sinH = new Float32Array(B * half);
@@ -90,7 +91,7 @@ export function decodeBatch(m: ServingModel, tokens: number[], past: number[], c
     });
     const cos = tf.tensor3d(cosH, [B, 1, half]);
     const sin = tf.tensor3d(sinH, [B, 1, half]);
-    const newCaches: LayerCaches[] = Array.from({ length: B }, () => Array.from({ length: c.nLayers }, () => [undefined, undefined] as unknown as [AttnCache, AttnCache]));
+    const newCaches: LayerCaches[] = Array.from({ length: B }, () => Array.from({ length: c.nLayers }, () => [undefined, undefined] as [AttnCache | undefined, AttnCache | undefined] as [AttnCache, AttnCache]));
     const perRowAttention = (prefix: string, x: tf.Tensor2D, l: number, j: 0 | 1) => {
       const a = decodeAttention(c, P, prefix, x, cos, sin, caches.map((cs) => cs[l][j]));
       a.caches.forEach((kv, b) => (newCaches[b][l][j] = kv));
@@ -112,8 +113,8 @@ export function decodeBatch(m: ServingModel, tokens: number[], past: number[], c
     }
     const h = rmsNorm(x, P('model.norm.weight'), c.rmsEps) as tf.Tensor2D;
     const logits = tf.matMul(h, P('lm_head.weight') as tf.Tensor2D) as tf.Tensor2D;
-    return { logits, caches: newCaches } as unknown as tf.TensorContainer;
-  }) as unknown as { logits: tf.Tensor2D; caches: LayerCaches[] };
+    return { logits, caches: newCaches };
+  });
   return { logits: r.logits, caches: r.caches, ffnRows, tokenLayers, rowFfnRows };
 }
 

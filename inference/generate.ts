@@ -3,6 +3,7 @@
  * per step reusing cached keys/values. Zero experts are skipped by the MoE layer itself.
  */
 import * as tf from '@tensorflow/tfjs';
+import { tidyKeep } from '../core/tfjsInternals';
 import { forward } from '../model/transformer';
 import { AttnCache } from '../model/attention';
 import { ServingModel } from './loadModel';
@@ -50,7 +51,7 @@ export interface StepOut {
 
 export function step(m: ServingModel, ids: number[], past: number, caches: [AttnCache, AttnCache][] | undefined): StepOut {
   // tidy keeps the returned tensors (caches included) and frees every intermediate.
-  return tf.tidy(() => {
+  return tidyKeep((): StepOut => {
     const f = forward(m.config, (n) => m.store.get(n), Int32Array.from(ids), 1, ids.length, {
       biases: m.biases,
       caches,
@@ -59,8 +60,8 @@ export function step(m: ServingModel, ids: number[], past: number, caches: [Attn
     const V = m.config.vocabSize;
     const last = tf.slice(f.logits!, [ids.length - 1, 0], [1, V]);
     const ffn = f.moe.reduce((a, s) => a + s.stats.ffnRows / s.stats.tokens, 0) / f.moe.length;
-    return { logits: last, caches: f.caches, ffn: tf.scalar(ffn) } as unknown as tf.TensorContainer;
-  }) as unknown as StepOut;
+    return { logits: last as tf.Tensor2D, caches: f.caches, ffn: tf.scalar(ffn) };
+  });
 }
 
 export function generate(m: ServingModel, prompt: number[], o: GenerateOptions): GenerateResult {

@@ -5,6 +5,7 @@
  * closed-form gradient; RMSNorm is computed in float32 with eps inside the root.
  */
 import * as tf from '@tensorflow/tfjs';
+import { attrMap, customGradVariadic } from '../core/tfjsInternals';
 import { CE_GRAD_KERNEL, CE_KERNEL, RMS_GRAD_KERNEL, RMS_KERNEL, SILU_MUL_GRAD_KERNEL, SILU_MUL_KERNEL, SOFTMAX_GRAD_KERNEL, SOFTMAX_KERNEL } from '../core/native';
 import { COMBINE_GRAD_KERNEL, COMBINE_KERNEL, EXPERTS_GRAD_KERNEL, EXPERTS_KERNEL } from './moe/nativeKernels';
 
@@ -12,7 +13,7 @@ type GradFn = (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[];
 
 /** tf.customGrad with the inputs (any number) handed to `fn` as one array and `save` typed. */
 function customGradN(fn: (xs: tf.Tensor[], save: tf.GradSaveFunc) => { value: tf.Tensor; gradFunc: GradFn }): (...xs: tf.Tensor[]) => tf.Tensor {
-  const g = tf.customGrad(((...args: (tf.Tensor | tf.GradSaveFunc)[]) => fn(args.slice(0, -1) as tf.Tensor[], args[args.length - 1] as tf.GradSaveFunc)) as unknown as Parameters<typeof tf.customGrad>[0]);
+  const g = customGradVariadic((...args) => fn(args.slice(0, -1) as tf.Tensor[], args[args.length - 1] as tf.GradSaveFunc));
   return (...xs: tf.Tensor[]) => g(...xs);
 }
 
@@ -84,7 +85,7 @@ const hasKernels = (a: string, b: string) => !!tf.getKernel(a, tf.getBackend()) 
 export function rmsNorm(x: tf.Tensor, w: tf.Tensor, eps: number): tf.Tensor {
   if (hasKernels(RMS_KERNEL, RMS_GRAD_KERNEL)) {
     const f = customGradN(([xi, wi], save) => {
-      const [y, rinv] = tf.engine().runKernel(RMS_KERNEL, { x: xi, w: wi }, { eps } as unknown as tf.NamedAttrMap) as tf.Tensor[];
+      const [y, rinv] = tf.engine().runKernel(RMS_KERNEL, { x: xi, w: wi }, attrMap({ eps })) as tf.Tensor[];
       save([xi, wi, rinv]);
       return { value: y, gradFunc: (dy, s) => tf.engine().runKernel(RMS_GRAD_KERNEL, { x: s[0], w: s[1], rinv: s[2], dy }, {}) as tf.Tensor[] };
     });
@@ -112,7 +113,7 @@ export function expertsFfn(xs: tf.Tensor2D, weights: tf.Tensor[], offsets: Int32
   const N = offsets.length - 1;
   if (weights.length !== 3 * N) throw new Error(`expertsFfn: ${weights.length} weights for ${N} experts`);
   if (!composite && hasKernels(EXPERTS_KERNEL, EXPERTS_GRAD_KERNEL)) {
-    const attrs = { offsets: Array.from(offsets) } as unknown as tf.NamedAttrMap;
+    const attrs = attrMap({ offsets: Array.from(offsets) });
     const named = (x: tf.Tensor, ws: tf.Tensor[]) => Object.fromEntries([['x', x], ...ws.map((w, i) => [`w${i}`, w])]);
     const f = customGradN(([x, ...ws], save) => {
       const [y, g, u, sig, a] = tf.engine().runKernel(EXPERTS_KERNEL, named(x, ws), attrs) as tf.Tensor[];
@@ -150,7 +151,7 @@ export function moeCombine(source: tf.Tensor2D, slotSource: Int32Array, gates: t
   const d = source.shape[1];
   if (!composite && hasKernels(COMBINE_KERNEL, COMBINE_GRAD_KERNEL)) {
     const slot = () => tf.tensor1d(slotSource, 'int32');
-    const attrs = { K } as unknown as tf.NamedAttrMap;
+    const attrs = attrMap({ K });
     const f = customGradN(([src, g], save) => {
       save([src, g]);
       return {
@@ -209,7 +210,7 @@ export function ropeTables(S: number, dim: number, base: number, offset = 0): { 
  * be given per batch row as [B, S, dim/2] (continuous batching in inference).
  */
 export function applyRope(x: tf.Tensor4D, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor4D {
-  const [B, S, H, D] = x.shape;
+  const [B, S, , D] = x.shape;
   const half = D / 2;
   const c = cos.rank === 2 ? tf.reshape(cos, [1, S, 1, half]) : tf.reshape(cos, [B, S, 1, half]);
   const s = sin.rank === 2 ? tf.reshape(sin, [1, S, 1, half]) : tf.reshape(sin, [B, S, 1, half]);

@@ -32,6 +32,7 @@
  * functions synchronously, one after another).
  */
 import * as tf from '@tensorflow/tfjs';
+import { customGradVariadic, engineTapeState } from '../core/tfjsInternals';
 import { ParallelError } from '../core/errors';
 import { MoeOutput, routeTokens } from '../model/moe/layer';
 import { gatherRows, moeCombine, swiglu } from '../model/ops';
@@ -52,8 +53,7 @@ export function expertOwner(e: number, N: number, W: number): number {
 
 type GradFn = (dy: tf.Tensor) => tf.Tensor[];
 function customOp(inputs: tf.Tensor[], fwd: () => { value: tf.Tensor; gradFunc: GradFn }): tf.Tensor {
-  const f = tf.customGrad(((..._args: unknown[]) => fwd()) as unknown as Parameters<typeof tf.customGrad>[0]);
-  return (f as unknown as (...x: tf.Tensor[]) => tf.Tensor)(...inputs);
+  return customGradVariadic(() => fwd())(...inputs);
 }
 
 interface Segment {
@@ -207,7 +207,7 @@ export class ExpertParallel {
           const dxTo: Float32Array[] = Array.from({ length: W }, () => new Float32Array(0));
           const leaves: Float32Array[][][] = Array.from({ length: npr }, () => Array.from({ length: 3 }, () => new Array<Float32Array>(W)));
           const f = (x: tf.Tensor, a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => swiglu(x as tf.Tensor2D, a, b, c);
-          const grads = nestedGrads(f as unknown as (...a: tf.Tensor[]) => tf.Tensor);
+          const grads = nestedGrads(f as (...a: tf.Tensor[]) => tf.Tensor);
           let row = 0;
           for (let s = 0; s < W; s++) {
             const mine = segs.filter((g) => g.src === s);
@@ -256,7 +256,7 @@ export class ExpertParallel {
 function nestedGrads(f: (...a: tf.Tensor[]) => tf.Tensor): (xs: tf.Tensor[], dy: tf.Tensor) => tf.Tensor[] {
   const g = tf.grads(f);
   return (xs, dy) => {
-    const state = (tf.engine() as unknown as { state: { activeTape: unknown } }).state;
+    const state = engineTapeState();
     const outer = state.activeTape;
     try {
       return g(xs, dy);

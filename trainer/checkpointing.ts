@@ -132,7 +132,7 @@ export function loadTrainerCheckpoint(pathLike: string, opts: { withOptimizer?: 
   const { values, biases } = decodeModelWeights(need('model.safetensors'), config.model, `${ck.dir}/model.safetensors`);
   const layout = flatLayout(paramSpecs(config.model));
   const params = flatten(layout, values);
-  const saved = ck.state as unknown as SavedState;
+  const saved = ck.state as SavedState;
   const opt: AdamWState = newAdamWState(layout.total);
   if (opts.withOptimizer !== false) {
     const o = decodeSafetensors(need('optimizer.safetensors'), `${ck.dir}/optimizer.safetensors`);

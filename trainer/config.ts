@@ -7,7 +7,7 @@ import YAML from 'yaml';
 import { z } from 'zod';
 import { ConfigError, errorMessage } from '../core/errors';
 import { BACKENDS } from '../core/backend';
-import { formatIssues, ModelConfig, modelConfigSchema } from '../model/config';
+import { ModelConfig, modelConfigSchema } from '../model/config';
 import { blockNodes } from '../parallel/tree';
 
 const groupScales = z.object({

@@ -45,7 +45,8 @@ export class MetricsWriter {
     return keep.length;
   }
 
-  append(m: StepMetrics): void {
+  /** Appends one step's metrics, or an event line (`event` names it, e.g. a loss spike's rollback). */
+  append(m: StepMetrics | { event: string; step: number }): void {
     fs.appendFileSync(this.file, JSON.stringify(m) + '\n');
   }
 }

@@ -125,7 +125,7 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
       // The run went back to an earlier state: its metrics after that point are replayed.
       if (write) {
         metrics.truncateAfter(r.event.restored_to);
-        metrics.append({ event: 'spike', ...r.event } as unknown as StepMetrics);
+        metrics.append({ event: 'spike', ...r.event });
       }
       o.onSpike?.(r.event);
       continue;

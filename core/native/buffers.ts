@@ -6,7 +6,8 @@
 import * as os from 'os';
 import * as tf from '@tensorflow/tfjs';
 import { BufferPool, PoolStats } from '../bufferPool';
-import { CpuBackendLike, f32 } from './tensors';
+import { activeCpuBackend, findCpuBackend } from '../tfjsInternals';
+import { f32 } from './tensors';
 
 /**
  * Default cap: a quarter of RAM, at most 4 GiB. The pool holds about one step's peak of
@@ -31,7 +32,7 @@ export function nativePoolStats(): PoolStats | null {
 /** Attaches the pool to the cpu backend (once), capped at `mb` MiB; 0 leaves it off. */
 export function attachPool(mb: number): void {
   if (pool || !(mb > 0)) return;
-  const backend = tf.findBackend('cpu') as unknown as Parameters<BufferPool['attach']>[0] | null;
+  const backend = findCpuBackend();
   if (!backend || typeof backend.readSync !== 'function' || !backend.data) return;
   pool = new BufferPool(mb * 2 ** 20);
   detachPool = pool.attach(backend);
@@ -50,7 +51,7 @@ export function detachBufferPool(): void {
  */
 export function readInto(t: tf.Tensor, dst: Float32Array, offset: number): void {
   if (t.dtype === 'float32' && tf.getBackend() === 'cpu') {
-    const b = tf.backend() as unknown as CpuBackendLike & { data: { has(id: object): boolean } };
+    const b = activeCpuBackend();
     if (b.data?.has?.(t.dataId)) {
       const v = f32(b, t);
       if (v && v.length === t.size) {

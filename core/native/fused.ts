@@ -5,6 +5,7 @@
  * (model/moe/nativeKernels.ts).
  */
 import type { NativeAddon } from './addon';
+import { kernelAttrs } from '../tfjsInternals';
 import { alloc } from './buffers';
 import { be, f32, i32, KernelFunc, lastDim, TensorInfo } from './tensors';
 
@@ -94,7 +95,7 @@ export const rmsNormKernel = (m: NativeAddon): KernelFunc =>
     const rows = xv.length / d;
     const y = alloc(xv.length);
     const rinv = alloc(rows);
-    m.rmsNorm(xv, wv, y, rinv, rows, d, (args.attrs as unknown as { eps: number }).eps);
+    m.rmsNorm(xv, wv, y, rinv, rows, d, kernelAttrs<{ eps: number }>(args.attrs).eps);
     return [b.makeTensorInfo(x.shape.slice(), 'float32', y), b.makeTensorInfo([rows], 'float32', rinv)];
   };
 

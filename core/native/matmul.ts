@@ -4,6 +4,7 @@
  * nor the CPU's vector width changes a bit.
  */
 import * as tf from '@tensorflow/tfjs';
+import { kernelAttrs } from '../tfjsInternals';
 import { alloc } from './buffers';
 import { be, f32, kernel, size, TensorInfo } from './tensors';
 
@@ -13,7 +14,7 @@ export const batchMatMul = kernel((m, args) => {
   const av = f32(b, A);
   const bv = f32(b, B);
   if (!av || !bv) return null;
-  const { transposeA, transposeB } = args.attrs as unknown as { transposeA: boolean; transposeB: boolean };
+  const { transposeA, transposeB } = kernelAttrs<{ transposeA: boolean; transposeB: boolean }>(args.attrs);
   const ra = A.shape.length;
   const rb = B.shape.length;
   const M = transposeA ? A.shape[ra - 1] : A.shape[ra - 2];

@@ -1,5 +1,6 @@
 /** Data movement: Transpose, Slice, Concat, SplitV, PadV2, Tile (strided copies), GatherV2 and ScatterNd. */
 import * as tf from '@tensorflow/tfjs';
+import { kernelAttrs } from '../tfjsInternals';
 import { alloc, allocZeroed } from './buffers';
 import { copyStrided, transposeValues } from './copy';
 import { be, collapse, f32, i32, kernel, size, stridesOf, TensorInfo } from './tensors';
@@ -9,7 +10,7 @@ export const transpose = kernel((m, args) => {
   const { x } = args.inputs as { x: TensorInfo };
   const xv = f32(b, x);
   if (!xv) return null;
-  const { perm } = args.attrs as unknown as { perm: number[] };
+  const { perm } = kernelAttrs<{ perm: number[] }>(args.attrs);
   const t = transposeValues(m, xv, x.shape, perm);
   return b.makeTensorInfo(t.shape, 'float32', t.values);
 });
@@ -19,7 +20,7 @@ export const slice = kernel((m, args) => {
   const { x } = args.inputs as { x: TensorInfo };
   const xv = f32(b, x);
   if (!xv) return null;
-  const { begin, size: sz } = args.attrs as unknown as { begin: number | number[]; size: number | number[] };
+  const { begin, size: sz } = kernelAttrs<{ begin: number | number[]; size: number | number[] }>(args.attrs);
   const [bg, s] = tf.slice_util.parseSliceParams(x, begin, sz);
   tf.slice_util.assertParamsValid(x, bg, s);
   const out = alloc(size(s));
@@ -34,7 +35,7 @@ export const concat = kernel((m, args) => {
   if (inputs.length === 0) return null;
   const vals = inputs.map((t) => f32(b, t));
   if (vals.some((v) => v === null)) return null;
-  const { axis } = args.attrs as unknown as { axis: number };
+  const { axis } = kernelAttrs<{ axis: number }>(args.attrs);
   const ax = tf.util.parseAxisParam(axis, inputs[0].shape)[0];
   const shapes = inputs.map((t) => t.shape);
   tf.backend_util.assertParamsConsistent(shapes, ax);
@@ -54,7 +55,7 @@ export const splitV = kernel((m, args) => {
   const { x } = args.inputs as { x: TensorInfo };
   const xv = f32(b, x);
   if (!xv) return null;
-  const { numOrSizeSplits, axis } = args.attrs as unknown as { numOrSizeSplits: number | number[]; axis: number };
+  const { numOrSizeSplits, axis } = kernelAttrs<{ numOrSizeSplits: number | number[]; axis: number }>(args.attrs);
   const ax = tf.util.parseAxisParam(axis, x.shape)[0];
   const sizes = tf.backend_util.prepareSplitSize(x, numOrSizeSplits, ax);
   const xs = stridesOf(x.shape);
@@ -74,7 +75,7 @@ export const padV2 = kernel((m, args) => {
   const { x } = args.inputs as { x: TensorInfo };
   const xv = f32(b, x);
   if (!xv) return null;
-  const { paddings, constantValue } = args.attrs as unknown as { paddings: [number, number][]; constantValue: number };
+  const { paddings, constantValue } = kernelAttrs<{ paddings: [number, number][]; constantValue: number }>(args.attrs);
   const outShape = x.shape.map((d, i) => paddings[i][0] + d + paddings[i][1]);
   const out = alloc(size(outShape));
   out.fill(constantValue);
@@ -88,7 +89,7 @@ export const tile = kernel((m, args) => {
   const { x } = args.inputs as { x: TensorInfo };
   const xv = f32(b, x);
   if (!xv) return null;
-  const { reps } = args.attrs as unknown as { reps: number[] };
+  const { reps } = kernelAttrs<{ reps: number[] }>(args.attrs);
   const outShape = x.shape.map((d, i) => d * reps[i]);
   const out = alloc(size(outShape));
   if (out.length === 0) return b.makeTensorInfo(outShape, 'float32', out);
@@ -108,7 +109,7 @@ export const gatherV2 = kernel((m, args) => {
   const { x, indices } = args.inputs as { x: TensorInfo; indices: TensorInfo };
   const xv = f32(b, x);
   const iv = i32(b, indices);
-  const { axis, batchDims } = args.attrs as unknown as { axis: number; batchDims?: number };
+  const { axis, batchDims } = kernelAttrs<{ axis: number; batchDims?: number }>(args.attrs);
   if (!xv || !iv || (batchDims ?? 0) !== 0) return null;
   const ax = tf.util.parseAxisParam(axis, x.shape)[0];
   const dim = x.shape[ax];
@@ -129,7 +130,7 @@ export const scatterNd = kernel((m, args) => {
   const uv = f32(b, updates);
   const iv = i32(b, indices);
   if (!uv || !iv) return null;
-  const { shape } = args.attrs as unknown as { shape: number[] };
+  const { shape } = kernelAttrs<{ shape: number[] }>(args.attrs);
   const { sliceRank, numUpdates, sliceSize, strides, outputSize } = tf.backend_util.calculateShapes(updates, indices, shape);
   const out = allocZeroed(outputSize);
   if (outputSize === 0 || numUpdates === 0 || sliceSize === 0) return b.makeTensorInfo(shape, 'float32', out);

@@ -1,5 +1,6 @@
 /** Softmax (tfjs' arithmetic) and Sum/Mean/Max/Min over any axes. */
 import * as tf from '@tensorflow/tfjs';
+import { kernelAttrs } from '../tfjsInternals';
 import { alloc, give } from './buffers';
 import { transposeValues } from './copy';
 import { BIN } from './elementwise';
@@ -10,7 +11,7 @@ export const softmax = kernel((m, args) => {
   const { logits } = args.inputs as { logits: TensorInfo };
   const xv = f32(b, logits);
   const r = logits.shape.length;
-  const { dim } = args.attrs as unknown as { dim: number };
+  const { dim } = kernelAttrs<{ dim: number }>(args.attrs);
   if (!xv || r === 0 || !(dim === -1 || dim === r - 1)) return null;
   const cols = logits.shape[r - 1];
   const out = alloc(xv.length);
@@ -28,7 +29,7 @@ export function reduceKernel(kind: keyof typeof RED): Make {
     let xv = f32(b, x);
     if (!xv) return null;
     let scratch: Float32Array | null = null;
-    const attrs = args.attrs as unknown as { axis?: number | number[] | null; reductionIndices?: number | number[] | null; keepDims: boolean };
+    const attrs = kernelAttrs<{ axis?: number | number[] | null; reductionIndices?: number | number[] | null; keepDims: boolean }>(args.attrs);
     const axisAttr = kind === 'Max' ? attrs.reductionIndices : attrs.axis;
     const r = x.shape.length;
     // null/undefined means every axis (tfjs' parseAxisParam).

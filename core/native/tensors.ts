@@ -12,7 +12,7 @@ export type KernelOut = TensorInfo | TensorInfo[];
 
 /** The parts of tfjs' cpu backend the kernels use. */
 export interface CpuBackendLike {
-  data: { get(dataId: object): { values?: unknown } };
+  data: { get(dataId: object): { values?: unknown } | undefined };
   makeTensorInfo(shape: number[], dtype: tf.DataType, values?: tf.BackendValues): TensorInfo;
 }
 

@@ -156,13 +156,14 @@ export function fitFLGP(opts: FLGPOptions): FLGPModel {
   } else {
     const md2 = meanNeighbourSqDist(nb);
     const mults = opts.bandwidths ?? [0.1, 0.316, 1, 3.16, 10];
-    best = null as unknown as Cand;
+    let top: Cand | null = null;
     for (const a of mults) {
       const h2 = (a * md2) / 2;
       const c = evaluate(seAffinity(nb, s, h2), { multiplier: a, h2 }, mults.length > 1);
-      if (!best || c.total > best.total) best = c;
+      if (!top || c.total > top.total) top = c;
     }
-    if (mults.length > 1) best = evaluate(best.Z, best.bandwidth, false);
+    if (!top) throw new DataError('bandwidths is empty', { where: 'flgp: bandwidths', hint: 'give at least one bandwidth multiplier' });
+    best = mults.length > 1 ? evaluate(top.Z, top.bandwidth, false) : top;
   }
   const { spec, fits } = best;
   const latent = (c: number) => predictEigen(spec.phi, n, fits[c].posterior);

@@ -14,6 +14,7 @@
  *   Same arithmetic as the composite, so again the same bits.
  */
 import * as tf from '@tensorflow/tfjs';
+import { kernelAttrs } from '../../core/tfjsInternals';
 import { alloc, allocZeroed, give } from '../../core/native/buffers';
 import { NativeAddon, registerFusedKernel } from '../../core/native';
 import { be, f32, i32, TensorInfo } from '../../core/native/tensors';
@@ -60,7 +61,7 @@ function expertInputs(b: BackendLike, inputs: Record<string, TensorInfo>, offset
 export const expertsKernel = (m: NativeAddon): tf.KernelFunc =>
   (args) => {
     const b = be(args);
-    const { offsets } = args.attrs as unknown as ExpertsAttrs;
+    const { offsets } = kernelAttrs<ExpertsAttrs>(args.attrs);
     const { xv, R, d, hid, w, N } = expertInputs(b, args.inputs as Record<string, TensorInfo>, offsets, EXPERTS_KERNEL);
     const y = h.alloc(R * d);
     const G = h.alloc(R * hid);
@@ -92,7 +93,7 @@ export const expertsGradKernel = (m: NativeAddon): tf.KernelFunc =>
   (args) => {
     const b = be(args);
     const inputs = args.inputs as Record<string, TensorInfo>;
-    const { offsets } = args.attrs as unknown as ExpertsAttrs;
+    const { offsets } = kernelAttrs<ExpertsAttrs>(args.attrs);
     const { xv, R, d, hid, w, N } = expertInputs(b, inputs, offsets, EXPERTS_GRAD_KERNEL);
     const [G, U, S, A, dY] = ['g', 'u', 'sig', 'a', 'dy'].map((k) => h.f32(b, inputs[k]));
     if (!G || !U || !S || !A || !dY || G.length !== R * hid || dY.length !== R * d) throw new Error(`${EXPERTS_GRAD_KERNEL}: saved activations or dy do not match x`);
@@ -158,7 +159,7 @@ function combineInputs(b: BackendLike, inputs: Record<string, TensorInfo>, K: nu
 export const combineKernel = (m: NativeAddon): tf.KernelFunc =>
   (args) => {
     const b = be(args);
-    const { K } = args.attrs as unknown as CombineAttrs;
+    const { K } = kernelAttrs<CombineAttrs>(args.attrs);
     const { sv, iv, gv, T, d } = combineInputs(b, args.inputs as Record<string, TensorInfo>, K, COMBINE_KERNEL);
     const out = h.alloc(T * d);
     m.moeCombine(sv, iv, gv, out, T, K, d);
@@ -170,7 +171,7 @@ export const combineGradKernel = (m: NativeAddon): tf.KernelFunc =>
   (args) => {
     const b = be(args);
     const inputs = args.inputs as Record<string, TensorInfo>;
-    const { K } = args.attrs as unknown as CombineAttrs;
+    const { K } = kernelAttrs<CombineAttrs>(args.attrs);
     const { sv, iv, gv, T, d } = combineInputs(b, inputs, K, COMBINE_GRAD_KERNEL);
     const dy = h.f32(b, inputs.dy);
     if (!dy || dy.length !== T * d) throw new Error(`${COMBINE_GRAD_KERNEL}: dy must be float32 [${T}, ${d}]`);

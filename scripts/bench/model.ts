@@ -17,7 +17,7 @@ import * as tf from '@tensorflow/tfjs';
 import YAML from 'yaml';
 import { BackendName, selectBackend } from '../../core/backend';
 import { ModelConfig, parseModelConfig } from '../../model/config';
-import { initParams, numel, paramSpecs, ParamStore, countParams } from '../../model/params';
+import { initParams, paramSpecs, ParamStore, countParams } from '../../model/params';
 import { initialBiases } from '../../model/transformer';
 import { microbatchLoss } from '../../trainer/losses';
 import { Batch } from '../../data/batch';

@@ -14,4 +14,7 @@ import { Trainer } from '../../trainer/trainer';
     const m = r.metrics;
     console.log(m.step, m.loss.toFixed(4), m.grad_norm.toFixed(3), m.ffn_experts_per_token.toFixed(3), Math.round(m.tokens_per_s), m.fingerprint, m.param_hash ?? '');
   }
-})();
+})().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});

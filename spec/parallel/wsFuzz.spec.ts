@@ -9,7 +9,7 @@ import { strict as assert } from 'assert';
 import * as net from 'net';
 import WebSocket from 'ws';
 import { Group } from '../../parallel/collectives';
-import { DType, encodeControl, encodeHeader, MsgType } from '../../parallel/frames';
+import { encodeControl, encodeHeader, MsgType } from '../../parallel/frames';
 import { clientWsOptions } from '../../parallel/transport';
 import { freePort, killAll, rankEnv, spawnRank, withTimeout } from './procs';
 

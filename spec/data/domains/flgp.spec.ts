@@ -57,10 +57,11 @@ describe('data/domains/flgp', () => {
     assert.ok(err <= 0.02, `error ${err}`);
   });
 
-  it('refuses bad labels with a DataError naming the problem', () => {
+  it('refuses bad labels or an empty bandwidth list with a DataError naming the problem', () => {
     const { X } = concentricCircles({ n: 100, seed: 1 });
     assert.throws(() => fitFLGP({ X, labels: new Map([[0, 0], [1, 0]]), anchors: 10, seed: 1 }), (e: unknown) => e instanceof DataError && /two classes/.test(e.message));
     assert.throws(() => fitFLGP({ X, labels: new Map([[0, 0], [100, 1]]), anchors: 10, seed: 1 }), (e: unknown) => e instanceof DataError && /outside/.test(e.message));
     assert.throws(() => fitFLGP({ X, labels: { index: [0, 0], classId: [0, 1] }, anchors: 10, seed: 1 }), (e: unknown) => e instanceof DataError && /twice/.test(e.message));
+    assert.throws(() => fitFLGP({ X, labels: new Map([[0, 0], [1, 1]]), anchors: 10, seed: 1, bandwidths: [] }), (e: unknown) => e instanceof DataError && /bandwidths is empty/.test(e.message));
   });
 });
