@@ -16,6 +16,7 @@ import { MoecatError } from '../core/errors';
 import { ServingModel } from './loadModel';
 import { Batcher, Schedulable } from './batcher';
 import { cacheBytes, decodeBatch, disposeCaches, LayerCaches, prefill, StepResult } from './engineStep';
+import { hostEngineSteps } from './hostSteps';
 import { TextStream } from './engineText';
 import { logNormalizer, sampleToken, SamplingParams, topLogprobs } from './sampling';
 import { Counter, Gauge, Histogram, Registry } from './metrics';
@@ -99,7 +100,7 @@ export interface EngineOptions {
   maxBatch: number;
   maxQueue: number;
   prefillTokens: number;
-  /** Replacement forward passes; default engineStep's. */
+  /** Replacement forward passes; default the batched host decode path (hostSteps.ts). */
   steps?: EngineStepHooks;
 }
 
@@ -162,7 +163,7 @@ export class Engine {
 
   constructor(readonly model: ServingModel, readonly tokenizer: EngineTokenizer, opts: Partial<EngineOptions> = {}) {
     const o: EngineOptions = { maxBatch: 8, maxQueue: 256, prefillTokens: 512, ...opts };
-    this.steps = o.steps ?? { prefill, decodeBatch };
+    this.steps = o.steps ?? hostEngineSteps();
     this.batcher = new Batcher<Sequence>(o);
     const r = this.metrics;
     const cap = o.maxBatch * model.config.maxSeqLen;

@@ -1,0 +1,61 @@
+/**
+ * The engine's default forward passes (EngineStepHooks) on the batched host decode path
+ * (hostDecode.ts): `prefill` runs a prompt as one batch of rows, `decodeBatch` runs one row per
+ * sequence in one step. Each sequence's keys and values live in a HostSequence; the LayerCaches
+ * the engine holds for it are a placeholder (an empty list: no tensors, so the engine's dispose
+ * calls cost nothing) mapped to it, and a fresh placeholder is returned each step so the engine
+ * can drop the old one as it does with tensor caches.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { EngineStepHooks } from './engine';
+import { LayerCaches, StepResult } from './engineStep';
+import { ServingModel } from './loadModel';
+import { DecodeRow, hostDecoder, HostSequence } from './hostDecode';
+
+const held = new WeakMap<LayerCaches, HostSequence>();
+
+function wrap(seq: HostSequence): LayerCaches {
+  const lc = [] as unknown as LayerCaches;
+  held.set(lc, seq);
+  return lc;
+}
+
+/** The host sequence behind an engine placeholder (undefined for other caches). */
+export function hostSequenceOf(c: LayerCaches): HostSequence | undefined {
+  return held.get(c);
+}
+
+export function hostPrefill(m: ServingModel, ids: number[]): StepResult {
+  const seq = new HostSequence(m.config, ids.length + 16);
+  const rows: DecodeRow[] = ids.map((token, pos) => ({ seq, token, pos }));
+  const r = hostDecoder(m).run(rows, rows.map((_, i) => i === rows.length - 1));
+  const ffnRows = r.ffnRows.reduce((a, x) => a + x, 0);
+  return { logits: tf.tensor2d(r.logits, [1, m.config.vocabSize]), caches: [wrap(seq)], ffnRows, tokenLayers: ids.length * m.config.nLayers, rowFfnRows: [ffnRows] };
+}
+
+export function hostDecodeBatch(m: ServingModel, tokens: number[], past: number[], caches: LayerCaches[]): StepResult {
+  const rows: DecodeRow[] = tokens.map((token, b) => {
+    const seq = held.get(caches[b]);
+    if (!seq) throw new Error('the host decode step got a cache it did not create (mixing engine step functions)');
+    if (seq.length !== past[b]) throw new Error(`cache holds ${seq.length} positions, engine says ${past[b]}`);
+    return { seq, token, pos: past[b] };
+  });
+  const r = hostDecoder(m).run(rows, rows.map(() => true));
+  const rowFfnRows = Array.from(r.ffnRows);
+  return {
+    logits: tf.tensor2d(r.logits, [tokens.length, m.config.vocabSize]),
+    caches: rows.map((row) => wrap(row.seq)),
+    ffnRows: rowFfnRows.reduce((a, x) => a + x, 0),
+    tokenLayers: tokens.length * m.config.nLayers,
+    rowFfnRows,
+  };
+}
+
+/** The engine's default steps. */
+export function hostEngineSteps(): EngineStepHooks {
+  return {
+    prefill: hostPrefill,
+    decodeBatch: hostDecodeBatch,
+    cacheBytes: (c) => held.get(c)?.bytes ?? 0,
+  };
+}

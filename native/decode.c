@@ -1,0 +1,209 @@
+/*
+ * Kernels of the serving engine's batched decode path (inference/hostDecode.ts).
+ *
+ * decodeMatmul: y[M,N] = x[M,K] · W[K,N] (row-major, W is a weight in our [in, out] layout)
+ * in gemm.h's canonical order: one fmaf chain per output element, k ascending from zero. So its
+ * bits equal gemm's for every M, blocking and thread count, and each output row depends only on
+ * its own input row: a token decodes to the same bits alone or inside any batch. For the few
+ * rows of a decode step it streams W once for all rows (W row k is read once and applied to
+ * every row), which is what a memory-bound step needs; many rows (prefill) go to gemm itself.
+ * Threads split the output columns, never k.
+ *
+ * decodeAttend: one query row against one sequence's cache, all heads: scores q·k (fmaf chain
+ * over the head dimension), scaled, softmax (max, exp in double, sum in double in position
+ * order), output Σ p_t v_t (fmaf chain over positions). A fixed sequence of float operations
+ * for a given length: deterministic, and independent of every other row.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <node_api.h>
+#include "gemm.h"
+#include "pool.h"
+
+#define DMM_COLS 64      /* output columns per task */
+#define DMM_MAX_ROWS 32  /* more rows than this go to gemm (same bits) */
+
+typedef struct {
+  const float *x, *W;
+  float* y;
+  int64_t M, K, N;
+} DmmJob;
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("arch=haswell", "default")))
+#endif
+static void dmm_cols(const float* x, const float* W, float* y, int64_t M, int64_t K, int64_t N, int64_t j0, int64_t nc) {
+  for (int64_t r = 0; r < M; r++) {
+    float* yr = y + r * N + j0;
+    const float xr = x[r * K];
+    const float* w = W + j0;
+    for (int64_t j = 0; j < nc; j++) yr[j] = fmaf(xr, w[j], 0.0f);
+  }
+  for (int64_t k = 1; k < K; k++) {
+    const float* w = W + k * N + j0;
+    for (int64_t r = 0; r < M; r++) {
+      float* yr = y + r * N + j0;
+      const float xr = x[r * K + k];
+      for (int64_t j = 0; j < nc; j++) yr[j] = fmaf(xr, w[j], yr[j]);
+    }
+  }
+}
+
+static void dmm_task(void* ctx, int64_t t, int slot) {
+  (void)slot;
+  const DmmJob* j = (const DmmJob*)ctx;
+  const int64_t j0 = t * DMM_COLS;
+  const int64_t nc = j->N - j0 < DMM_COLS ? j->N - j0 : DMM_COLS;
+  dmm_cols(j->x, j->W, j->y, j->M, j->K, j->N, j0, nc);
+}
+
+/* Weights below this many bytes are read on the calling thread (waking a worker costs more). */
+#define DMM_MT_BYTES (64 * 1024)
+
+static void decode_matmul_run(const float* x, const float* W, float* y, int64_t M, int64_t K, int64_t N, int threads) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    memset(y, 0, sizeof(float) * (size_t)(M * N));
+    return;
+  }
+  if (M > DMM_MAX_ROWS) {
+    gemm(0, 0, M, N, K, x, K, W, N, y, N, threads);
+    return;
+  }
+  DmmJob j = {x, W, y, M, K, N};
+  const int64_t tasks = (N + DMM_COLS - 1) / DMM_COLS;
+  if ((double)K * (double)N * 4.0 < DMM_MT_BYTES) threads = 1;
+  pool_run(tasks, dmm_task, &j, threads);
+}
+
+/* ------------------------------------------------------------------ attention of one row */
+
+static void attend_row(const float* q, const float* kc, const float* vc, float* out, int64_t S, int64_t H, int64_t Hk, int64_t dk,
+                       int64_t dv, float scale, float* scores) {
+  const int64_t g = H / Hk;
+  for (int64_t h = 0; h < H; h++) {
+    const int64_t kh = h / g;
+    const float* qh = q + h * dk;
+    float max = -INFINITY;
+    for (int64_t t = 0; t < S; t++) {
+      const float* kt = kc + (t * Hk + kh) * dk;
+      float s = 0.0f;
+      for (int64_t i = 0; i < dk; i++) s = fmaf(qh[i], kt[i], s);
+      s = s * scale;
+      scores[t] = s;
+      if (s > max) max = s;
+    }
+    double z = 0.0;
+    for (int64_t t = 0; t < S; t++) {
+      const float e = (float)exp((double)scores[t] - (double)max);
+      scores[t] = e;
+      z += e;
+    }
+    const float inv = (float)(1.0 / z);
+    float* o = out + h * dv;
+    for (int64_t i = 0; i < dv; i++) o[i] = 0.0f;
+    for (int64_t t = 0; t < S; t++) {
+      const float p = scores[t] * inv;
+      const float* vt = vc + (t * Hk + kh) * dv;
+      for (int64_t i = 0; i < dv; i++) o[i] = fmaf(p, vt[i], o[i]);
+    }
+  }
+}
+
+/* ------------------------------------------------------------------ N-API */
+
+static int arg_f32(napi_env env, napi_value v, float** p, size_t* n) {
+  napi_typedarray_type t;
+  size_t len;
+  void* data;
+  napi_value ab;
+  size_t off;
+  if (napi_get_typedarray_info(env, v, &t, &len, &data, &ab, &off) != napi_ok || t != napi_float32_array) {
+    napi_throw_type_error(env, NULL, "moecat_native.decode: expected a Float32Array");
+    return 0;
+  }
+  *p = (float*)data;
+  *n = len;
+  return 1;
+}
+
+static int arg_int(napi_env env, napi_value v, int64_t* out) {
+  if (napi_get_value_int64(env, v, out) != napi_ok) {
+    napi_throw_type_error(env, NULL, "moecat_native.decode: expected an integer");
+    return 0;
+  }
+  return 1;
+}
+
+static napi_value undef(napi_env env) {
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+/* decodeMatmul(x, W, y, M, K, N, threads) */
+static napi_value decode_matmul(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value a[7];
+  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc < 7) {
+    napi_throw_type_error(env, NULL, "moecat_native.decodeMatmul: expected 7 arguments");
+    return NULL;
+  }
+  float *x, *W, *y;
+  size_t nx, nw, ny;
+  int64_t M, K, N, threads;
+  if (!arg_f32(env, a[0], &x, &nx) || !arg_f32(env, a[1], &W, &nw) || !arg_f32(env, a[2], &y, &ny) || !arg_int(env, a[3], &M) ||
+      !arg_int(env, a[4], &K) || !arg_int(env, a[5], &N) || !arg_int(env, a[6], &threads))
+    return NULL;
+  if (M < 0 || K < 0 || N < 0 || (size_t)(M * K) > nx || (size_t)(K * N) > nw || (size_t)(M * N) > ny) {
+    napi_throw_range_error(env, NULL, "moecat_native.decodeMatmul: sizes do not match the arrays");
+    return NULL;
+  }
+  decode_matmul_run(x, W, y, M, K, N, (int)threads);
+  return undef(env);
+}
+
+/* decodeAttend(q, kCache, vCache, out, S, H, Hk, dk, dv, scale) */
+static napi_value decode_attend(napi_env env, napi_callback_info info) {
+  size_t argc = 10;
+  napi_value a[10];
+  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc < 10) {
+    napi_throw_type_error(env, NULL, "moecat_native.decodeAttend: expected 10 arguments");
+    return NULL;
+  }
+  float *q, *kc, *vc, *out;
+  size_t nq, nk, nv, no;
+  int64_t S, H, Hk, dk, dv;
+  double scale;
+  if (!arg_f32(env, a[0], &q, &nq) || !arg_f32(env, a[1], &kc, &nk) || !arg_f32(env, a[2], &vc, &nv) || !arg_f32(env, a[3], &out, &no) ||
+      !arg_int(env, a[4], &S) || !arg_int(env, a[5], &H) || !arg_int(env, a[6], &Hk) || !arg_int(env, a[7], &dk) || !arg_int(env, a[8], &dv))
+    return NULL;
+  if (napi_get_value_double(env, a[9], &scale) != napi_ok) {
+    napi_throw_type_error(env, NULL, "moecat_native.decodeAttend: expected a number (scale)");
+    return NULL;
+  }
+  if (S < 1 || H < 1 || Hk < 1 || H % Hk != 0 || dk < 1 || dv < 1 || (size_t)(H * dk) > nq || (size_t)(S * Hk * dk) > nk ||
+      (size_t)(S * Hk * dv) > nv || (size_t)(H * dv) > no) {
+    napi_throw_range_error(env, NULL, "moecat_native.decodeAttend: sizes do not match the arrays");
+    return NULL;
+  }
+  float* scores = (float*)malloc(sizeof(float) * (size_t)S);
+  if (!scores) {
+    napi_throw_error(env, NULL, "moecat_native.decodeAttend: out of memory");
+    return NULL;
+  }
+  attend_row(q, kc, vc, out, S, H, Hk, dk, dv, (float)scale, scores);
+  free(scores);
+  return undef(env);
+}
+
+/* Called from the module's init (moecat_native.c). */
+int moecat_decode_register(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"decodeMatmul", NULL, decode_matmul, NULL, NULL, NULL, napi_default, NULL},
+      {"decodeAttend", NULL, decode_attend, NULL, NULL, NULL, napi_default, NULL},
+  };
+  return napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) == napi_ok;
+}
