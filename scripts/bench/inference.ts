@@ -14,7 +14,7 @@
  *    the expert bias pinning K−f slots on zero experts (so f FFN experts run per token); a linear
  *    fit gives the cost of one FFN expert and what the zero-expert slots save.
  *
- * Usage: node dist/scripts/bench/inference.js [--backend wasm] [--config small] [--tokens 64]
+ * Usage: node dist/scripts/bench/inference.js [--backend wasm] [--config small] [--tokens 64] [--steps host|tfjs]
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -26,7 +26,10 @@ import { initParams, numel, paramSpecs, ParamStore } from '../../model/params';
 import { initialBiases } from '../../model/transformer';
 import { ServingModel } from '../../inference/loadModel';
 import { Engine, EngineTokenizer } from '../../inference/engine';
-import { decodeBatch, disposeCaches, LayerCaches, prefill } from '../../inference/engineStep';
+import * as tfjsSteps from '../../inference/engineStep';
+import { disposeCaches, LayerCaches } from '../../inference/engineStep';
+import { hostDecodeBatch, hostPrefill } from '../../inference/hostSteps';
+import { decodeKernels } from '../../inference/decodeKernels';
 
 function arg(name: string, dflt: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -40,6 +43,11 @@ const cpuMs = () => {
   return (u.user + u.system) / 1000;
 };
 const round = (x: number, d = 2) => +x.toFixed(d);
+/** The forward passes measured: the engine's default (the batched host decode path) or, with --steps tfjs, the tfjs path. */
+const STEPS = arg('steps', 'host');
+const prefill = STEPS === 'tfjs' ? tfjsSteps.prefill : hostPrefill;
+const decodeBatch = STEPS === 'tfjs' ? tfjsSteps.decodeBatch : hostDecodeBatch;
+const stepsName = () => (STEPS === 'tfjs' ? 'tfjs' : `host-${decodeKernels().name}`);
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
@@ -141,6 +149,7 @@ async function main(): Promise<void> {
   emit({
     bench: 'batch-1 decode vs memory bound',
     backend,
+    steps: stepsName(),
     config: cfgName,
     mean_context: ctx,
     ffn_experts_per_token: round(d1.ffnPerToken, 3),
@@ -157,7 +166,7 @@ async function main(): Promise<void> {
 
   // Aggregate throughput with concurrent requests (continuous batching on one engine).
   for (const conc of [1, 4, 16]) {
-    const engine = new Engine(m, noTokenizer, { maxBatch: 16 });
+    const engine = new Engine(m, noTokenizer, { maxBatch: 16, steps: STEPS === 'tfjs' ? { prefill, decodeBatch } : undefined });
     const t0 = now();
     const c0 = cpuMs();
     const results = await Promise.all(
@@ -174,6 +183,7 @@ async function main(): Promise<void> {
     emit({
       bench: 'continuous batching: aggregate throughput',
       backend,
+    steps: stepsName(),
       config: cfgName,
       concurrent_requests: conc,
       prompt_tokens: promptLen,
@@ -220,6 +230,7 @@ async function main(): Promise<void> {
     emit({
       bench: 'decode time vs FFN experts run (zero experts)',
       backend,
+    steps: stepsName(),
       config: cfgName,
       top_k: K,
       zero_expert_slots: K - f,
@@ -242,6 +253,7 @@ async function main(): Promise<void> {
   emit({
     bench: 'zero experts: fitted cost',
     backend,
+    steps: stepsName(),
     config: cfgName,
     cpu_ms_per_token_without_experts: round(a),
     cpu_ms_per_ffn_expert: round(b, 3),
