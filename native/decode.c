@@ -23,7 +23,7 @@
 #include "pool.h"
 
 #define DMM_COLS 64      /* output columns per task */
-#define DMM_MAX_ROWS 32  /* more rows than this go to gemm (same bits) */
+#define DMM_MAX_ROWS 4   /* more rows than this go to gemm (same bits; its packed tiles win there) */
 
 typedef struct {
   const float *x, *W;
@@ -31,23 +31,34 @@ typedef struct {
   int64_t M, K, N;
 } DmmJob;
 
+/*
+ * Columns [j0, j0+nc) of every row: the accumulators of one row's strip live in registers
+ * (DMM_COLS floats), k ascending; the strip of W (K x DMM_COLS) stays in cache for the next row.
+ */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("arch=haswell", "default")))
+__attribute__((target_clones("fma", "default")))
 #endif
-static void dmm_cols(const float* x, const float* W, float* y, int64_t M, int64_t K, int64_t N, int64_t j0, int64_t nc) {
+static void dmm_cols(const float* restrict x, const float* restrict W, float* restrict y, int64_t M, int64_t K, int64_t N, int64_t j0,
+                     int64_t nc) {
   for (int64_t r = 0; r < M; r++) {
-    float* yr = y + r * N + j0;
-    const float xr = x[r * K];
-    const float* w = W + j0;
-    for (int64_t j = 0; j < nc; j++) yr[j] = fmaf(xr, w[j], 0.0f);
-  }
-  for (int64_t k = 1; k < K; k++) {
-    const float* w = W + k * N + j0;
-    for (int64_t r = 0; r < M; r++) {
-      float* yr = y + r * N + j0;
-      const float xr = x[r * K + k];
-      for (int64_t j = 0; j < nc; j++) yr[j] = fmaf(xr, w[j], yr[j]);
+    const float* xr = x + r * K;
+    float acc[DMM_COLS];
+    if (nc == DMM_COLS) {
+      for (int j = 0; j < DMM_COLS; j++) acc[j] = 0.0f;
+      for (int64_t k = 0; k < K; k++) {
+        const float xv = xr[k];
+        const float* w = W + k * N + j0;
+        for (int j = 0; j < DMM_COLS; j++) acc[j] = fmaf(xv, w[j], acc[j]);
+      }
+    } else {
+      for (int64_t j = 0; j < nc; j++) acc[j] = 0.0f;
+      for (int64_t k = 0; k < K; k++) {
+        const float xv = xr[k];
+        const float* w = W + k * N + j0;
+        for (int64_t j = 0; j < nc; j++) acc[j] = fmaf(xv, w[j], acc[j]);
+      }
     }
+    memcpy(y + r * N + j0, acc, sizeof(float) * (size_t)nc);
   }
 }
 
@@ -80,6 +91,9 @@ static void decode_matmul_run(const float* x, const float* W, float* y, int64_t 
 
 /* ------------------------------------------------------------------ attention of one row */
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("fma", "default")))
+#endif
 static void attend_row(const float* q, const float* kc, const float* vc, float* out, int64_t S, int64_t H, int64_t Hk, int64_t dk,
                        int64_t dv, float scale, float* scores) {
   const int64_t g = H / Hk;
