@@ -101,16 +101,35 @@ static void attend_row(const float* q, const float* kc, const float* vc, float* 
     const int64_t kh = h / g;
     const float* qh = q + h * dk;
     float max = -INFINITY;
-    for (int64_t t = 0; t < S; t++) {
+    /* Four positions at a time: four independent chains (each still k ascending) hide the fma latency. */
+    int64_t t = 0;
+    for (; t + 4 <= S; t += 4) {
+      const float* k0 = kc + (t * Hk + kh) * dk;
+      const float* k1 = k0 + Hk * dk;
+      const float* k2 = k1 + Hk * dk;
+      const float* k3 = k2 + Hk * dk;
+      float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+      for (int64_t i = 0; i < dk; i++) {
+        s0 = fmaf(qh[i], k0[i], s0);
+        s1 = fmaf(qh[i], k1[i], s1);
+        s2 = fmaf(qh[i], k2[i], s2);
+        s3 = fmaf(qh[i], k3[i], s3);
+      }
+      scores[t] = s0 * scale;
+      scores[t + 1] = s1 * scale;
+      scores[t + 2] = s2 * scale;
+      scores[t + 3] = s3 * scale;
+    }
+    for (; t < S; t++) {
       const float* kt = kc + (t * Hk + kh) * dk;
       float s = 0.0f;
       for (int64_t i = 0; i < dk; i++) s = fmaf(qh[i], kt[i], s);
-      s = s * scale;
-      scores[t] = s;
-      if (s > max) max = s;
+      scores[t] = s * scale;
     }
+    for (t = 0; t < S; t++)
+      if (scores[t] > max) max = scores[t];
     double z = 0.0;
-    for (int64_t t = 0; t < S; t++) {
+    for (t = 0; t < S; t++) {
       const float e = (float)exp((double)scores[t] - (double)max);
       scores[t] = e;
       z += e;
@@ -118,7 +137,7 @@ static void attend_row(const float* q, const float* kc, const float* vc, float* 
     const float inv = (float)(1.0 / z);
     float* o = out + h * dv;
     for (int64_t i = 0; i < dv; i++) o[i] = 0.0f;
-    for (int64_t t = 0; t < S; t++) {
+    for (t = 0; t < S; t++) {
       const float p = scores[t] * inv;
       const float* vt = vc + (t * Hk + kh) * dv;
       for (int64_t i = 0; i < dv; i++) o[i] = fmaf(p, vt[i], o[i]);
