@@ -20,6 +20,13 @@
  * with the expert bias used for selection only, zero experts as identity), like
  * inference/sparse/decode.ts does for one row; spec/model/layerPaths checks the logits against
  * the training forward.
+ *
+ * With a SparsityPlan (CHESS, arXiv 2409.01366: `serve --sparsity`), each row's dense FFNs and
+ * FFN experts run the thresholded SwiGLU (gate densely, then only the kept channels' up and
+ * down rows), and with `attention` each row's q-projection and o_proj inputs below their
+ * layer threshold are skipped along with their weight rows (decodeKernels.ts sparseFfn /
+ * sparseRows). These run per row (the kept channels differ by row); everything else stays
+ * batched. With zero thresholds every channel is kept and the result is the dense one.
  */
 import { latentNormEps, ModelConfig } from '../model/config';
 import { ropeDim } from '../model/attention';
@@ -27,6 +34,8 @@ import { selectExperts } from '../model/moe/router';
 import { MoeResult, runLayer } from '../model/layer';
 import { ServingModel } from './loadModel';
 import { decodeKernels, DecodeKernels } from './decodeKernels';
+import { newCounters, SparsityCounters } from './sparse/decode';
+import { SparsityPlan } from './sparse/thresholds';
 
 /** Cache geometry: KV heads and key/value widths per head (MLA caches expanded heads). */
 export function kvShape(c: ModelConfig): { Hk: number; dk: number; dv: number } {
@@ -117,6 +126,11 @@ export class HostDecoder {
   private readonly weights = new Map<string, Float32Array>();
   private readonly scratch = new Map<string, Float32Array>();
   private k: DecodeKernels = decodeKernels();
+  private plan: SparsityPlan | null = null;
+  private readonly upT = new Map<string, Float32Array>();
+  private readonly catsTau = new Map<string, Float32Array>();
+  /** Channels kept and seen under a plan, FFN-expert rows and tokens, since construction. */
+  readonly counters: SparsityCounters = newCounters();
 
   constructor(readonly m: ServingModel) {
     this.c = m.config;
@@ -148,8 +162,9 @@ export class HostDecoder {
    * Runs the rows; `want[i]` asks for row i's logits. Rows of one sequence must be in position
    * order, starting at its length. Each sequence's length advances past its last row.
    */
-  run(rows: DecodeRow[], want: boolean[]): RunResult {
+  run(rows: DecodeRow[], want: boolean[], plan: SparsityPlan | null = null): RunResult {
     this.k = decodeKernels();
+    this.plan = plan;
     const c = this.c;
     const d = c.dModel;
     const M = rows.length;
@@ -193,6 +208,8 @@ export class HostDecoder {
       });
     }
     for (const [s, len] of seen) s.length = len;
+    this.counters.tokens += M;
+    for (const r of ffnRows) this.counters.ffnExpertRows += r;
     const idx = want.flatMap((w, i) => (w ? [i] : []));
     const h = this.buf('h', idx.length * d);
     const fin = this.w('model.norm.weight');
@@ -214,7 +231,7 @@ export class HostDecoder {
     const half = ropeDim(c) / 2;
     let q: Float32Array;
     if (a.type === 'gqa') {
-      q = this.mm(x, W('q_proj'), 'q', M, d, H * dk);
+      q = this.linear(prefix, 'q', x, W('q_proj'), 'q', M, d, H * dk);
       const k = this.mm(x, W('k_proj'), 'k', M, d, Hk * dk);
       const v = this.mm(x, W('v_proj'), 'v', M, d, Hk * dv);
       rows.forEach((r, i) => {
@@ -227,7 +244,7 @@ export class HostDecoder {
       const nope = a.nopeHeadDim;
       const dr = a.ropeHeadDim;
       const eps = latentNormEps(c);
-      const qa = this.mm(x, W('q_a_proj'), 'qa', M, d, a.qLoraRank);
+      const qa = this.linear(prefix, 'q', x, W('q_a_proj'), 'qa', M, d, a.qLoraRank);
       rmsRows(qa, W('q_a_layernorm'), eps, M, a.qLoraRank, qa);
       q = this.mm(qa, W('q_b_proj'), 'q', M, a.qLoraRank, H * dk);
       const qs = Math.fround(Math.sqrt(d / a.qLoraRank));
@@ -268,16 +285,63 @@ export class HostDecoder {
     rows.forEach((r, i) => {
       this.k.attend(q.subarray(i * H * dk, (i + 1) * H * dk), r.seq.k[block], r.seq.v[block], o.subarray(i * H * dv, (i + 1) * H * dv), r.pos + 1, H, Hk, dk, dv, scale);
     });
-    return this.mm(o, W('o_proj'), 'attnOut', M, H * dv, d);
+    return this.linear(prefix, 'o', o, W('o_proj'), 'attnOut', M, H * dv, d);
+  }
+
+  /** A projection whose input the plan may sparsify (CHESS attention: q and o inputs). */
+  private linear(prefix: string, which: 'q' | 'o', x: Float32Array, W: Float32Array, out: string, M: number, K: number, N: number): Float32Array {
+    const th = this.plan?.attention ? this.plan.thresholds.attention.get(prefix) : undefined;
+    if (!th) return this.mm(x, W, out, M, K, N);
+    const y = this.buf(out, M * N);
+    for (let r = 0; r < M; r++) {
+      this.counters.attnKept += this.k.sparseRows(x.subarray(r * K, (r + 1) * K), W, y.subarray(r * N, (r + 1) * N), K, N, th[which]);
+      this.counters.attnTotal += K;
+    }
+    return y;
   }
 
   /** SwiGLU FFN `prefix` on M rows of x into scratch `out`. */
   private ffn(prefix: string, x: Float32Array, M: number, h: number, out: string): Float32Array {
     const d = this.c.dModel;
+    const t = this.plan?.ffn ? this.plan.thresholds.ffn.get(prefix) : undefined;
+    if (t) {
+      const tau = this.plan!.ffn === 'chess' ? t.chess : this.catsTaus(prefix, t.cats, h);
+      const y = this.buf(out, M * d);
+      const Wg = this.w(`${prefix}.gate_proj.weight`);
+      const WuT = this.upTransposed(prefix, h);
+      const Wd = this.w(`${prefix}.down_proj.weight`);
+      for (let r = 0; r < M; r++) {
+        this.counters.ffnKept += this.k.sparseFfn(x.subarray(r * d, (r + 1) * d), Wg, WuT, Wd, tau, y.subarray(r * d, (r + 1) * d), d, h);
+        this.counters.ffnTotal += h;
+      }
+      return y;
+    }
     const g = this.mm(x, this.w(`${prefix}.gate_proj.weight`), 'gate', M, d, h);
     const up = this.mm(x, this.w(`${prefix}.up_proj.weight`), 'up', M, d, h);
     for (let i = 0; i < M * h; i++) g[i] = silu(g[i]) * up[i];
     return this.mm(g, this.w(`${prefix}.down_proj.weight`), out, M, h, d);
+  }
+
+  /** The up projection as [h, d] (a kept channel's weights are one contiguous row). */
+  private upTransposed(prefix: string, h: number): Float32Array {
+    let t = this.upT.get(prefix);
+    if (!t) {
+      const d = this.c.dModel;
+      const W = this.w(`${prefix}.up_proj.weight`);
+      t = new Float32Array(d * h);
+      for (let i = 0; i < d; i++) for (let j = 0; j < h; j++) t[j * d + i] = W[i * h + j];
+      this.upT.set(prefix, t);
+    }
+    return t;
+  }
+
+  private catsTaus(prefix: string, tau: number, h: number): Float32Array {
+    let t = this.catsTau.get(prefix);
+    if (!t || t[0] !== tau) {
+      t = new Float32Array(h).fill(tau);
+      this.catsTau.set(prefix, t);
+    }
+    return t;
   }
 
   private moe(l: number, u: Float32Array, M: number, ffnRows: Int32Array): Float32Array {

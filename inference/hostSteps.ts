@@ -11,6 +11,7 @@ import type { EngineStepHooks } from './engine';
 import { LayerCaches, StepResult } from './engineStep';
 import { ServingModel } from './loadModel';
 import { DecodeRow, hostDecoder, HostSequence } from './hostDecode';
+import { SparsityPlan } from './sparse/thresholds';
 
 const held = new WeakMap<LayerCaches, HostSequence>();
 
@@ -33,14 +34,14 @@ export function hostPrefill(m: ServingModel, ids: number[]): StepResult {
   return { logits: tf.tensor2d(r.logits, [1, m.config.vocabSize]), caches: [wrap(seq)], ffnRows, tokenLayers: ids.length * m.config.nLayers, rowFfnRows: [ffnRows] };
 }
 
-export function hostDecodeBatch(m: ServingModel, tokens: number[], past: number[], caches: LayerCaches[]): StepResult {
+export function hostDecodeBatch(m: ServingModel, tokens: number[], past: number[], caches: LayerCaches[], plan: SparsityPlan | null = null): StepResult {
   const rows: DecodeRow[] = tokens.map((token, b) => {
     const seq = held.get(caches[b]);
     if (!seq) throw new Error('the host decode step got a cache it did not create (mixing engine step functions)');
     if (seq.length !== past[b]) throw new Error(`cache holds ${seq.length} positions, engine says ${past[b]}`);
     return { seq, token, pos: past[b] };
   });
-  const r = hostDecoder(m).run(rows, rows.map(() => true));
+  const r = hostDecoder(m).run(rows, rows.map(() => true), plan);
   const rowFfnRows = Array.from(r.ffnRows);
   return {
     logits: tf.tensor2d(r.logits, [tokens.length, m.config.vocabSize]),
@@ -51,11 +52,14 @@ export function hostDecodeBatch(m: ServingModel, tokens: number[], past: number[
   };
 }
 
-/** The engine's default steps. */
-export function hostEngineSteps(): EngineStepHooks {
+/**
+ * The engine's default steps; with a plan (`serve --sparsity`), decode steps run CHESS/CATS
+ * sparsity on every row of the batch (prefill stays dense, as CHESS targets decode).
+ */
+export function hostEngineSteps(plan: SparsityPlan | null = null): EngineStepHooks {
   return {
     prefill: hostPrefill,
-    decodeBatch: hostDecodeBatch,
+    decodeBatch: (m, tokens, past, caches) => hostDecodeBatch(m, tokens, past, caches, plan),
     cacheBytes: (c) => held.get(c)?.bytes ?? 0,
   };
 }

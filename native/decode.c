@@ -9,6 +9,9 @@
  * every row), which is what a memory-bound step needs; many rows (prefill) go to gemm itself.
  * Threads split the output columns, never k.
  *
+ * decodeSparseRows / decodeSparseFfn: CHESS (arXiv 2409.01366) on one row: inputs or FFN
+ * channels below their threshold are skipped, and so are the weight rows they would read.
+ *
  * decodeAttend: one query row against one sequence's cache, all heads: scores q·k (fmaf chain
  * over the head dimension), scaled, softmax (max, exp in double, sum in double in position
  * order), output Σ p_t v_t (fmaf chain over positions). A fixed sequence of float operations
@@ -60,6 +63,11 @@ static void dmm_cols(const float* restrict x, const float* restrict W, float* re
     }
     memcpy(y + r * N + j0, acc, sizeof(float) * (size_t)nc);
   }
+}
+
+/* One row, every column strip (the calling thread). */
+static void dmm_cols_all(const float* x, const float* W, float* y, int64_t K, int64_t N) {
+  for (int64_t j0 = 0; j0 < N; j0 += DMM_COLS) dmm_cols(x, W, y, 1, K, N, j0, N - j0 < DMM_COLS ? N - j0 : DMM_COLS);
 }
 
 static void dmm_task(void* ctx, int64_t t, int slot) {
@@ -143,6 +151,60 @@ static void attend_row(const float* q, const float* kc, const float* vc, float* 
       for (int64_t i = 0; i < dv; i++) o[i] = fmaf(p, vt[i], o[i]);
     }
   }
+}
+
+/* ------------------------------------------------------------------ CHESS: activation-sparse rows */
+
+/*
+ * y[N] = sum over inputs i with |x_i| >= tau (ascending) of x_i * W[i, :], one fmaf chain per
+ * output from zero. With every input kept it is decodeMatmul's chain for one row (same bits).
+ * Returns the inputs kept.
+ */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("fma", "default")))
+#endif
+static int64_t sparse_rows(const float* restrict x, const float* restrict W, float* restrict y, int64_t K, int64_t N, float tau) {
+  for (int64_t j = 0; j < N; j++) y[j] = 0.0f;
+  int64_t kept = 0;
+  for (int64_t i = 0; i < K; i++) {
+    const float xi = x[i];
+    if (!(fabsf(xi) >= tau)) continue;
+    kept++;
+    const float* w = W + i * N;
+    for (int64_t j = 0; j < N; j++) y[j] = fmaf(xi, w[j], y[j]);
+  }
+  return kept;
+}
+
+/*
+ * CHESS SwiGLU for one row: a_g = silu(x·Wg) densely (rounded to float), keep channel j iff
+ * |a_g,j| >= tau_j; the up projection runs only for kept channels (rows of WuT, fmaf chain over
+ * the input), act_j = a_g,j * a_u,j (the product in double, rounded once, as the dense JS
+ * path does), and the down projection adds only kept rows. ag is scratch of h floats. Returns
+ * the channels kept.
+ */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("fma", "default")))
+#endif
+static int64_t sparse_ffn(const float* restrict x, const float* restrict Wg, const float* restrict WuT, const float* restrict Wd,
+                          const float* restrict tau, float* restrict y, float* restrict ag, int64_t d, int64_t h) {
+  dmm_cols_all(x, Wg, ag, d, h);
+  for (int64_t j = 0; j < d; j++) y[j] = 0.0f;
+  int64_t kept = 0;
+  for (int64_t c = 0; c < h; c++) {
+    const double g = (double)ag[c];
+    const double sg = g / (1.0 + exp(-g));
+    const float a = (float)sg;
+    if (!(fabsf(a) >= tau[c])) continue;
+    kept++;
+    const float* u = WuT + c * d;
+    float au = 0.0f;
+    for (int64_t i = 0; i < d; i++) au = fmaf(x[i], u[i], au);
+    const float act = (float)(sg * (double)au);
+    const float* w = Wd + c * d;
+    for (int64_t j = 0; j < d; j++) y[j] = fmaf(act, w[j], y[j]);
+  }
+  return kept;
 }
 
 /* ------------------------------------------------------------------ N-API */
@@ -232,11 +294,72 @@ static napi_value decode_attend(napi_env env, napi_callback_info info) {
   return undef(env);
 }
 
+/* decodeSparseRows(x, W, y, K, N, tau) -> inputs kept */
+static napi_value decode_sparse_rows(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value a[6];
+  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc < 6) {
+    napi_throw_type_error(env, NULL, "moecat_native.decodeSparseRows: expected 6 arguments");
+    return NULL;
+  }
+  float *x, *W, *y;
+  size_t nx, nw, ny;
+  int64_t K, N;
+  double tau;
+  if (!arg_f32(env, a[0], &x, &nx) || !arg_f32(env, a[1], &W, &nw) || !arg_f32(env, a[2], &y, &ny) || !arg_int(env, a[3], &K) ||
+      !arg_int(env, a[4], &N))
+    return NULL;
+  if (napi_get_value_double(env, a[5], &tau) != napi_ok) {
+    napi_throw_type_error(env, NULL, "moecat_native.decodeSparseRows: expected a number (tau)");
+    return NULL;
+  }
+  if (K < 0 || N < 0 || (size_t)K > nx || (size_t)(K * N) > nw || (size_t)N > ny) {
+    napi_throw_range_error(env, NULL, "moecat_native.decodeSparseRows: sizes do not match the arrays");
+    return NULL;
+  }
+  napi_value r;
+  napi_create_int64(env, sparse_rows(x, W, y, K, N, (float)tau), &r);
+  return r;
+}
+
+/* decodeSparseFfn(x, Wg, WuT, Wd, tau, y, d, h) -> channels kept */
+static napi_value decode_sparse_ffn(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value a[8];
+  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc < 8) {
+    napi_throw_type_error(env, NULL, "moecat_native.decodeSparseFfn: expected 8 arguments");
+    return NULL;
+  }
+  float *x, *wg, *wu, *wd, *tau, *y;
+  size_t nx, ng, nu, nd, nt, ny;
+  int64_t d, h;
+  if (!arg_f32(env, a[0], &x, &nx) || !arg_f32(env, a[1], &wg, &ng) || !arg_f32(env, a[2], &wu, &nu) || !arg_f32(env, a[3], &wd, &nd) ||
+      !arg_f32(env, a[4], &tau, &nt) || !arg_f32(env, a[5], &y, &ny) || !arg_int(env, a[6], &d) || !arg_int(env, a[7], &h))
+    return NULL;
+  if (d < 1 || h < 1 || (size_t)d > nx || (size_t)(d * h) > ng || (size_t)(d * h) > nu || (size_t)(d * h) > nd || (size_t)h > nt ||
+      (size_t)d > ny) {
+    napi_throw_range_error(env, NULL, "moecat_native.decodeSparseFfn: sizes do not match the arrays");
+    return NULL;
+  }
+  float* ag = (float*)malloc(sizeof(float) * (size_t)h);
+  if (!ag) {
+    napi_throw_error(env, NULL, "moecat_native.decodeSparseFfn: out of memory");
+    return NULL;
+  }
+  const int64_t kept = sparse_ffn(x, wg, wu, wd, tau, y, ag, d, h);
+  free(ag);
+  napi_value r;
+  napi_create_int64(env, kept, &r);
+  return r;
+}
+
 /* Called from the module's init (moecat_native.c). */
 int moecat_decode_register(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"decodeMatmul", NULL, decode_matmul, NULL, NULL, NULL, napi_default, NULL},
       {"decodeAttend", NULL, decode_attend, NULL, NULL, NULL, napi_default, NULL},
+      {"decodeSparseRows", NULL, decode_sparse_rows, NULL, NULL, NULL, napi_default, NULL},
+      {"decodeSparseFfn", NULL, decode_sparse_ffn, NULL, NULL, NULL, napi_default, NULL},
   };
   return napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) == napi_ok;
 }
