@@ -79,7 +79,7 @@ static void dmm_task(void* ctx, int64_t t, int slot) {
 }
 
 /* Weights below this many bytes are read on the calling thread (waking a worker costs more). */
-#define DMM_MT_BYTES (64 * 1024)
+#define DMM_MT_BYTES (1024 * 1024)
 
 static void decode_matmul_run(const float* x, const float* W, float* y, int64_t M, int64_t K, int64_t N, int threads) {
   if (M <= 0 || N <= 0) return;
