@@ -30,6 +30,7 @@ import * as tfjsSteps from '../../inference/engineStep';
 import { disposeCaches, LayerCaches } from '../../inference/engineStep';
 import { hostDecodeBatch, hostPrefill } from '../../inference/hostSteps';
 import { decodeKernels } from '../../inference/decodeKernels';
+import { collectStats, hostModel, SparsityPlan, thresholdsAt } from '../../inference/sparse';
 
 function arg(name: string, dflt: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -94,7 +95,7 @@ function activeWeightFloats(c: ModelConfig, ffnExpertsPerToken: number): number 
 const promptOf = (c: ModelConfig, n: number, salt: number) => Array.from({ length: n }, (_, i) => (i * 7919 + salt * 104729 + 13) % c.vocabSize);
 
 /** Median decode wall and CPU ms per token at batch 1 (caches grow from `prompt` to prompt + tokens). */
-function decodeMsPerToken(m: ServingModel, promptLen: number, tokens: number): { ms: number; cpu: number; ffnPerToken: number } {
+function decodeMsPerToken(m: ServingModel, promptLen: number, tokens: number, plan: SparsityPlan | null = null): { ms: number; cpu: number; ffnPerToken: number } {
   const p = prefill(m, promptOf(m.config, promptLen, 1));
   p.logits.dispose();
   let caches: LayerCaches = p.caches[0];
@@ -106,7 +107,7 @@ function decodeMsPerToken(m: ServingModel, promptLen: number, tokens: number): {
   for (let i = 0; i < tokens; i++) {
     const t0 = now();
     const c0 = cpuMs();
-    const r = decodeBatch(m, [tok], [promptLen + i], [caches]);
+    const r = plan ? hostDecodeBatch(m, [tok], [promptLen + i], [caches], plan) : decodeBatch(m, [tok], [promptLen + i], [caches]);
     const logits = r.logits.dataSync();
     times.push(now() - t0);
     cpus.push(cpuMs() - c0);
@@ -196,6 +197,47 @@ async function main(): Promise<void> {
       mean_ttft_ms: round((1000 * results.reduce((n, r) => n + r.timeToFirstToken, 0)) / conc, 1),
       load_avg_1m: round(os.loadavg()[0], 1),
     });
+  }
+
+  // Time to first token for a 512-token prompt: one request alone on an engine (prefill + the
+  // first sample), on the same weights with the context raised to fit the prompt.
+  {
+    const long: ServingModel = { ...m, config: { ...c, maxSeqLen: Math.max(c.maxSeqLen, 1024) } };
+    const ttft: number[] = [];
+    const cpu: number[] = [];
+    for (let rep = 0; rep < 3; rep++) {
+      const engine = new Engine(long, noTokenizer, { maxBatch: 1, steps: STEPS === 'tfjs' ? { prefill, decodeBatch } : undefined });
+      const c0 = cpuMs();
+      const r = await engine.submit({ promptIds: promptOf(c, 512, 50 + rep), maxTokens: 1, sampling: { temperature: 0, topP: 1, topK: 0, seed: 0 } }).result;
+      cpu.push(cpuMs() - c0);
+      ttft.push(r.timeToFirstToken * 1000);
+      await engine.close();
+    }
+    emit({ bench: 'time to first token (512-token prompt)', backend, steps: stepsName(), config: cfgName, prompt_tokens: 512, ttft_ms: round(median(ttft), 1), cpu_ms: round(median(cpu), 1), prompt_tokens_per_s: round(512000 / median(ttft), 1), load_avg_1m: round(os.loadavg()[0], 1) });
+  }
+
+  // CHESS at s = 0.5 on the batched host decode path: thresholds calibrated on this model's own
+  // activations over random token windows (a random init: the realised sparsity, not the
+  // quality, is what this row shows), batch-1 decode with and without the plan, interleaved.
+  if (STEPS !== 'tfjs') {
+    const host = hostModel(m);
+    const windows = Array.from({ length: 8 }, (_, i) => Int32Array.from(promptOf(c, 64, 200 + i)));
+    const thresholds = thresholdsAt(collectStats(host, windows), 0.5);
+    const variants: { name: string; plan: SparsityPlan | null }[] = [
+      { name: 'dense', plan: null },
+      { name: 'chess (FFN + attention)', plan: { ffn: 'chess', attention: true, thresholds } },
+      { name: 'chess-ffn', plan: { ffn: 'chess', attention: false, thresholds } },
+    ];
+    const best = variants.map(() => ({ ms: Infinity, cpu: Infinity }));
+    for (let rep = 0; rep < 5; rep++) {
+      variants.forEach((v, i) => {
+        const r = decodeMsPerToken(m, promptLen, 32, v.plan);
+        best[i] = { ms: Math.min(best[i].ms, r.ms), cpu: Math.min(best[i].cpu, r.cpu) };
+      });
+    }
+    variants.forEach((v, i) =>
+      emit({ bench: 'CHESS s=0.5 batch-1 decode', backend, steps: stepsName(), config: cfgName, variant: v.name, ms_per_token: round(best[i].ms), cpu_ms_per_token: round(best[i].cpu), speedup_vs_dense_cpu: round(best[0].cpu / best[i].cpu, 3) }),
+    );
   }
 
   // Decode time against FFN experts actually run: K−f slots pinned on zero experts by the bias.
