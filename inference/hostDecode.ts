@@ -50,13 +50,16 @@ export class HostSequence {
   /** Positions written. */
   length = 0;
   private cap: number;
+  private readonly stores: boolean;
   private readonly kw: number;
   private readonly vw: number;
+  /** initial 0: a position counter only (no keys/values: an AttentionCore keeps them). */
   constructor(readonly c: ModelConfig, initial = 16) {
     const s = kvShape(c);
-    this.kw = s.Hk * s.dk;
-    this.vw = s.Hk * s.dv;
-    this.cap = Math.min(Math.max(1, initial), c.maxSeqLen);
+    this.stores = initial > 0;
+    this.kw = this.stores ? s.Hk * s.dk : 0;
+    this.vw = this.stores ? s.Hk * s.dv : 0;
+    this.cap = this.stores ? Math.min(initial, c.maxSeqLen) : c.maxSeqLen;
     this.k = Array.from({ length: 2 * c.nLayers }, () => new Float32Array(this.cap * this.kw));
     this.v = Array.from({ length: 2 * c.nLayers }, () => new Float32Array(this.cap * this.vw));
   }
@@ -89,11 +92,23 @@ export interface DecodeRow {
   pos: number;
 }
 
+/**
+ * Replaces the cached attention (A2ATS, inference/kv): receives each block's pre-RoPE queries
+ * [M, H, dk], keys [M, Hk, dk] and values [M, Hk, dv] of every row, keeps its own K/V state,
+ * and writes the attention output o [M, H, dv]. The rows' HostSequences then only count
+ * positions (`new HostSequence(c, 0)` holds no keys/values).
+ */
+export interface AttentionCore {
+  block(l: number, j: 0 | 1, q: Float32Array, k: Float32Array, v: Float32Array, o: Float32Array): void;
+}
+
 export interface RunResult {
   /** Logits of the wanted rows, [wanted, V] in the order asked. */
   logits: Float32Array;
   /** FFN experts run for each row, summed over layers. */
   ffnRows: Int32Array;
+  /** FFN-expert rows run in each MoE layer. */
+  layerFfnRows: number[];
 }
 
 function rmsRows(x: Float32Array, w: Float32Array, eps: number, M: number, n: number, out: Float32Array): Float32Array {
@@ -127,6 +142,7 @@ export class HostDecoder {
   private readonly scratch = new Map<string, Float32Array>();
   private k: DecodeKernels = decodeKernels();
   private plan: SparsityPlan | null = null;
+  private core: AttentionCore | null = null;
   private readonly upT = new Map<string, Float32Array>();
   private readonly catsTau = new Map<string, Float32Array>();
   /** Channels kept and seen under a plan, FFN-expert rows and tokens, since construction. */
@@ -162,9 +178,10 @@ export class HostDecoder {
    * Runs the rows; `want[i]` asks for row i's logits. Rows of one sequence must be in position
    * order, starting at its length. Each sequence's length advances past its last row.
    */
-  run(rows: DecodeRow[], want: boolean[], plan: SparsityPlan | null = null): RunResult {
+  run(rows: DecodeRow[], want: boolean[], plan: SparsityPlan | null = null, core: AttentionCore | null = null): RunResult {
     this.k = decodeKernels();
     this.plan = plan;
+    this.core = core;
     const c = this.c;
     const d = c.dModel;
     const M = rows.length;
@@ -191,6 +208,7 @@ export class HostDecoder {
     const emb = this.w('model.embed_tokens.weight');
     rows.forEach((r, i) => x.set(emb.subarray(r.token * d, (r.token + 1) * d), i * d));
     const ffnRows = new Int32Array(M);
+    const layerFfnRows: number[] = [];
     const u = this.buf('u', M * d);
     const n = this.buf('n', M * d);
     const add = (a: Float32Array, b: Float32Array) => {
@@ -203,7 +221,12 @@ export class HostDecoder {
         norm: (t, name) => rmsRows(t, this.w(`${p}.${name}.weight`), c.rmsEps, M, d, name === 'post_attention_layernorm.0' ? u : n),
         attention: (t, j) => this.attention(`${p}.self_attn.${j}`, 2 * l + j, rows, t, cos, sin),
         ffn: (t, j) => this.ffn(`${p}.mlps.${j}`, t, M, c.ffnHidden, 'ffnOut'),
-        moe: (t) => ({ out: this.moe(l, t, M, ffnRows) }),
+        moe: (t) => {
+          const before = ffnRows.reduce((a, x) => a + x, 0);
+          const out = this.moe(l, t, M, ffnRows);
+          layerFfnRows.push(ffnRows.reduce((a, x) => a + x, 0) - before);
+          return { out };
+        },
         add,
       });
     }
@@ -217,7 +240,7 @@ export class HostDecoder {
     idx.forEach((i, r) => h.set(xn.subarray(i * d, (i + 1) * d), r * d));
     const logits = new Float32Array(idx.length * c.vocabSize);
     this.k.matmul(h, this.w('lm_head.weight'), logits, idx.length, d, c.vocabSize);
-    return { logits, ffnRows };
+    return { logits, ffnRows, layerFfnRows };
   }
 
   private attention(prefix: string, block: number, rows: DecodeRow[], x: Float32Array, cos: Float32Array, sin: Float32Array): Float32Array {
@@ -234,6 +257,7 @@ export class HostDecoder {
       q = this.linear(prefix, 'q', x, W('q_proj'), 'q', M, d, H * dk);
       const k = this.mm(x, W('k_proj'), 'k', M, d, Hk * dk);
       const v = this.mm(x, W('v_proj'), 'v', M, d, Hk * dv);
+      if (this.core) return this.coreBlock(prefix, block, M, q, k, v);
       rows.forEach((r, i) => {
         for (let h = 0; h < H; h++) rope(q, (i * H + h) * dk, dk, cos, sin, i * half);
         for (let h = 0; h < Hk; h++) rope(k, (i * Hk + h) * dk, dk, cos, sin, i * half);
@@ -255,8 +279,10 @@ export class HostDecoder {
       const ls = Math.fround(Math.sqrt(d / a.kvLoraRank));
       const ln = W('kv_a_layernorm');
       for (let i = 0; i < M; i++) {
-        for (let h = 0; h < H; h++) rope(q, (i * H + h) * dk + nope, dr, cos, sin, i * half);
-        rope(kv, i * kvw + a.kvLoraRank, dr, cos, sin, i * half);
+        if (!this.core) {
+          for (let h = 0; h < H; h++) rope(q, (i * H + h) * dk + nope, dr, cos, sin, i * half);
+          rope(kv, i * kvw + a.kvLoraRank, dr, cos, sin, i * half);
+        }
         let ms = 0;
         for (let j = 0; j < a.kvLoraRank; j++) ms += kv[i * kvw + j] * kv[i * kvw + j];
         const s = 1 / Math.sqrt(ms / a.kvLoraRank + eps);
@@ -267,11 +293,15 @@ export class HostDecoder {
       }
       const stride = nope + dv;
       const kvb = this.mm(lat, W('kv_b_proj'), 'kvb', M, a.kvLoraRank, H * stride);
+      // Keys [k_nope_h, k_rope] and values per head: into the row's cache, or (with an
+      // attention core) into [M, H, d] blocks of pre-RoPE keys and values.
+      const kAll = this.core ? this.buf('kAll', M * H * dk) : null;
+      const vAll = this.core ? this.buf('vAll', M * H * dv) : null;
       rows.forEach((r, i) => {
-        const K = r.seq.k[block];
-        const V = r.seq.v[block];
-        const ko = r.pos * H * dk;
-        const vo = r.pos * H * dv;
+        const K = kAll ?? r.seq.k[block];
+        const V = vAll ?? r.seq.v[block];
+        const ko = (kAll ? i : r.pos) * H * dk;
+        const vo = (vAll ? i : r.pos) * H * dv;
         for (let h = 0; h < H; h++) {
           const src = (i * H + h) * stride;
           for (let j = 0; j < nope; j++) K[ko + h * dk + j] = kvb[src + j];
@@ -279,6 +309,7 @@ export class HostDecoder {
           for (let j = 0; j < dv; j++) V[vo + h * dv + j] = kvb[src + nope + j];
         }
       });
+      if (kAll && vAll) return this.coreBlock(prefix, block, M, q, kAll, vAll);
     }
     const o = this.buf('o', M * H * dv);
     const scale = 1 / Math.sqrt(a.type === 'gqa' ? a.headDim : dk);
@@ -286,6 +317,16 @@ export class HostDecoder {
       this.k.attend(q.subarray(i * H * dk, (i + 1) * H * dk), r.seq.k[block], r.seq.v[block], o.subarray(i * H * dv, (i + 1) * H * dv), r.pos + 1, H, Hk, dk, dv, scale);
     });
     return this.linear(prefix, 'o', o, W('o_proj'), 'attnOut', M, H * dv, d);
+  }
+
+  /** Attention through the core (pre-RoPE q, k, v of every row), then o_proj. */
+  private coreBlock(prefix: string, block: number, M: number, q: Float32Array, k: Float32Array, v: Float32Array): Float32Array {
+    const c = this.c;
+    const H = c.attention.nHeads;
+    const { Hk, dk, dv } = kvShape(c);
+    const o = this.buf('o', M * H * dv);
+    this.core!.block(block >> 1, (block & 1) as 0 | 1, q.subarray(0, M * H * dk), k.subarray(0, M * Hk * dk), v.subarray(0, M * Hk * dv), o.subarray(0, M * H * dv));
+    return this.linear(prefix, 'o', o, this.w(`${prefix}.o_proj.weight`), 'attnOut', M, H * dv, c.dModel);
   }
 
   /** A projection whose input the plan may sparsify (CHESS attention: q and o inputs). */
