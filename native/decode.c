@@ -190,20 +190,45 @@ static int64_t sparse_ffn(const float* restrict x, const float* restrict Wg, con
                           const float* restrict tau, float* restrict y, float* restrict ag, int64_t d, int64_t h) {
   dmm_cols_all(x, Wg, ag, d, h);
   for (int64_t j = 0; j < d; j++) y[j] = 0.0f;
+  /* Kept channels (ascending) with their silu(gate) in double; ag's slots 0..kept hold the indices. */
   int64_t kept = 0;
+  double* sg = (double*)malloc(sizeof(double) * (size_t)h);
+  int32_t* idx = (int32_t*)malloc(sizeof(int32_t) * (size_t)h);
+  if (!sg || !idx) abort(); /* a few KiB: nothing sensible remains */
   for (int64_t c = 0; c < h; c++) {
     const double g = (double)ag[c];
-    const double sg = g / (1.0 + exp(-g));
-    const float a = (float)sg;
-    if (!(fabsf(a) >= tau[c])) continue;
-    kept++;
-    const float* u = WuT + c * d;
+    const double s = g / (1.0 + exp(-g));
+    if (!(fabsf((float)s) >= tau[c])) continue;
+    sg[kept] = s;
+    idx[kept++] = (int32_t)c;
+  }
+  /* Up projection of the kept channels, eight at a time: eight independent chains (each over
+   * the input ascending, as decodeMatmul's) keep the FMA units busy. */
+  int64_t r = 0;
+  for (; r + 8 <= kept; r += 8) {
+    float au[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    const float* u[8];
+    for (int q = 0; q < 8; q++) u[q] = WuT + (int64_t)idx[r + q] * d;
+    for (int64_t i = 0; i < d; i++) {
+      const float xi = x[i];
+      for (int q = 0; q < 8; q++) au[q] = fmaf(xi, u[q][i], au[q]);
+    }
+    for (int q = 0; q < 8; q++) ag[r + q] = (float)(sg[r + q] * (double)au[q]);
+  }
+  for (; r < kept; r++) {
+    const float* u = WuT + (int64_t)idx[r] * d;
     float au = 0.0f;
     for (int64_t i = 0; i < d; i++) au = fmaf(x[i], u[i], au);
-    const float act = (float)(sg * (double)au);
-    const float* w = Wd + c * d;
+    ag[r] = (float)(sg[r] * (double)au);
+  }
+  /* Down projection: the kept rows in ascending order. */
+  for (r = 0; r < kept; r++) {
+    const float act = ag[r];
+    const float* w = Wd + (int64_t)idx[r] * d;
     for (int64_t j = 0; j < d; j++) y[j] = fmaf(act, w[j], y[j]);
   }
+  free(sg);
+  free(idx);
   return kept;
 }
 

@@ -292,6 +292,8 @@ async function main(): Promise<void> {
   const a = my - b * mx;
   const allFfn = rows.find((r) => Math.abs(r.f - K) < 1e-9);
   const target = c.moe.targetFfnPerToken ?? K;
+  const expertBytes = 4 * c.nLayers * 3 * c.dModel * c.moe.expertHidden;
+  const bytesAtK = 4 * activeWeightFloats(c, K) + 4 * kvFloatsPerPosition(c) * (promptLen + 12);
   emit({
     bench: 'zero experts: fitted cost',
     backend,
@@ -301,6 +303,10 @@ async function main(): Promise<void> {
     cpu_ms_per_ffn_expert: round(b, 3),
     expert_share_at_top_k: allFfn ? round((b * K) / allFfn.ms, 3) : null,
     predicted_saving_at_target_ke: round(((K - target) * b) / (a + K * b), 3),
+    // Ideal: a skipped FFN expert saves its share of the bytes a token reads at top-k (weights + KV).
+    ideal_share_per_expert: round(expertBytes / bytesAtK, 4),
+    measured_share_per_expert: allFfn ? round(b / allFfn.ms, 4) : null,
+    saving_vs_ideal: allFfn ? round(b / allFfn.ms / (expertBytes / bytesAtK), 3) : null,
     target_ffn_experts_per_token: target,
   });
   m.store.dispose();
