@@ -43,7 +43,36 @@ __attribute__((target_clones("fma", "default")))
 #endif
 static void dmm_cols(const float* restrict x, const float* restrict W, float* restrict y, int64_t M, int64_t K, int64_t N, int64_t j0,
                      int64_t nc) {
-  for (int64_t r = 0; r < M; r++) {
+  int64_t r = 0;
+  /* Four rows at a time over 32-column halves of the strip: 4 x 32 accumulators in registers,
+   * each W row segment loaded once for the four rows. */
+  if (nc == DMM_COLS) {
+    for (; r + 4 <= M; r += 4) {
+      for (int64_t h = 0; h < DMM_COLS; h += 32) {
+        float a0[32], a1[32], a2[32], a3[32];
+        for (int j = 0; j < 32; j++) a0[j] = a1[j] = a2[j] = a3[j] = 0.0f;
+        const float* x0 = x + r * K;
+        const float* x1 = x0 + K;
+        const float* x2 = x1 + K;
+        const float* x3 = x2 + K;
+        for (int64_t k = 0; k < K; k++) {
+          const float* w = W + k * N + j0 + h;
+          const float v0 = x0[k], v1 = x1[k], v2 = x2[k], v3 = x3[k];
+          for (int j = 0; j < 32; j++) {
+            a0[j] = fmaf(v0, w[j], a0[j]);
+            a1[j] = fmaf(v1, w[j], a1[j]);
+            a2[j] = fmaf(v2, w[j], a2[j]);
+            a3[j] = fmaf(v3, w[j], a3[j]);
+          }
+        }
+        memcpy(y + r * N + j0 + h, a0, sizeof a0);
+        memcpy(y + (r + 1) * N + j0 + h, a1, sizeof a1);
+        memcpy(y + (r + 2) * N + j0 + h, a2, sizeof a2);
+        memcpy(y + (r + 3) * N + j0 + h, a3, sizeof a3);
+      }
+    }
+  }
+  for (; r < M; r++) {
     const float* xr = x + r * K;
     float acc[DMM_COLS];
     if (nc == DMM_COLS) {
