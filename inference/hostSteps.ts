@@ -34,6 +34,21 @@ export function hostPrefill(m: ServingModel, ids: number[]): StepResult {
   return { logits: tf.tensor2d(r.logits, [1, m.config.vocabSize]), caches: [wrap(seq)], ffnRows, tokenLayers: ids.length * m.config.nLayers, rowFfnRows: [ffnRows] };
 }
 
+/** Several prompts in one run (their rows together); result i is the bits of hostPrefill(prompts[i]). */
+export function hostPrefillBatch(m: ServingModel, prompts: number[][]): StepResult[] {
+  const V = m.config.vocabSize;
+  const seqs = prompts.map((ids) => new HostSequence(m.config, ids.length + 16));
+  const rows: DecodeRow[] = prompts.flatMap((ids, i) => ids.map((token, pos) => ({ seq: seqs[i], token, pos })));
+  const want = prompts.flatMap((ids) => ids.map((_, pos) => pos === ids.length - 1));
+  const r = hostDecoder(m).run(rows, want);
+  let row = 0;
+  return prompts.map((ids, i) => {
+    let ffnRows = 0;
+    for (let t = 0; t < ids.length; t++) ffnRows += r.ffnRows[row++];
+    return { logits: tf.tensor2d(r.logits.slice(i * V, (i + 1) * V), [1, V]), caches: [wrap(seqs[i])], ffnRows, tokenLayers: ids.length * m.config.nLayers, rowFfnRows: [ffnRows] };
+  });
+}
+
 export function hostDecodeBatch(m: ServingModel, tokens: number[], past: number[], caches: LayerCaches[], plan: SparsityPlan | null = null): StepResult {
   const rows: DecodeRow[] = tokens.map((token, b) => {
     const seq = held.get(caches[b]);
@@ -59,6 +74,7 @@ export function hostDecodeBatch(m: ServingModel, tokens: number[], past: number[
 export function hostEngineSteps(plan: SparsityPlan | null = null): EngineStepHooks {
   return {
     prefill: hostPrefill,
+    prefillBatch: hostPrefillBatch,
     decodeBatch: (m, tokens, past, caches) => hostDecodeBatch(m, tokens, past, caches, plan),
     cacheBytes: (c) => held.get(c)?.bytes ?? 0,
   };
