@@ -193,22 +193,39 @@ static void attend_row(const float* q, const float* kc, const float* vc, float* 
 __attribute__((target_clones("fma", "default")))
 #endif
 static int64_t sparse_rows(const float* restrict x, const float* restrict W, float* restrict y, int64_t K, int64_t N, float tau) {
-  for (int64_t j = 0; j < N; j++) y[j] = 0.0f;
+  int32_t* idx = (int32_t*)malloc(sizeof(int32_t) * (size_t)(K > 0 ? K : 1));
+  if (!idx) abort(); /* a few KiB: nothing sensible remains */
   int64_t kept = 0;
-  for (int64_t i = 0; i < K; i++) {
-    const float xi = x[i];
-    if (!(fabsf(xi) >= tau)) continue;
-    kept++;
-    const float* w = W + i * N;
-    for (int64_t j = 0; j < N; j++) y[j] = fmaf(xi, w[j], y[j]);
+  for (int64_t i = 0; i < K; i++)
+    if (fabsf(x[i]) >= tau) idx[kept++] = (int32_t)i;
+  /* Column strips with their accumulators in registers, as decodeMatmul's. */
+  for (int64_t j0 = 0; j0 < N; j0 += DMM_COLS) {
+    const int64_t nc = N - j0 < DMM_COLS ? N - j0 : DMM_COLS;
+    float acc[DMM_COLS];
+    for (int64_t j = 0; j < nc; j++) acc[j] = 0.0f;
+    if (nc == DMM_COLS) {
+      for (int64_t r = 0; r < kept; r++) {
+        const float xi = x[idx[r]];
+        const float* w = W + (int64_t)idx[r] * N + j0;
+        for (int j = 0; j < DMM_COLS; j++) acc[j] = fmaf(xi, w[j], acc[j]);
+      }
+    } else {
+      for (int64_t r = 0; r < kept; r++) {
+        const float xi = x[idx[r]];
+        const float* w = W + (int64_t)idx[r] * N + j0;
+        for (int64_t j = 0; j < nc; j++) acc[j] = fmaf(xi, w[j], acc[j]);
+      }
+    }
+    memcpy(y + j0, acc, sizeof(float) * (size_t)nc);
   }
+  free(idx);
   return kept;
 }
 
 /*
  * CHESS SwiGLU for one row: a_g = silu(x·Wg) densely (rounded to float), keep channel j iff
- * |a_g,j| >= tau_j; the up projection runs only for kept channels (rows of WuT, fmaf chain over
- * the input), act_j = a_g,j * a_u,j (the product in double, rounded once, as the dense JS
+ * |a_g,j| >= tau_j; the up projection runs only for kept channels (rows of WuT, an eight-lane dot
+ * product over the input), act_j = a_g,j * a_u,j (the product in double, rounded once, as the dense JS
  * path does), and the down projection adds only kept rows. ag is scratch of h floats. Returns
  * the channels kept.
  */
@@ -231,25 +248,21 @@ static int64_t sparse_ffn(const float* restrict x, const float* restrict Wg, con
     sg[kept] = s;
     idx[kept++] = (int32_t)c;
   }
-  /* Up projection of the kept channels, eight at a time: eight independent chains (each over
-   * the input ascending, as decodeMatmul's) keep the FMA units busy. */
-  int64_t r = 0;
-  for (; r + 8 <= kept; r += 8) {
-    float au[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    const float* u[8];
-    for (int q = 0; q < 8; q++) u[q] = WuT + (int64_t)idx[r + q] * d;
-    for (int64_t i = 0; i < d; i++) {
-      const float xi = x[i];
-      for (int q = 0; q < 8; q++) au[q] = fmaf(xi, u[q][i], au[q]);
-    }
-    for (int q = 0; q < 8; q++) ag[r + q] = (float)(sg[r + q] * (double)au[q]);
-  }
-  for (; r < kept; r++) {
+  /* Up projection of each kept channel: a dot product of x with the channel's row of WuT in
+   * eight lanes (lane l sums inputs i = l mod 8, ascending), the lanes added in a fixed tree.
+   * Vectorised where a single chain would wait on each fma; deterministic and row-local, but
+   * rounded differently from the dense path's single chain (CHESS need not equal dense). */
+  for (int64_t r = 0; r < kept; r++) {
     const float* u = WuT + (int64_t)idx[r] * d;
-    float au = 0.0f;
-    for (int64_t i = 0; i < d; i++) au = fmaf(x[i], u[i], au);
+    float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 8 <= d; i += 8)
+      for (int l = 0; l < 8; l++) lane[l] = fmaf(x[i + l], u[i + l], lane[l]);
+    for (int l = 0; i < d; i++, l++) lane[l] = fmaf(x[i], u[i], lane[l]);
+    const float au = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
     ag[r] = (float)(sg[r] * (double)au);
   }
+  int64_t r;
   /* Down projection: the kept rows in ascending order. */
   for (r = 0; r < kept; r++) {
     const float act = ag[r];
