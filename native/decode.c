@@ -235,7 +235,6 @@ __attribute__((target_clones("fma", "default")))
 static int64_t sparse_ffn(const float* restrict x, const float* restrict Wg, const float* restrict WuT, const float* restrict Wd,
                           const float* restrict tau, float* restrict y, float* restrict ag, int64_t d, int64_t h) {
   dmm_cols_all(x, Wg, ag, d, h);
-  for (int64_t j = 0; j < d; j++) y[j] = 0.0f;
   /* Kept channels (ascending) with their silu(gate) in double; ag's slots 0..kept hold the indices. */
   int64_t kept = 0;
   double* sg = (double*)malloc(sizeof(double) * (size_t)h);
@@ -262,12 +261,27 @@ static int64_t sparse_ffn(const float* restrict x, const float* restrict Wg, con
     const float au = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
     ag[r] = (float)(sg[r] * (double)au);
   }
-  int64_t r;
-  /* Down projection: the kept rows in ascending order. */
-  for (r = 0; r < kept; r++) {
-    const float act = ag[r];
-    const float* w = Wd + (int64_t)idx[r] * d;
-    for (int64_t j = 0; j < d; j++) y[j] = fmaf(act, w[j], y[j]);
+  /* Down projection: the kept rows in ascending order, column strips with their accumulators
+   * in registers (as decodeMatmul's). */
+  for (int64_t j0 = 0; j0 < d; j0 += DMM_COLS) {
+    const int64_t nc = d - j0 < DMM_COLS ? d - j0 : DMM_COLS;
+    float acc[DMM_COLS];
+    for (int64_t j = 0; j < nc; j++) acc[j] = 0.0f;
+    if (nc == DMM_COLS) {
+      for (int64_t r = 0; r < kept; r++) {
+        const float act = ag[r];
+        const float* w = Wd + (int64_t)idx[r] * d + j0;
+#pragma GCC ivdep
+        for (int j = 0; j < DMM_COLS; j++) acc[j] = fmaf(act, w[j], acc[j]);
+      }
+    } else {
+      for (int64_t r = 0; r < kept; r++) {
+        const float act = ag[r];
+        const float* w = Wd + (int64_t)idx[r] * d + j0;
+        for (int64_t j = 0; j < nc; j++) acc[j] = fmaf(act, w[j], acc[j]);
+      }
+    }
+    memcpy(y + j0, acc, sizeof(float) * (size_t)nc);
   }
   free(sg);
   free(idx);
