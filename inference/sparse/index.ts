@@ -1,9 +1,10 @@
 /**
- * Activation sparsity for batch-1 decode (CHESS, arXiv 2409.01366): the pieces the CLI wires.
+ * Activation sparsity for decode (CHESS, arXiv 2409.01366): the pieces the CLI wires.
  *
  * `loadSparsity(model, method)` reads the thresholds written by `moecat calibrate` beside the
- * checkpoint and returns hooks: `generate` (batch-1, dense prefill, sparse decode), the plan
- * and the decoder. Methods are named here so another sparsifier can register beside chess.
+ * checkpoint and returns hooks: engine `steps` (the batched host decode path with the plan on
+ * every decode row), `generate` (the batch-1 JS decoder: dense prefill, sparse decode), the plan
+ * and that decoder. Methods are named here so another sparsifier can register beside chess.
  */
 import { ConfigError } from '../../core/errors';
 import { GenerateOptions, GenerateResult } from '../generate';
