@@ -261,28 +261,14 @@ static int64_t sparse_ffn(const float* restrict x, const float* restrict Wg, con
     const float au = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
     ag[r] = (float)(sg[r] * (double)au);
   }
-  /* Down projection: the kept rows in ascending order, column strips with their accumulators
-   * in registers (as decodeMatmul's). */
-  for (int64_t j0 = 0; j0 < d; j0 += DMM_COLS) {
-    const int64_t nc = d - j0 < DMM_COLS ? d - j0 : DMM_COLS;
-    float acc[DMM_COLS];
-    for (int64_t j = 0; j < nc; j++) acc[j] = 0.0f;
-    if (nc == DMM_COLS) {
-      for (int64_t r = 0; r < kept; r++) {
-        const float act = ag[r];
-        const float* w = Wd + (int64_t)idx[r] * d + j0;
-#pragma GCC ivdep
-        for (int j = 0; j < DMM_COLS; j++) acc[j] = fmaf(act, w[j], acc[j]);
-      }
-    } else {
-      for (int64_t r = 0; r < kept; r++) {
-        const float act = ag[r];
-        const float* w = Wd + (int64_t)idx[r] * d + j0;
-        for (int64_t j = 0; j < nc; j++) acc[j] = fmaf(act, w[j], acc[j]);
-      }
-    }
-    memcpy(y + j0, acc, sizeof(float) * (size_t)nc);
-  }
+  /* Down projection: the kept rows of Wd (ascending) gathered into one block, then
+   * decodeMatmul's kernel on it (one fmaf chain per output over the kept rows). */
+  float* Wk = (float*)malloc(sizeof(float) * (size_t)((kept > 0 ? kept : 1) * d));
+  if (!Wk) abort();
+  for (int64_t r = 0; r < kept; r++) memcpy(Wk + r * d, Wd + (int64_t)idx[r] * d, sizeof(float) * (size_t)d);
+  if (kept > 0) dmm_cols_all(ag, Wk, y, kept, d);
+  else memset(y, 0, sizeof(float) * (size_t)d);
+  free(Wk);
   free(sg);
   free(idx);
   return kept;
