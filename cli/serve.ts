@@ -38,7 +38,7 @@ export const command: CommandModule<object, ServeArgs> = {
       .option('max-body-bytes', { type: 'number', default: 1 << 20, describe: 'largest request body (413 above)' })
       .option('model-name', { type: 'string', describe: 'model id clients send (default: the run name)' })
       .option('quiet', { type: 'boolean', default: false, describe: 'no per-request log lines' })
-      .option('sparsity', { type: 'string', describe: 'activation sparsity from `moecat calibrate` thresholds (chess, chess-ffn, cats); decodes each row with batch-1 JS kernels' })
+      .option('sparsity', { type: 'string', describe: 'activation sparsity from `moecat calibrate` thresholds (chess, chess-ffn, cats), on every row of the batched decode step' })
       .option('kv', { type: 'string', default: 'full', choices: [...KV_MODES], describe: 'attention over the KV cache: full, or a2ats (retrieval over calibrated key codebooks, K/V on the host; run `moecat calibrate --method a2ats` first)' })
       .option('kv-ratio', { type: 'number', default: 0.06, describe: 'A2ATS: share of the context retrieved per query head, in (0, 1]' })
       .options(backendOption) as Argv<ServeArgs>,

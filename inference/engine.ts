@@ -3,8 +3,8 @@
  *
  * One engine step (a "tick", run from setImmediate so HTTP I/O is served between steps):
  *   1. cancelled requests leave the queue and the batch, and their caches are disposed;
- *   2. waiting requests join (batcher.ts policy): each is prefilled alone and samples its first
- *      token;
+ *   2. waiting requests join (batcher.ts policy): their prompts are prefilled (in one batched
+ *      pass when the steps offer `prefillBatch`) and each samples its first token;
  *   3. every other running sequence decodes one token in one batched step (engineStep.ts).
  * A sequence leaves the batch when it hits max tokens, a stop id, a stop string or the context
  * end; its cache tensors are disposed at once (and the steps' `release` hook is told, so state
@@ -16,6 +16,7 @@ import { MoecatError } from '../core/errors';
 import { ServingModel } from './loadModel';
 import { Batcher, Schedulable } from './batcher';
 import { cacheBytes, decodeBatch, disposeCaches, LayerCaches, prefill, StepResult } from './engineStep';
+import { hostEngineSteps } from './hostSteps';
 import { TextStream } from './engineText';
 import { logNormalizer, sampleToken, SamplingParams, topLogprobs } from './sampling';
 import { Counter, Gauge, Histogram, Registry } from './metrics';
@@ -86,6 +87,8 @@ export interface RequestHandle {
  */
 export interface EngineStepHooks {
   prefill: typeof prefill;
+  /** Prefills several prompts in one pass; result i equals prefill(prompts[i]) (optional). */
+  prefillBatch?(m: ServingModel, prompts: number[][]): StepResult[];
   decodeBatch: typeof decodeBatch;
   /** Called each time the engine disposes caches these steps returned: after a decode step (the old ones), and on finish, cancel or failure. */
   release?(caches: LayerCaches): void;
@@ -99,7 +102,7 @@ export interface EngineOptions {
   maxBatch: number;
   maxQueue: number;
   prefillTokens: number;
-  /** Replacement forward passes; default engineStep's. */
+  /** Replacement forward passes; default the batched host decode path (hostSteps.ts). */
   steps?: EngineStepHooks;
 }
 
@@ -162,7 +165,7 @@ export class Engine {
 
   constructor(readonly model: ServingModel, readonly tokenizer: EngineTokenizer, opts: Partial<EngineOptions> = {}) {
     const o: EngineOptions = { maxBatch: 8, maxQueue: 256, prefillTokens: 512, ...opts };
-    this.steps = o.steps ?? { prefill, decodeBatch };
+    this.steps = o.steps ?? hostEngineSteps();
     this.batcher = new Batcher<Sequence>(o);
     const r = this.metrics;
     const cap = o.maxBatch * model.config.maxSeqLen;
@@ -283,24 +286,40 @@ export class Engine {
     this.batcher.retire(gone);
 
     const joined = new Set<Sequence>();
+    const admitted: Sequence[] = [];
     for (const s of this.batcher.admit()) {
-      if (s.cancelled) {
-        this.finish(s, 'cancelled');
-        continue;
-      }
+      if (s.cancelled) this.finish(s, 'cancelled');
+      else admitted.push(s);
+    }
+    // Prompts that join together prefill in one batched pass when the steps can (weights read
+    // once for all of them); each result is what prefilling that prompt alone gives.
+    const asError = (e: unknown) => (e instanceof Error ? e : new Error(String(e)));
+    let prefilled: (StepResult | Error)[];
+    if (this.steps.prefillBatch && admitted.length > 1) {
       try {
-        const r = this.steps.prefill(this.model, s.req.promptIds);
-        this.m.promptTokens.inc(undefined, s.promptLength);
-        this.accept(s, r, 0, s.promptLength);
+        prefilled = this.steps.prefillBatch(this.model, admitted.map((s) => s.req.promptIds));
       } catch (e) {
-        this.fail([s], e);
-        continue;
+        prefilled = admitted.map(() => asError(e));
       }
+    } else {
+      prefilled = admitted.map((s) => {
+        try {
+          return this.steps.prefill(this.model, s.req.promptIds);
+        } catch (e) {
+          return asError(e);
+        }
+      });
+    }
+    admitted.forEach((s, i) => {
+      const r = prefilled[i];
+      if (r instanceof Error) return this.fail([s], r);
+      this.m.promptTokens.inc(undefined, s.promptLength);
+      this.accept(s, r, 0, s.promptLength);
       if (!s.done) {
         this.batcher.running.push(s);
         joined.add(s);
       }
-    }
+    });
 
     const batch = this.batcher.running.filter((s) => !joined.has(s) && !s.done);
     if (batch.length) {

@@ -1,6 +1,8 @@
 /**
  * Single-sequence generation with a KV cache: prefill the prompt once, then decode one token
  * per step reusing cached keys/values. Zero experts are skipped by the MoE layer itself.
+ * `step` is the tfjs forward over a KV cache (model/transformer); `generate` runs on the
+ * engine's batched host decode path.
  */
 import * as tf from '@tensorflow/tfjs';
 import { tidyKeep } from '../core/tfjsInternals';
@@ -8,6 +10,7 @@ import { forward } from '../model/transformer';
 import { AttnCache } from '../model/attention';
 import { ServingModel } from './loadModel';
 import { SamplingParams, sampleToken } from './sampling';
+import { hostDecoder, HostSequence } from './hostDecode';
 
 export interface GenerateOptions extends SamplingParams {
   maxTokens: number;
@@ -64,35 +67,33 @@ export function step(m: ServingModel, ids: number[], past: number, caches: [Attn
   });
 }
 
+/**
+ * Greedy/sampled generation on the batched host decode path (hostDecode.ts), the same path the
+ * engine decodes on: the prompt runs as one batch of rows, then one row per step. So a request
+ * alone in the engine, or inside any batch, gives these tokens and logprobs bit for bit.
+ */
 export function generate(m: ServingModel, prompt: number[], o: GenerateOptions): GenerateResult {
   if (prompt.length === 0) throw new Error('empty prompt');
+  const dec = hostDecoder(m);
+  const L = m.config.nLayers;
   const out: number[] = [];
   const logprobs: number[] = [];
-  let caches: [AttnCache, AttnCache][] | undefined;
-  let past = 0;
+  const seq = new HostSequence(m.config, prompt.length + o.maxTokens);
   let input = prompt;
   let finish: 'stop' | 'length' = 'length';
   let ffnSum = 0;
   let ffnN = 0;
-  try {
-    while (out.length < o.maxTokens && past + input.length <= m.config.maxSeqLen) {
-      const r = step(m, input, past, caches);
-      if (caches) tf.dispose(caches.flatMap((c) => [c[0].k, c[0].v, c[1].k, c[1].v]));
-      caches = r.caches;
-      past += input.length;
-      const logits = r.logits.dataSync() as Float32Array;
-      ffnSum += r.ffn.dataSync()[0];
-      ffnN++;
-      tf.dispose([r.logits, r.ffn]);
-      const { id, logprob } = sampleToken(logits, o, past);
-      if (acceptToken(o, out, logprobs, id, logprob) === 'stop') {
-        finish = 'stop';
-        break;
-      }
-      input = [id];
+  while (out.length < o.maxTokens && seq.length + input.length <= m.config.maxSeqLen) {
+    const rows = input.map((token, i) => ({ seq, token, pos: seq.length + i }));
+    const r = dec.run(rows, rows.map((_, i) => i === rows.length - 1));
+    ffnSum += r.ffnRows.reduce((a, x) => a + x, 0) / (rows.length * L);
+    ffnN++;
+    const { id, logprob } = sampleToken(r.logits, o, seq.length);
+    if (acceptToken(o, out, logprobs, id, logprob) === 'stop') {
+      finish = 'stop';
+      break;
     }
-  } finally {
-    if (caches) tf.dispose(caches.flatMap((c) => [c[0].k, c[0].v, c[1].k, c[1].v]));
+    input = [id];
   }
   return { ids: out, logprobs, finishReason: finish, ffnExpertsPerToken: ffnN ? ffnSum / ffnN : 0 };
 }

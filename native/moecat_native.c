@@ -1288,6 +1288,9 @@ static napi_value tune_malloc(napi_env env, napi_callback_info info) {
 
 /* ------------------------------------------------------------------ module */
 
+/* The serving engine's decode kernels (decode.c). */
+int moecat_decode_register(napi_env env, napi_value exports);
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"setThreads", NULL, set_threads, NULL, NULL, NULL, napi_default, NULL},
@@ -1316,6 +1319,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"tuneMalloc", NULL, tune_malloc, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
+  if (!moecat_decode_register(env, exports)) return NULL;
   return exports;
 }
 

@@ -108,6 +108,19 @@ export function a2atsEngineSteps(model: ServingModel, kv: A2ATSServing): A2ATSEn
       return { logits: tf.tensor2d(r.logits, [1, c.vocabSize]), caches, ffnRows, tokenLayers: sum(r.layerTokens), rowFfnRows: [ffnRows] };
     },
 
+    prefillBatch(m: ServingModel, prompts: number[][]): StepResult[] {
+      const seqs = prompts.map(() => new A2ATSSequence(m, kv.codebooks, kv.opts));
+      const r = hostForwardBatch(m, prompts.map((ids, i) => ({ cache: seqs[i].cache, ids })), false);
+      sequences += seqs.length;
+      return seqs.map((seq, i) => ({
+        logits: tf.tensor2d(r.logits.slice(i * c.vocabSize, (i + 1) * c.vocabSize), [1, c.vocabSize]),
+        caches: [placeholder({ seq, current: [] })],
+        ffnRows: r.segmentFfnRows[i],
+        tokenLayers: prompts[i].length * c.nLayers,
+        rowFfnRows: [r.segmentFfnRows[i]],
+      }));
+    },
+
     decodeBatch(m: ServingModel, tokens: number[], past: number[], caches: LayerCaches[]): StepResult {
       const B = tokens.length;
       const batch = caches.map((lc, b) => live(lc, past[b]));

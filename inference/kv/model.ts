@@ -1,8 +1,8 @@
 /**
- * Decoding of a whole model with A2ATS attention (DESIGN.md section 8). Each layer is
- * model/scmoeLayer.ts's `tensorLayer` with host attention as its attention hook: each block
- * computes its pre-RoPE queries/keys/values with tfjs (same math as model/attention.ts) and then
- * attends on the host (kv/attention.ts), so the full K/V live in plain arrays (the host tier). The prompt is prefilled with exact attention; decode
+ * Decoding of a whole model with A2ATS attention (DESIGN.md section 8). The model runs on the
+ * batched host decode path (inference/hostDecode.ts) with A2ATS as its attention core: each
+ * block's pre-RoPE queries/keys/values go to the host attention (kv/attention.ts), so the full
+ * K/V live in plain arrays (the host tier). The prompt is prefilled with exact attention; decode
  * steps use A2ATS retrieval. `generateA2ATS` is batch 1; `hostForwardBatch` runs several
  * sequences per forward (the serving engine's steps, kv/engineSteps.ts). Greedy output matches
  * inference/generate.ts when every key is selected (ratio 1), up to float rounding (host
@@ -11,14 +11,12 @@
 import * as tf from '@tensorflow/tfjs';
 import { ModelConfig } from '../../model/config';
 import { ParamGetter, projectQkv } from '../../model/attention';
-import { gatherRows, rmsNorm } from '../../model/ops';
-import { tensorLayer } from '../../model/scmoeLayer';
-import { moeLayer } from '../../model/moe/layer';
 import { ServingModel } from '../loadModel';
 import { acceptToken, GenerateOptions, GenerateResult } from '../generate';
 import { sampleToken } from '../sampling';
 import { A2ATSHeadGroup, A2ATSOptions, DEFAULT_A2ATS, HeadGroupDims } from './attention';
 import { Codebook } from './quantizer';
+import { AttentionCore, DecodeRow, hostDecoder, HostSequence } from '../hostDecode';
 
 /** Shape of one attention block's KV heads. */
 export interface BlockLayout extends HeadGroupDims {
@@ -83,41 +81,6 @@ export interface HostSegment {
   ids: number[];
 }
 
-function hostAttention(
-  c: ModelConfig, P: ParamGetter, p: string, x: tf.Tensor2D, segs: HostSegment[], past: number[], l: number, j: number,
-  sparse: boolean, stats: AttendStats, hook?: (q: Float32Array, k: Float32Array, v: Float32Array, S: number) => void,
-): tf.Tensor2D {
-  const lay = blockLayout(c);
-  const N = x.shape[0];
-  const { q, k, v } = project(c, P, p, x, N);
-  hook?.(q, k, v, N);
-  const { nHeads: H, nKvHeads: Hk, groupSize: G, dk, dv } = lay;
-  const o = new Float32Array(N * H * dv);
-  let row = 0;
-  segs.forEach((seg, n) => {
-    const groups = seg.cache.groups[l][j];
-    for (let i = 0; i < seg.ids.length; i++, row++) {
-      const pos = past[n] + i;
-      for (let h = 0; h < Hk; h++) groups[h].append(k.subarray((row * Hk + h) * dk, (row * Hk + h + 1) * dk), v.subarray((row * Hk + h) * dv, (row * Hk + h + 1) * dv));
-      for (let h = 0; h < Hk; h++) {
-        const qs = Array.from({ length: G }, (_, g) => q.subarray((row * H + h * G + g) * dk, (row * H + h * G + g + 1) * dk));
-        let outs: Float32Array[];
-        if (sparse) {
-          const r = groups[h].attend(qs, pos);
-          outs = r.out;
-          stats.attended += r.selected.length;
-        } else {
-          outs = groups[h].attendExact(qs, pos);
-          stats.attended += pos + 1;
-        }
-        stats.available += pos + 1;
-        outs.forEach((og, g) => o.set(og, (row * H + h * G + g) * dv));
-      }
-    }
-  });
-  return tf.matMul(tf.tensor2d(o, [N, H * dv]), P(`${p}.o_proj.weight`) as tf.Tensor2D);
-}
-
 export interface HostForwardResult {
   /** Logits of the last position [V]. */
   logits: Float32Array;
@@ -138,53 +101,60 @@ export interface HostBatchResult {
 }
 
 /**
- * Runs several sequences through the model in one forward: every per-token part (embeddings,
- * norms, projections, dense FFNs, router and MoE experts, lm_head) runs once on all their rows,
- * and attention runs per row against that sequence's own host cache, appending its keys/values.
+ * Runs several sequences through the model in one forward on the batched host decode path
+ * (inference/hostDecode.ts, the engine's path): every per-token part (embeddings, norms,
+ * projections, dense FFNs, router and MoE experts, lm_head) runs once on all their rows, and
+ * attention (its AttentionCore) runs per row against that sequence's own host cache, appending
+ * its keys/values.
  * `sparse`: A2ATS retrieval (decode); otherwise exact attention (prefill, calibration).
  */
 export function hostForwardBatch(m: ServingModel, segs: HostSegment[], sparse: boolean, hook?: ProjectionHook): HostBatchResult {
   const c = m.config;
-  const P: ParamGetter = (n) => m.store.get(n);
   if (segs.length === 0 || segs.some((s) => s.ids.length === 0)) throw new Error('hostForwardBatch needs at least one sequence and one token per sequence');
-  const ids = segs.flatMap((s) => s.ids);
-  const N = ids.length;
-  const past = segs.map((s) => s.cache.length);
-  const rowSeg = Int32Array.from(segs.flatMap((s, n) => s.ids.map(() => n)));
-  const lastRows = new Int32Array(segs.length);
-  let end = -1;
-  segs.forEach((s, n) => {
-    end += s.ids.length;
-    lastRows[n] = end;
-  });
+  const lay = blockLayout(c);
+  const { nHeads: H, nKvHeads: Hk, groupSize: G, dk, dv } = lay;
   const stats: AttendStats = { attended: 0, available: 0 };
-  const layerFfnRows: number[] = [];
-  const layerTokens: number[] = [];
-  const segmentFfnRows = new Array<number>(segs.length).fill(0);
-  const NE = c.moe.nExperts;
-  const K = c.moe.topK;
-  const logits = tf.tidy(() => {
-    let x = gatherRows(P('model.embed_tokens.weight') as tf.Tensor2D, Int32Array.from(ids));
-    for (let l = 0; l < c.nLayers; l++) {
-      x = tensorLayer(c, P, l, x, {
-        attention: (t, j, prefix) => hostAttention(c, P, prefix, t, segs, past, l, j, sparse, stats, hook ? (q, k, v, S) => hook(l, j, q, k, v, S) : undefined),
-        moe: (u, prefix) => {
-          // (The shape only feeds the balance loss, which inference does not compute.)
-          const moe = moeLayer(c, P, prefix, u, m.biases[l], { B: 1, S: N });
-          layerFfnRows.push(moe.stats.ffnRows);
-          layerTokens.push(moe.stats.tokens);
-          for (let slot = 0; slot < N * K; slot++) if (moe.routing.idx[slot] < NE) segmentFfnRows[rowSeg[Math.floor(slot / K)]]++;
-          return moe;
-        },
-      }).out;
-    }
-    const last = segs.length === 1 ? tf.slice(x, [N - 1, 0], [1, c.dModel]) : gatherRows(x, lastRows);
-    const h = rmsNorm(last, P('model.norm.weight'), c.rmsEps) as tf.Tensor2D;
-    return tf.matMul(h, P('lm_head.weight') as tf.Tensor2D);
+  // Rows of the batched host decode path: each segment's tokens at positions cache.length..;
+  // the HostSequences only count positions, the A2ATS caches hold the keys and values.
+  const rows: DecodeRow[] = [];
+  const rowSeg: number[] = [];
+  const want: boolean[] = [];
+  segs.forEach((seg, n) => {
+    const seq = new HostSequence(c, 0);
+    seq.length = seg.cache.length;
+    seg.ids.forEach((token, i) => {
+      rows.push({ seq, token, pos: seq.length + i });
+      rowSeg.push(n);
+      want.push(i === seg.ids.length - 1);
+    });
   });
-  const out = Float32Array.from(logits.dataSync() as Float32Array);
-  logits.dispose();
-  return { logits: out, layerFfnRows, layerTokens, segmentFfnRows, stats };
+  const core: AttentionCore = {
+    block(l, j, q, k, v, o) {
+      hook?.(l, j, q, k, v, rows.length);
+      rows.forEach((r, row) => {
+        const groups = segs[rowSeg[row]].cache.groups[l][j];
+        for (let h = 0; h < Hk; h++) groups[h].append(k.subarray((row * Hk + h) * dk, (row * Hk + h + 1) * dk), v.subarray((row * Hk + h) * dv, (row * Hk + h + 1) * dv));
+        for (let h = 0; h < Hk; h++) {
+          const qs = Array.from({ length: G }, (_, g) => q.subarray((row * H + h * G + g) * dk, (row * H + h * G + g + 1) * dk));
+          let outs: Float32Array[];
+          if (sparse) {
+            const r2 = groups[h].attend(qs, r.pos);
+            outs = r2.out;
+            stats.attended += r2.selected.length;
+          } else {
+            outs = groups[h].attendExact(qs, r.pos);
+            stats.attended += r.pos + 1;
+          }
+          stats.available += r.pos + 1;
+          outs.forEach((og, g) => o.set(og, (row * H + h * G + g) * dv));
+        }
+      });
+    },
+  };
+  const r = hostDecoder(m).run(rows, want, null, core);
+  const segmentFfnRows = new Array<number>(segs.length).fill(0);
+  r.ffnRows.forEach((n, row) => (segmentFfnRows[rowSeg[row]] += n));
+  return { logits: r.logits, layerFfnRows: r.layerFfnRows, layerTokens: r.layerFfnRows.map(() => rows.length), segmentFfnRows, stats };
 }
 
 /**

@@ -1,9 +1,10 @@
 /**
- * Activation sparsity for batch-1 decode (CHESS, arXiv 2409.01366): the pieces the CLI wires.
+ * Activation sparsity for decode (CHESS, arXiv 2409.01366): the pieces the CLI wires.
  *
  * `loadSparsity(model, method)` reads the thresholds written by `moecat calibrate` beside the
- * checkpoint and returns hooks: `generate` (batch-1, dense prefill, sparse decode), the plan
- * and the decoder. Methods are named here so another sparsifier can register beside chess.
+ * checkpoint and returns hooks: engine `steps` (the batched host decode path with the plan on
+ * every decode row), `generate` (the batch-1 JS decoder: dense prefill, sparse decode), the plan
+ * and that decoder. Methods are named here so another sparsifier can register beside chess.
  */
 import { ConfigError } from '../../core/errors';
 import { GenerateOptions, GenerateResult } from '../generate';
@@ -11,7 +12,10 @@ import { ServingModel } from '../loadModel';
 import { SparseDecoder } from './decode';
 import { hostModel } from './hostModel';
 import { sparseGenerate } from './generate';
-import { EngineSteps, sparseEngineSteps } from './engineSteps';
+import type { EngineStepHooks } from '../engine';
+import { hostEngineSteps } from '../hostSteps';
+import { hostDecoder } from '../hostDecode';
+import { decodeKernels } from '../decodeKernels';
 import { checkCoverage, FfnRule, readThresholds, SparsityPlan, THRESHOLDS_FILE } from './thresholds';
 
 export { SparseDecoder, HostKvCache, newCounters, SparsityCounters, ActivationObserver } from './decode';
@@ -32,8 +36,8 @@ export interface SparsityHooks {
   method: string;
   plan: SparsityPlan;
   decoder: SparseDecoder;
-  /** prefill/decodeBatch for `new Engine(model, tokenizer, { steps })` (generate and serve). */
-  steps: EngineSteps;
+  /** Engine steps (`new Engine(model, tokenizer, { steps })`): the batched host decode path with the plan on every decode row. */
+  steps: EngineStepHooks;
   /** Batch-1 generation with the plan, without the engine. */
   generate(prompt: number[], o: GenerateOptions): GenerateResult;
   /** Fraction of FFN gate channels (and attention inputs) skipped so far. */
@@ -53,12 +57,14 @@ export function loadSparsity(m: ServingModel, method: string): SparsityHooks {
     method,
     plan,
     decoder,
-    steps: sparseEngineSteps(decoder, plan),
+    steps: hostEngineSteps(plan),
     generate: (prompt, o) => sparseGenerate(decoder, plan, prompt, o),
     realised: () => {
-      const k = decoder.counters;
-      return { ffn: k.ffnTotal ? 1 - k.ffnKept / k.ffnTotal : 0, attention: k.attnTotal ? 1 - k.attnKept / k.attnTotal : 0 };
+      const a = decoder.counters;
+      const b = hostDecoder(m).counters;
+      const [fk, ft, ak, at] = [a.ffnKept + b.ffnKept, a.ffnTotal + b.ffnTotal, a.attnKept + b.attnKept, a.attnTotal + b.attnTotal];
+      return { ffn: ft ? 1 - fk / ft : 0, attention: at ? 1 - ak / at : 0 };
     },
-    describe: () => `sparsity ${method}: thresholds at s = ${thresholds.sparsity} from ${thresholds.tokens} calibration tokens (batch-1 JS decode)`,
+    describe: () => `sparsity ${method}: thresholds at s = ${thresholds.sparsity} from ${thresholds.tokens} calibration tokens (batched host decode, ${decodeKernels().name} kernels)`,
   };
 }

@@ -14,7 +14,7 @@
  *    the expert bias pinning K−f slots on zero experts (so f FFN experts run per token); a linear
  *    fit gives the cost of one FFN expert and what the zero-expert slots save.
  *
- * Usage: node dist/scripts/bench/inference.js [--backend wasm] [--config small] [--tokens 64]
+ * Usage: node dist/scripts/bench/inference.js [--backend wasm] [--config small] [--tokens 64] [--steps host|tfjs]
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -26,7 +26,11 @@ import { initParams, numel, paramSpecs, ParamStore } from '../../model/params';
 import { initialBiases } from '../../model/transformer';
 import { ServingModel } from '../../inference/loadModel';
 import { Engine, EngineTokenizer } from '../../inference/engine';
-import { decodeBatch, disposeCaches, LayerCaches, prefill } from '../../inference/engineStep';
+import * as tfjsSteps from '../../inference/engineStep';
+import { disposeCaches, LayerCaches } from '../../inference/engineStep';
+import { hostDecodeBatch, hostPrefill } from '../../inference/hostSteps';
+import { decodeKernels } from '../../inference/decodeKernels';
+import { collectStats, hostModel, SparsityPlan, thresholdsAt } from '../../inference/sparse';
 
 function arg(name: string, dflt: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -40,6 +44,11 @@ const cpuMs = () => {
   return (u.user + u.system) / 1000;
 };
 const round = (x: number, d = 2) => +x.toFixed(d);
+/** The forward passes measured: the engine's default (the batched host decode path) or, with --steps tfjs, the tfjs path. */
+const STEPS = arg('steps', 'host');
+const prefill = STEPS === 'tfjs' ? tfjsSteps.prefill : hostPrefill;
+const decodeBatch = STEPS === 'tfjs' ? tfjsSteps.decodeBatch : hostDecodeBatch;
+const stepsName = () => (STEPS === 'tfjs' ? 'tfjs' : `host-${decodeKernels().name}`);
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
@@ -86,7 +95,7 @@ function activeWeightFloats(c: ModelConfig, ffnExpertsPerToken: number): number 
 const promptOf = (c: ModelConfig, n: number, salt: number) => Array.from({ length: n }, (_, i) => (i * 7919 + salt * 104729 + 13) % c.vocabSize);
 
 /** Median decode wall and CPU ms per token at batch 1 (caches grow from `prompt` to prompt + tokens). */
-function decodeMsPerToken(m: ServingModel, promptLen: number, tokens: number): { ms: number; cpu: number; ffnPerToken: number } {
+function decodeMsPerToken(m: ServingModel, promptLen: number, tokens: number, plan: SparsityPlan | null = null): { ms: number; cpu: number; ffnPerToken: number } {
   const p = prefill(m, promptOf(m.config, promptLen, 1));
   p.logits.dispose();
   let caches: LayerCaches = p.caches[0];
@@ -98,7 +107,7 @@ function decodeMsPerToken(m: ServingModel, promptLen: number, tokens: number): {
   for (let i = 0; i < tokens; i++) {
     const t0 = now();
     const c0 = cpuMs();
-    const r = decodeBatch(m, [tok], [promptLen + i], [caches]);
+    const r = plan ? hostDecodeBatch(m, [tok], [promptLen + i], [caches], plan) : decodeBatch(m, [tok], [promptLen + i], [caches]);
     const logits = r.logits.dataSync();
     times.push(now() - t0);
     cpus.push(cpuMs() - c0);
@@ -141,6 +150,7 @@ async function main(): Promise<void> {
   emit({
     bench: 'batch-1 decode vs memory bound',
     backend,
+    steps: stepsName(),
     config: cfgName,
     mean_context: ctx,
     ffn_experts_per_token: round(d1.ffnPerToken, 3),
@@ -157,7 +167,7 @@ async function main(): Promise<void> {
 
   // Aggregate throughput with concurrent requests (continuous batching on one engine).
   for (const conc of [1, 4, 16]) {
-    const engine = new Engine(m, noTokenizer, { maxBatch: 16 });
+    const engine = new Engine(m, noTokenizer, { maxBatch: 16, steps: STEPS === 'tfjs' ? { prefill, decodeBatch } : undefined });
     const t0 = now();
     const c0 = cpuMs();
     const results = await Promise.all(
@@ -174,6 +184,7 @@ async function main(): Promise<void> {
     emit({
       bench: 'continuous batching: aggregate throughput',
       backend,
+    steps: stepsName(),
       config: cfgName,
       concurrent_requests: conc,
       prompt_tokens: promptLen,
@@ -186,6 +197,47 @@ async function main(): Promise<void> {
       mean_ttft_ms: round((1000 * results.reduce((n, r) => n + r.timeToFirstToken, 0)) / conc, 1),
       load_avg_1m: round(os.loadavg()[0], 1),
     });
+  }
+
+  // Time to first token for a 512-token prompt: one request alone on an engine (prefill + the
+  // first sample), on the same weights with the context raised to fit the prompt.
+  {
+    const long: ServingModel = { ...m, config: { ...c, maxSeqLen: Math.max(c.maxSeqLen, 1024) } };
+    const ttft: number[] = [];
+    const cpu: number[] = [];
+    for (let rep = 0; rep < 3; rep++) {
+      const engine = new Engine(long, noTokenizer, { maxBatch: 1, steps: STEPS === 'tfjs' ? { prefill, decodeBatch } : undefined });
+      const c0 = cpuMs();
+      const r = await engine.submit({ promptIds: promptOf(c, 512, 50 + rep), maxTokens: 1, sampling: { temperature: 0, topP: 1, topK: 0, seed: 0 } }).result;
+      cpu.push(cpuMs() - c0);
+      ttft.push(r.timeToFirstToken * 1000);
+      await engine.close();
+    }
+    emit({ bench: 'time to first token (512-token prompt)', backend, steps: stepsName(), config: cfgName, prompt_tokens: 512, ttft_ms: round(median(ttft), 1), cpu_ms: round(median(cpu), 1), prompt_tokens_per_s: round(512000 / median(ttft), 1), load_avg_1m: round(os.loadavg()[0], 1) });
+  }
+
+  // CHESS at s = 0.5 on the batched host decode path: thresholds calibrated on this model's own
+  // activations over random token windows (a random init: the realised sparsity, not the
+  // quality, is what this row shows), batch-1 decode with and without the plan, interleaved.
+  if (STEPS !== 'tfjs') {
+    const host = hostModel(m);
+    const windows = Array.from({ length: 8 }, (_, i) => Int32Array.from(promptOf(c, 64, 200 + i)));
+    const thresholds = thresholdsAt(collectStats(host, windows), 0.5);
+    const variants: { name: string; plan: SparsityPlan | null }[] = [
+      { name: 'dense', plan: null },
+      { name: 'chess (FFN + attention)', plan: { ffn: 'chess', attention: true, thresholds } },
+      { name: 'chess-ffn', plan: { ffn: 'chess', attention: false, thresholds } },
+    ];
+    const best = variants.map(() => ({ ms: Infinity, cpu: Infinity }));
+    for (let rep = 0; rep < 5; rep++) {
+      variants.forEach((v, i) => {
+        const r = decodeMsPerToken(m, promptLen, 32, v.plan);
+        best[i] = { ms: Math.min(best[i].ms, r.ms), cpu: Math.min(best[i].cpu, r.cpu) };
+      });
+    }
+    variants.forEach((v, i) =>
+      emit({ bench: 'CHESS s=0.5 batch-1 decode', backend, steps: stepsName(), config: cfgName, variant: v.name, ms_per_token: round(best[i].ms), cpu_ms_per_token: round(best[i].cpu), speedup_vs_dense_cpu: round(best[0].cpu / best[i].cpu, 3) }),
+    );
   }
 
   // Decode time against FFN experts actually run: K−f slots pinned on zero experts by the bias.
@@ -220,6 +272,7 @@ async function main(): Promise<void> {
     emit({
       bench: 'decode time vs FFN experts run (zero experts)',
       backend,
+    steps: stepsName(),
       config: cfgName,
       top_k: K,
       zero_expert_slots: K - f,
@@ -239,14 +292,21 @@ async function main(): Promise<void> {
   const a = my - b * mx;
   const allFfn = rows.find((r) => Math.abs(r.f - K) < 1e-9);
   const target = c.moe.targetFfnPerToken ?? K;
+  const expertBytes = 4 * c.nLayers * 3 * c.dModel * c.moe.expertHidden;
+  const bytesAtK = 4 * activeWeightFloats(c, K) + 4 * kvFloatsPerPosition(c) * (promptLen + 12);
   emit({
     bench: 'zero experts: fitted cost',
     backend,
+    steps: stepsName(),
     config: cfgName,
     cpu_ms_per_token_without_experts: round(a),
     cpu_ms_per_ffn_expert: round(b, 3),
     expert_share_at_top_k: allFfn ? round((b * K) / allFfn.ms, 3) : null,
     predicted_saving_at_target_ke: round(((K - target) * b) / (a + K * b), 3),
+    // Ideal: a skipped FFN expert saves its share of the bytes a token reads at top-k (weights + KV).
+    ideal_share_per_expert: round(expertBytes / bytesAtK, 4),
+    measured_share_per_expert: allFfn ? round(b / allFfn.ms, 4) : null,
+    saving_vs_ideal: allFfn ? round(b / allFfn.ms / (expertBytes / bytesAtK), 3) : null,
     target_ffn_experts_per_token: target,
   });
   m.store.dispose();

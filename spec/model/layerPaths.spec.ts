@@ -1,7 +1,8 @@
 /**
  * The four paths that run model/layer.ts's layer give the same logits on the same checkpoint:
  *   training forward (model/transformer.forward over the whole sequence),
- *   the serving engine (inference/engineStep: prefill, then batched per-row decode steps),
+ *   the tfjs engine steps (inference/engineStep: prefill, then batched per-row decode steps),
+ *   the engine's batched host decode path (inference/hostSteps, native or JS kernels),
  *   A2ATS host attention (inference/kv/model, retrieval at ratio 1 selects every key),
  *   the plain-JS batch-1 decoder (inference/sparse/decode, dense and CHESS with zero thresholds).
  * Per position, each incremental path's logits are compared with the training forward's row.
@@ -16,9 +17,10 @@ import { testTokenizer, tinyModelConfig, tmpDir, writeModelCheckpoint } from '..
 import { ModelConfigInput, parseModelConfig } from '../../model/config';
 import { forward } from '../../model/transformer';
 import { loadServingModel, ServingModel } from '../../inference/loadModel';
-import { decodeBatch, disposeCaches, LayerCaches, prefill } from '../../inference/engineStep';
+import { decodeBatch as tfjsDecodeBatch, disposeCaches, LayerCaches, prefill as tfjsPrefill } from '../../inference/engineStep';
 import { A2ATSSequence } from '../../inference/kv/model';
 import { hostModel, HostKvCache, SparseDecoder, SparsityPlan, zeroThresholds } from '../../inference/sparse';
+import { hostDecodeBatch, hostPrefill } from '../../inference/hostSteps';
 
 const ids = [5, 17, 200, 3, 3, 99, 140, 7, 61, 250, 12, 8];
 const PROMPT = 4; // prefill length of the paths that prefill
@@ -35,7 +37,7 @@ function trainingLogits(m: ServingModel): Float32Array[] {
  * Engine: two sequences decoded together in one batch (the same ids, the second one prefilled
  * one token shorter so the rows sit at different positions); rows for positions ≥ PROMPT−1.
  */
-function engineLogits(m: ServingModel): { a: Map<number, Float32Array>; b: Map<number, Float32Array> } {
+function engineLogits(m: ServingModel, prefill = tfjsPrefill, decodeBatch = tfjsDecodeBatch): { a: Map<number, Float32Array>; b: Map<number, Float32Array> } {
   const out = { a: new Map<number, Float32Array>(), b: new Map<number, Float32Array>() };
   const pa = prefill(m, ids.slice(0, PROMPT));
   const pb = prefill(m, ids.slice(0, PROMPT - 1));
@@ -119,6 +121,12 @@ describe('one layer, four paths: same logits on the same checkpoint', () => {
 
       it('serving engine (prefill + batched decode, two rows at different positions)', () => {
         const e = engineLogits(m);
+        const gap = Math.max(maxGap(ref, e.a), maxGap(ref, e.b));
+        assert.ok(gap < TOL, `max |Δlogit| ${gap}`);
+      });
+
+      it('batched host decode path (the engine default: prefill as rows + batched decode, two rows at different positions)', () => {
+        const e = engineLogits(m, hostPrefill, hostDecodeBatch);
         const gap = Math.max(maxGap(ref, e.a), maxGap(ref, e.b));
         assert.ok(gap < TOL, `max |Δlogit| ${gap}`);
       });

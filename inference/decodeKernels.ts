@@ -1,0 +1,133 @@
+/**
+ * The two kernels of the batched host decode path (hostDecode.ts): a matmul of a few rows
+ * against a weight, and one row's cached attention. They run in the native addon
+ * (native/decode.c) when it is present, else in plain JS. The choice is made once per process,
+ * so everything that decodes in a process (the engine, `generate`) uses the same kernels and
+ * gets the same bits. Both versions are row-independent: an output row depends only on its own
+ * input row (and its own cache), so a token decodes to the same bits alone or in any batch.
+ */
+import { defaultAddonPath, nativeAddon, requireAddon } from '../core/native/addon';
+import { activeByThreshold, ffnScratch, ffnSparse, FfnScratch, matVecRows } from './sparse/kernels';
+
+let jsScratch: FfnScratch = ffnScratch(1);
+let jsIdx = new Int32Array(1);
+
+export interface DecodeKernels {
+  readonly name: 'native' | 'js';
+  /** y[M,N] = x[M,K]·W[K,N], row-major. */
+  matmul(x: Float32Array, W: Float32Array, y: Float32Array, M: number, K: number, N: number): void;
+  /** Softmax attention of q [H, dk] over S cached positions k [S, Hk, dk], v [S, Hk, dv] into out [H, dv]. */
+  attend(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, S: number, H: number, Hk: number, dk: number, dv: number, scale: number): void;
+  /** CHESS: y[N] = Σ over inputs with |x_i| >= tau of x_i·W[i, :]; returns the inputs kept. */
+  sparseRows(x: Float32Array, W: Float32Array, y: Float32Array, K: number, N: number, tau: number): number;
+  /** CHESS SwiGLU of one row (WuT: the up projection transposed, [h, d]); returns the channels kept. */
+  sparseFfn(x: Float32Array, Wg: Float32Array, WuT: Float32Array, Wd: Float32Array, tau: Float32Array, y: Float32Array, d: number, h: number): number;
+}
+
+interface DecodeAddon {
+  decodeSparseRows(x: Float32Array, W: Float32Array, y: Float32Array, K: number, N: number, tau: number): number;
+  decodeSparseFfn(x: Float32Array, Wg: Float32Array, WuT: Float32Array, Wd: Float32Array, tau: Float32Array, y: Float32Array, d: number, h: number): number;
+  decodeMatmul(x: Float32Array, W: Float32Array, y: Float32Array, M: number, K: number, N: number, threads: number): void;
+  decodeAttend(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, S: number, H: number, Hk: number, dk: number, dv: number, scale: number): void;
+}
+
+export const jsKernels: DecodeKernels = {
+  name: 'js',
+  matmul(x, W, y, M, K, N) {
+    for (let r = 0; r < M; r++) {
+      const yo = r * N;
+      y.fill(0, yo, yo + N);
+      for (let k = 0; k < K; k++) {
+        const xi = x[r * K + k];
+        const row = k * N;
+        for (let j = 0; j < N; j++) y[yo + j] += xi * W[row + j];
+      }
+    }
+  },
+  attend(q, k, v, out, S, H, Hk, dk, dv, scale) {
+    const g = H / Hk;
+    const scores = new Float32Array(S);
+    for (let h = 0; h < H; h++) {
+      const kh = Math.floor(h / g);
+      let max = -Infinity;
+      for (let t = 0; t < S; t++) {
+        let s = 0;
+        const kb = (t * Hk + kh) * dk;
+        for (let i = 0; i < dk; i++) s += q[h * dk + i] * k[kb + i];
+        s *= scale;
+        scores[t] = s;
+        if (s > max) max = s;
+      }
+      let z = 0;
+      for (let t = 0; t < S; t++) z += scores[t] = Math.exp(scores[t] - max);
+      const o = h * dv;
+      out.fill(0, o, o + dv);
+      for (let t = 0; t < S; t++) {
+        const p = scores[t] / z;
+        const vb = (t * Hk + kh) * dv;
+        for (let i = 0; i < dv; i++) out[o + i] += p * v[vb + i];
+      }
+    }
+  },
+  sparseRows(x, W, y, K, N, tau) {
+    if (jsIdx.length < K) jsIdx = new Int32Array(K);
+    const n = activeByThreshold(x, K, tau, jsIdx);
+    matVecRows(x, W, jsIdx, n, N, y);
+    return n;
+  },
+  sparseFfn(x, Wg, WuT, Wd, tau, y, d, h) {
+    if (jsScratch.ag.length < h) jsScratch = ffnScratch(h);
+    return ffnSparse({ gate: Wg, upT: WuT, down: Wd, d, h }, x, tau, jsScratch, y);
+  },
+};
+
+function nativeKernels(a: DecodeAddon): DecodeKernels {
+  return {
+    name: 'native',
+    matmul: (x, W, y, M, K, N) => a.decodeMatmul(x, W, y, M, K, N, 0),
+    attend: (q, k, v, out, S, H, Hk, dk, dv, scale) => a.decodeAttend(q, k, v, out, S, H, Hk, dk, dv, scale),
+    sparseRows: (x, W, y, K, N, tau) => a.decodeSparseRows(x, W, y, K, N, tau),
+    sparseFfn: (x, Wg, WuT, Wd, tau, y, d, h) => a.decodeSparseFfn(x, Wg, WuT, Wd, tau, y, d, h),
+  };
+}
+
+function loadNative(): DecodeAddon | null {
+  let a: unknown = nativeAddon();
+  if (!a) {
+    try {
+      a = requireAddon(defaultAddonPath());
+    } catch {
+      return null; // not built here: the JS kernels serve
+    }
+  }
+  const d = a as Partial<DecodeAddon>;
+  return typeof d.decodeMatmul === 'function' && typeof d.decodeSparseFfn === 'function' ? (d as DecodeAddon) : null;
+}
+
+let chosen: DecodeKernels | null = null;
+
+/** The process's decode kernels: native when the addon (with decode.c) loads, else JS. */
+export function decodeKernels(): DecodeKernels {
+  if (!chosen) {
+    const a = loadNative();
+    chosen = a ? nativeKernels(a) : jsKernels;
+  }
+  return chosen;
+}
+
+/** Forces a kernel set (tests and benchmarks compare both); returns the previous one. */
+export function setDecodeKernels(which: 'native' | 'js'): DecodeKernels {
+  const prev = decodeKernels();
+  if (which === 'js') chosen = jsKernels;
+  else {
+    const a = loadNative();
+    if (!a) throw new Error('the native addon with the decode kernels is not built (node native/build.js)');
+    chosen = nativeKernels(a);
+  }
+  return prev;
+}
+
+/** Restores a kernel set returned by setDecodeKernels. */
+export function restoreDecodeKernels(k: DecodeKernels): void {
+  chosen = k;
+}
