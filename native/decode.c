@@ -291,12 +291,29 @@ static int arg_f32(napi_env env, napi_value v, float** p, size_t* n) {
   return 1;
 }
 
+/* A safe integer (|v| < 2^53, no fraction): anything else is a TypeError, never truncated. */
 static int arg_int(napi_env env, napi_value v, int64_t* out) {
-  if (napi_get_value_int64(env, v, out) != napi_ok) {
-    napi_throw_type_error(env, NULL, "moecat_native.decode: expected an integer");
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok || !(d == d) || d != floor(d) || fabs(d) > 9007199254740991.0) {
+    napi_throw_type_error(env, NULL, "moecat_native.decode: expected a safe integer");
     return 0;
   }
+  *out = (int64_t)d;
   return 1;
+}
+
+/* a*b (and *c, when c >= 0) without int64 overflow; all of them non-negative. */
+static int prod_ok(int64_t a, int64_t b, int64_t c, int64_t* out) {
+  int64_t p;
+  if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &p)) return 0;
+  if (c >= 0 && __builtin_mul_overflow(p, c, &p)) return 0;
+  *out = p;
+  return 1;
+}
+
+/* need elements fit in an array of have. */
+static int fits(int64_t need, size_t have) {
+  return need >= 0 && (uint64_t)need <= (uint64_t)have;
 }
 
 static napi_value undef(napi_env env) {
@@ -319,8 +336,13 @@ static napi_value decode_matmul(napi_env env, napi_callback_info info) {
   if (!arg_f32(env, a[0], &x, &nx) || !arg_f32(env, a[1], &W, &nw) || !arg_f32(env, a[2], &y, &ny) || !arg_int(env, a[3], &M) ||
       !arg_int(env, a[4], &K) || !arg_int(env, a[5], &N) || !arg_int(env, a[6], &threads))
     return NULL;
-  if (M < 0 || K < 0 || N < 0 || (size_t)(M * K) > nx || (size_t)(K * N) > nw || (size_t)(M * N) > ny) {
+  int64_t mk, kn, mn;
+  if (!prod_ok(M, K, -1, &mk) || !prod_ok(K, N, -1, &kn) || !prod_ok(M, N, -1, &mn) || !fits(mk, nx) || !fits(kn, nw) || !fits(mn, ny)) {
     napi_throw_range_error(env, NULL, "moecat_native.decodeMatmul: sizes do not match the arrays");
+    return NULL;
+  }
+  if (threads < 0 || threads > 1024) {
+    napi_throw_range_error(env, NULL, "moecat_native.decodeMatmul: threads must be in 0..1024");
     return NULL;
   }
   decode_matmul_run(x, W, y, M, K, N, (int)threads);
@@ -346,8 +368,9 @@ static napi_value decode_attend(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "moecat_native.decodeAttend: expected a number (scale)");
     return NULL;
   }
-  if (S < 1 || H < 1 || Hk < 1 || H % Hk != 0 || dk < 1 || dv < 1 || (size_t)(H * dk) > nq || (size_t)(S * Hk * dk) > nk ||
-      (size_t)(S * Hk * dv) > nv || (size_t)(H * dv) > no) {
+  int64_t hdk, shdk, shdv, hdv;
+  if (S < 1 || H < 1 || Hk < 1 || H % Hk != 0 || dk < 1 || dv < 1 || !prod_ok(H, dk, -1, &hdk) || !prod_ok(S, Hk, dk, &shdk) ||
+      !prod_ok(S, Hk, dv, &shdv) || !prod_ok(H, dv, -1, &hdv) || !fits(hdk, nq) || !fits(shdk, nk) || !fits(shdv, nv) || !fits(hdv, no)) {
     napi_throw_range_error(env, NULL, "moecat_native.decodeAttend: sizes do not match the arrays");
     return NULL;
   }
@@ -380,7 +403,8 @@ static napi_value decode_sparse_rows(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "moecat_native.decodeSparseRows: expected a number (tau)");
     return NULL;
   }
-  if (K < 0 || N < 0 || (size_t)K > nx || (size_t)(K * N) > nw || (size_t)N > ny) {
+  int64_t kn;
+  if (!prod_ok(K, N, -1, &kn) || !fits(K, nx) || !fits(kn, nw) || !fits(N, ny)) {
     napi_throw_range_error(env, NULL, "moecat_native.decodeSparseRows: sizes do not match the arrays");
     return NULL;
   }
@@ -403,8 +427,9 @@ static napi_value decode_sparse_ffn(napi_env env, napi_callback_info info) {
   if (!arg_f32(env, a[0], &x, &nx) || !arg_f32(env, a[1], &wg, &ng) || !arg_f32(env, a[2], &wu, &nu) || !arg_f32(env, a[3], &wd, &nd) ||
       !arg_f32(env, a[4], &tau, &nt) || !arg_f32(env, a[5], &y, &ny) || !arg_int(env, a[6], &d) || !arg_int(env, a[7], &h))
     return NULL;
-  if (d < 1 || h < 1 || (size_t)d > nx || (size_t)(d * h) > ng || (size_t)(d * h) > nu || (size_t)(d * h) > nd || (size_t)h > nt ||
-      (size_t)d > ny) {
+  int64_t dh;
+  if (d < 1 || h < 1 || !prod_ok(d, h, -1, &dh) || !fits(d, nx) || !fits(dh, ng) || !fits(dh, nu) || !fits(dh, nd) || !fits(h, nt) ||
+      !fits(d, ny)) {
     napi_throw_range_error(env, NULL, "moecat_native.decodeSparseFfn: sizes do not match the arrays");
     return NULL;
   }

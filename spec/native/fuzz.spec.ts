@@ -240,6 +240,28 @@ const ENTRIES: Entry[] = [
     bad: [shorter(0), shorter(1), shorter(2), shorter(3), shorter(4), shorter(5), badIndex(1, 4), neg(6), grow(6), outside(7, 1, 2), grow(7), outside(8, 1, 3), grow(8)],
   },
   {
+    // y[2,4] = x[2,3] · W[3,4] (the serving engine's decode matmul)
+    name: 'decodeMatmul', kinds: ['f32', 'f32', 'f32', 'int', 'int', 'int', 'int'],
+    valid: () => [f32(6), f32(12), f32(8), 2, 3, 4, 1],
+    bad: [shorter(0), shorter(1), shorter(2), neg(3), grow(3), neg(4), grow(4), neg(5), grow(5), outside(6, 0, 1024)],
+  },
+  {
+    // one query row, H=2 heads over Hk=1 cached head, S=4 positions, dk=3, dv=2
+    name: 'decodeAttend', kinds: ['f32', 'f32', 'f32', 'f32', 'int', 'int', 'int', 'int', 'int', 'dbl'],
+    valid: () => [f32(6), f32(12), f32(8), f32(4), 4, 2, 1, 3, 2, 0.5],
+    bad: [shorter(0), shorter(1), shorter(2), shorter(3), outside(4, 1, 4), outside(5, 1, 2), outside(6, 1, 1), outside(7, 1, 3), outside(8, 1, 2)],
+  },
+  {
+    name: 'decodeSparseRows', kinds: ['f32', 'f32', 'f32', 'int', 'int', 'dbl'],
+    valid: () => [f32(3), f32(12), f32(4), 3, 4, 0.1],
+    bad: [shorter(0), shorter(1), shorter(2), neg(3), grow(3), neg(4), grow(4)],
+  },
+  {
+    name: 'decodeSparseFfn', kinds: ['f32', 'f32', 'f32', 'f32', 'f32', 'f32', 'int', 'int'],
+    valid: () => [f32(3), f32(12), f32(12), f32(12), f32(4), f32(3), 3, 4],
+    bad: [shorter(0), shorter(1), shorter(2), shorter(3), shorter(4), shorter(5), outside(6, 1, 3), outside(7, 1, 4)],
+  },
+  {
     name: 'adamw', kinds: ['f32', 'f32', 'f32', 'f32', 'i32', 'i32', 'f64', 'f64', 'dbl', 'dbl', 'dbl', 'dbl', 'dbl', 'dbl', 'int'],
     valid: () => [f32(10), f32(10), f32(10), f32(10), i32([0, 6]), i32([6, 4]), new Float64Array([1e-3, 1e-3]), new Float64Array([0.1, 0]), 0.9, 0.95, 0.1, 0.05, 1e-8, 1, 1],
     bad: [
