@@ -117,7 +117,7 @@ static void decode_matmul_run(const float* x, const float* W, float* y, int64_t 
     return;
   }
   if (M > DMM_MAX_ROWS) {
-    gemm(0, 0, M, N, K, x, K, W, N, y, N, threads);
+    gemm_batched(1, 1, 1, M, N, K, 0, 0, x, W, y, threads);
     return;
   }
   DmmJob j = {x, W, y, M, K, N};
