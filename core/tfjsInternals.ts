@@ -1,11 +1,14 @@
 /**
  * The one adapter over what tfjs' public types do not describe: kernel attributes of our own
  * kernels, custom gradients over any number of inputs, tidy() over results that hold caches,
- * the engine's active tape and the cpu backend's data map. Every double cast of the product
- * (`as unknown as`) lives here; eslint.config.mjs forbids it everywhere else outside spec/.
+ * the engine's active tape, the cpu backend's data map and the webgpu backend's internals.
+ * Every double cast of the product (`as unknown as`) lives here; eslint.config.mjs forbids it
+ * everywhere else outside spec/.
  * Each accessor is typed at its boundary, so callers never see `unknown`.
  */
 import * as tf from '@tensorflow/tfjs';
+// Types only (erased at load): tfjsInternals never loads the optional webgpu packages.
+import type { GpuBuffer, GpuDevice } from './webgpu/gpuTypes';
 
 /**
  * A kernel's attributes, as the op that called runKernel passed them. tfjs types every kernel's
@@ -76,4 +79,28 @@ export function findCpuBackend(): CpuBackendInternals | null {
 /** The active backend, typed as the cpu backend: call only when tf.getBackend() === 'cpu'. */
 export function activeCpuBackend(): CpuBackendInternals {
   return tf.backend() as unknown as CpuBackendInternals;
+}
+
+/**
+ * The members of tfjs-backend-webgpu's WebGPUBackend (4.22) that moecat reads or replaces:
+ * synchronous reads (webgpu/syncRead.ts) and the program tracer (webgpu/trace.ts). Declared
+ * structurally here: the package is an optional dependency, and this file must load (and
+ * compile) without it.
+ */
+export interface WebgpuBackendInternals {
+  device: GpuDevice;
+  tensorMap: { get(id: object): { values: unknown; dtype: string; shape: number[]; resource: unknown; complexTensorInfos?: unknown } | undefined; has(id: object): boolean };
+  bufferManager: { acquireBuffer(size: number, usage: number): GpuBuffer; releaseBuffer(b: GpuBuffer): void };
+  commandEncoder: { copyBufferToBuffer(src: GpuBuffer, so: number, dst: GpuBuffer, d: number, size: number): void } | null;
+  ensureCommandEncoderReady(): void;
+  endComputePassEncoder(): void;
+  submitQueue(): void;
+  convertAndCacheOnCPU(dataId: object, vals: unknown): unknown;
+  readSync(dataId: object): unknown;
+  runWebGPUProgram(program: object, inputs: tf.TensorInfo[], outputDtype: tf.DataType, uniforms?: { type: string; data: number[] }[], output?: tf.TensorInfo): tf.TensorInfo;
+}
+
+/** A backend made by tfjs-backend-webgpu's WebGPUBackend constructor, with its internals typed. */
+export function webgpuBackendInternals(backend: tf.KernelBackend): WebgpuBackendInternals {
+  return backend as unknown as WebgpuBackendInternals;
 }

@@ -54,7 +54,8 @@ function isDawnTick(fn: unknown): boolean {
 export function installDawnTickCapture(): void {
   if (captureInstalled) return;
   captureInstalled = true;
-  const real = globalThis.setImmediate;
+  // Node's setImmediate carries its promisified form under util.promisify.custom.
+  const real: typeof setImmediate & { [promisify.custom]?: unknown } = globalThis.setImmediate;
   const wrapped = function (cb: (...a: unknown[]) => void, ...args: unknown[]) {
     if (args.length === 0 && isDawnTick(cb)) {
       const tick = cb as () => void;
@@ -67,7 +68,7 @@ export function installDawnTickCapture(): void {
   };
   Object.assign(wrapped, real);
   // util.promisify(setImmediate) keeps resolving with the given value.
-  Object.defineProperty(wrapped, promisify.custom, { value: (real as unknown as Record<symbol, unknown>)[promisify.custom] });
+  Object.defineProperty(wrapped, promisify.custom, { value: real[promisify.custom] });
   globalThis.setImmediate = wrapped as typeof setImmediate;
 }
 

@@ -9,6 +9,7 @@ import * as tf from '@tensorflow/tfjs';
 import { CE_GRAD_KERNEL, CE_KERNEL, RMS_GRAD_KERNEL, RMS_KERNEL, SILU_MUL_GRAD_KERNEL, SILU_MUL_KERNEL, SOFTMAX_GRAD_KERNEL, SOFTMAX_KERNEL } from '../native';
 import { COMBINE_GRAD_KERNEL, COMBINE_KERNEL } from '../kernelNames';
 import { buildRowLists } from './segmentKernels';
+import { kernelAttrs } from '../tfjsInternals';
 
 interface Backend {
   readSync(dataId: object): unknown;
@@ -56,7 +57,7 @@ class ThreadProgram {
   }
 }
 
-type Args = { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs: tf.NamedAttrMap };
+type Args = { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap };
 const lastDim = (t: tf.TensorInfo) => t.shape[t.shape.length - 1];
 const count = (t: tf.TensorInfo) => t.shape.reduce((a, b) => a * b, 1);
 const int = (v: number) => ({ type: 'int32', data: [v] });
@@ -71,7 +72,7 @@ function rmsNorm({ inputs, backend, attrs }: Args): tf.TensorInfo[] {
   const { x, w } = inputs as { x: tf.TensorInfo; w: tf.TensorInfo };
   const d = lastDim(x);
   const rows = count(x) / d;
-  const eps = (attrs as unknown as { eps: number }).eps;
+  const eps = kernelAttrs<{ eps: number }>(attrs).eps;
   const rinv = run(b, new ThreadProgram([rows], ['xIn'], rows, 'moecatRmsRinv', `
           var s = 0.0;
           for (var j = 0; j < uniforms.d; j = j + 1) { let v = xIn[index * uniforms.d + j]; s = s + v * v; }
@@ -192,7 +193,7 @@ function siluMulGrad({ inputs, backend }: Args): tf.TensorInfo[] {
 function combine({ inputs, backend, attrs }: Args): tf.TensorInfo {
   const b = backend as Backend;
   const { src, slot, gates } = inputs as Record<string, tf.TensorInfo>;
-  const K = (attrs as unknown as { K: number }).K;
+  const K = kernelAttrs<{ K: number }>(attrs).K;
   const T = count(slot) / K;
   const d = src.shape[1];
   return run(b, new ThreadProgram([T, d], ['srcIn', 'slotIn', 'gatesIn'], T * d, 'moecatCombine', `
@@ -210,7 +211,7 @@ function combine({ inputs, backend, attrs }: Args): tf.TensorInfo {
 function combineGrad({ inputs, backend, attrs }: Args): tf.TensorInfo[] {
   const b = backend as Backend;
   const { src, slot, gates, dy } = inputs as Record<string, tf.TensorInfo>;
-  const K = (attrs as unknown as { K: number }).K;
+  const K = kernelAttrs<{ K: number }>(attrs).K;
   const [R, d] = src.shape;
   const slots = b.readSync(slot.dataId) as Int32Array;
   for (let p = 0; p < slots.length; p++) {
@@ -260,7 +261,7 @@ export function registerFusedKernels(): void {
   registered = true;
   for (const [kernelName, fn] of Object.entries(FUSED_KERNELS)) {
     if (tf.getKernel(kernelName, 'webgpu')) tf.unregisterKernel(kernelName, 'webgpu');
-    tf.registerKernel({ kernelName, backendName: 'webgpu', kernelFunc: fn as unknown as tf.KernelFunc });
+    tf.registerKernel({ kernelName, backendName: 'webgpu', kernelFunc: fn });
   }
 }
 

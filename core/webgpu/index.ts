@@ -7,13 +7,14 @@
  * dispatch tracer that refuses any atomic program left (trace.ts).
  */
 import * as tf from '@tensorflow/tfjs';
-import { AdapterSummary, describeAdapter, loadDawn, summarizeAdapter } from './dawn';
-import { installSyncRead, WebgpuBackendInternals } from './syncRead';
+import { AdapterSummary, loadDawn, summarizeAdapter } from './dawn';
+import { installSyncRead } from './syncRead';
 import { registerDeterministicKernels } from './segmentKernels';
 import { installMatMulGuard } from './matmulGuard';
 import { installProgramTrace } from './trace';
 import { registerFusedKernels } from './fusedKernels';
 import { GpuAdapter } from './gpuTypes';
+import { webgpuBackendInternals } from '../tfjsInternals';
 
 export { describeAdapter } from './dawn';
 export type { AdapterSummary } from './dawn';
@@ -74,8 +75,9 @@ export async function loadWebgpuBackend(opts: { allowSoftware: boolean }): Promi
       },
     });
     const backend = new pkg.WebGPUBackend(device, adapter.info);
-    installSyncRead(backend as unknown as WebgpuBackendInternals);
-    installProgramTrace(backend as unknown as Parameters<typeof installProgramTrace>[0]);
+    const internals = webgpuBackendInternals(backend);
+    installSyncRead(internals);
+    installProgramTrace(internals);
     registerDeterministicKernels();
     installMatMulGuard();
     registerFusedKernels();

@@ -6,6 +6,7 @@
  * Every other shape keeps tfjs' own choice.
  */
 import * as tf from '@tensorflow/tfjs';
+import { kernelAttrs } from '../tfjsInternals';
 
 /** MatMulProgramType.MatMulSmallOutputSizeProgram in tfjs-backend-webgpu's webgpu_util. */
 const SMALL_OUTPUT_PROGRAM = 2;
@@ -49,17 +50,22 @@ export function installMatMulGuard(): void {
     tf.unregisterKernel(name, 'webgpu');
     tf.registerKernel({
       ...cfg,
-      kernelFunc: ((args: MatMulArgs) => {
-        if (!wouldSplitK(args)) return original(args as unknown as Parameters<tf.KernelFunc>[0]);
+      kernelFunc: (args) => {
+        const view: MatMulArgs = {
+          inputs: args.inputs as MatMulArgs['inputs'],
+          backend: args.backend as MatMulArgs['backend'],
+          attrs: kernelAttrs<MatMulArgs['attrs']>(args.attrs),
+        };
+        if (!wouldSplitK(view)) return original(args);
         const env = tf.env();
         const prev = env.getNumber('WEBGPU_MATMUL_PROGRAM_TYPE');
         env.set('WEBGPU_MATMUL_PROGRAM_TYPE', SMALL_OUTPUT_PROGRAM);
         try {
-          return original(args as unknown as Parameters<tf.KernelFunc>[0]);
+          return original(args);
         } finally {
           env.set('WEBGPU_MATMUL_PROGRAM_TYPE', prev);
         }
-      }) as unknown as tf.KernelFunc,
+      },
     });
   }
 }

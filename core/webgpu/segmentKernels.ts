@@ -10,6 +10,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { BackendError } from '../errors';
+import { kernelAttrs } from '../tfjsInternals';
 
 /** The WebGPUBackend members the kernels use. */
 interface KernelBackend {
@@ -107,10 +108,10 @@ function ints(backend: KernelBackend, t: tf.TensorInfo): ArrayLike<number> {
   return backend.readSync(t.dataId) as ArrayLike<number>;
 }
 
-function scatterNd({ inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs: tf.NamedAttrMap }): tf.TensorInfo {
+function scatterNd({ inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap }): tf.TensorInfo {
   const b = backend as KernelBackend;
   const { indices, updates } = inputs as { indices: tf.TensorInfo; updates: tf.TensorInfo };
-  const shape = (attrs as unknown as { shape: number[] }).shape;
+  const shape = kernelAttrs<{ shape: number[] }>(attrs).shape;
   const { sliceRank, numUpdates, sliceSize, strides } = tf.backend_util.calculateShapes(updates as tf.Tensor, indices as tf.Tensor, shape);
   const idx = ints(b, indices);
   const numOut = shape.slice(0, sliceRank).reduce((a, c) => a * c, 1);
@@ -127,10 +128,10 @@ function scatterNd({ inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; 
   return rowListSum(b, updates, buildRowLists(targets, null, numOut), shape, sliceSize);
 }
 
-function unsortedSegmentSum({ inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs: tf.NamedAttrMap }): tf.TensorInfo {
+function unsortedSegmentSum({ inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap }): tf.TensorInfo {
   const b = backend as KernelBackend;
   const { x, segmentIds } = inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo };
-  const numSegments = (attrs as unknown as { numSegments: number }).numSegments;
+  const numSegments = kernelAttrs<{ numSegments: number }>(attrs).numSegments;
   if (segmentIds.shape.length !== 1 || segmentIds.shape[0] !== x.shape[0]) {
     throw new BackendError(`webgpu UnsortedSegmentSum: segment ids of shape [${segmentIds.shape}] must be 1-D with x's first dimension ${x.shape[0]}`);
   }
@@ -152,10 +153,10 @@ function sparseSegmentSum({ inputs, backend }: { inputs: tf.NamedTensorInfoMap; 
 }
 
 /** Bincount (1-D): counts or summed weights per value, computed on the host in input order. */
-function bincount({ inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs: tf.NamedAttrMap }): tf.TensorInfo {
+function bincount({ inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap }): tf.TensorInfo {
   const b = backend as KernelBackend;
   const { x, weights } = inputs as { x: tf.TensorInfo; weights: tf.TensorInfo };
-  const size = (attrs as unknown as { size: number }).size;
+  const size = kernelAttrs<{ size: number }>(attrs).size;
   const xs = ints(b, x);
   const weighted = weights.shape.reduce((a, c) => a * c, 1) > 0;
   const ws = weighted ? (b.readSync(weights.dataId) as ArrayLike<number>) : null;
@@ -168,7 +169,7 @@ function bincount({ inputs, backend, attrs }: { inputs: tf.NamedTensorInfoMap; b
   return b.makeTensorInfo([size], weights.dtype, out);
 }
 
-type KernelFunc = (args: { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs: tf.NamedAttrMap }) => tf.TensorInfo;
+type KernelFunc = (args: { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap }) => tf.TensorInfo;
 
 /** The replaced kernel names; the tracer (trace.ts) reports any atomic program that still runs. */
 export const DETERMINISTIC_KERNELS: Record<string, KernelFunc> = {
@@ -188,7 +189,7 @@ export function registerDeterministicKernels(): void {
       if (!originals.has(kernelName)) originals.set(kernelName, prev);
       tf.unregisterKernel(kernelName, 'webgpu');
     }
-    tf.registerKernel({ kernelName, backendName: 'webgpu', kernelFunc: kernelFunc as unknown as tf.KernelFunc });
+    tf.registerKernel({ kernelName, backendName: 'webgpu', kernelFunc });
   }
 }
 
@@ -202,6 +203,6 @@ export function withOriginalKernel<T>(kernelName: string, fn: () => T): T {
     return fn();
   } finally {
     tf.unregisterKernel(kernelName, 'webgpu');
-    tf.registerKernel({ kernelName, backendName: 'webgpu', kernelFunc: DETERMINISTIC_KERNELS[kernelName] as unknown as tf.KernelFunc });
+    tf.registerKernel({ kernelName, backendName: 'webgpu', kernelFunc: DETERMINISTIC_KERNELS[kernelName] });
   }
 }

@@ -10,20 +10,8 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { runPendingDawnTicks } from './dawn';
-import { BufferUsage, GpuBuffer, GpuDevice, MapMode } from './gpuTypes';
-
-/** The WebGPUBackend members this file relies on (tfjs-backend-webgpu 4.22 internals). */
-export interface WebgpuBackendInternals {
-  device: GpuDevice;
-  tensorMap: { get(id: object): { values: unknown; dtype: string; shape: number[]; resource: unknown; complexTensorInfos?: unknown } | undefined; has(id: object): boolean };
-  bufferManager: { acquireBuffer(size: number, usage: number): GpuBuffer; releaseBuffer(b: GpuBuffer): void };
-  commandEncoder: { copyBufferToBuffer(src: GpuBuffer, so: number, dst: GpuBuffer, d: number, size: number): void } | null;
-  ensureCommandEncoderReady(): void;
-  endComputePassEncoder(): void;
-  submitQueue(): void;
-  convertAndCacheOnCPU(dataId: object, vals: unknown): unknown;
-  readSync(dataId: object): unknown;
-}
+import { BufferUsage, GpuBuffer, MapMode } from './gpuTypes';
+import type { WebgpuBackendInternals } from '../tfjsInternals';
 
 export const syncReadStats = { reads: 0, bytes: 0, ticks: 0, micros: 0 };
 
