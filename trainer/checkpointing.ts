@@ -95,8 +95,10 @@ export function saveTrainerCheckpoint(
   runDir: string,
   trainer: Trainer,
   extras: { rawConfig: unknown; backend: string; keepLast: number; tokenizerJson: string | null; state?: Record<string, unknown> },
+  /** The state to save (default trainer.checkpointState()); sharded runs pass checkpointStateGathered(). */
+  saveState: TrainerState = trainer.checkpointState(),
 ): string {
-  const s = trainer.checkpointState();
+  const s = saveState;
   const { files, state } = assembleCheckpoint(trainer.layout, s, {
     rawConfig: extras.rawConfig,
     tokenizerJson: extras.tokenizerJson,

@@ -112,9 +112,11 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
   const every = o.checkpointEvery ?? config.train.checkpointEvery;
   const checkpoints: string[] = [];
   let last: StepMetrics | null = null;
-  const save = () => {
+  const save = async () => {
+    // Sharded optimizer state: every rank takes part in gathering the moments; rank 0 writes.
+    const state = await trainer.checkpointStateGathered();
     if (!write) return;
-    checkpoints.push(saveTrainerCheckpoint(o.outDir, trainer, { rawConfig, backend: o.backend, keepLast: config!.train.keepLast, tokenizerJson: data.tokenizerJson(), state: extraState }));
+    checkpoints.push(saveTrainerCheckpoint(o.outDir, trainer, { rawConfig, backend: o.backend, keepLast: config!.train.keepLast, tokenizerJson: data.tokenizerJson(), state: extraState }, state));
   };
   while (trainer.state.step < target) {
     const r = await stepChecked(trainer);
@@ -134,10 +136,10 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     if (val && valEvery > 0 && (trainer.state.step % valEvery === 0 || trainer.state.step === target)) last.val_loss = validationLoss(trainer, val.call(data), o.moe);
     if (write) metrics.append(last);
     o.onStep?.(last, trainer);
-    if (every > 0 && trainer.state.step % every === 0) save();
+    if (every > 0 && trainer.state.step % every === 0) await save();
   }
   // Always leave a checkpoint at the final step reached.
-  if (last && !(every > 0 && trainer.state.step % every === 0)) save();
+  if (last && !(every > 0 && trainer.state.step % every === 0)) await save();
   return { trainer, last, checkpoints };
 }
 

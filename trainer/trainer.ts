@@ -26,6 +26,7 @@ import { StepScalars } from './stepScalars';
 import { lrAt } from './schedule';
 import { TreeAccumulator } from './treeSum';
 import { gradRmsByGroup, routerGradRatio, routerSimilarity, SpikeDetector } from './stability';
+import { chainedGradNorm, chainedGradRmsByGroup, Shard, shardAdamState, shardOf, slicesInShard } from './shardedOptimizer';
 
 export interface SpikeEvent {
   step: number;
@@ -121,6 +122,9 @@ export class Trainer {
   readonly store: ParamStore;
   readonly slices: ParamSlice[];
   readonly dp: DataParallel;
+  /** `parallel.shard: optimizer`: the elements whose Adam moments and update this rank owns (null: all). */
+  readonly shard: Shard | null;
+  private readonly shardSlices: ParamSlice[] | null;
   state: TrainerState;
   private readonly moe?: ForwardOptions['moe'];
   private readonly detector: SpikeDetector;
@@ -147,6 +151,9 @@ export class Trainer {
     };
     this.store = new ParamStore(this.layout.specs, views(this.layout, this.state.params));
     this.slices = this.layout.specs.map((s) => ({ offset: this.layout.offsets.get(s.name)!, size: s.shape.reduce((a, b) => a * b, 1), group: s.group }));
+    this.shard = cfg.parallel.shard === 'optimizer' ? shardOf(this.layout.total, this.dp) : null;
+    this.shardSlices = this.shard ? slicesInShard(this.slices, this.shard) : null;
+    if (this.shard) this.state.opt = shardAdamState(this.state.opt, this.layout.total, this.shard);
     this.detector = new SpikeDetector(cfg.stability.spike);
     this.detector.restore(this.state.detector);
     if (this.cfg.data.microBatches % this.dp.worldSize !== 0) {
@@ -193,7 +200,7 @@ export class Trainer {
     const local = this.forwardBackward(model, batches, norms, first);
     const { grad, scalars } = await this.reduce(local, first, count, dataStep);
     const losses = summariseLosses(scalars);
-    const gradNorm = globalGradNorm(grad);
+    const gradNorm = this.shard ? await chainedGradNorm(this.dp, grad) : globalGradNorm(grad);
 
     if (this.cfg.stability.spike.enabled) {
       const reason = this.detector.check(losses.loss, gradNorm);
@@ -202,7 +209,7 @@ export class Trainer {
       throw new TrainingError(`step ${step}: loss is ${losses.loss}`, { hint: 'lower the learning rate or enable stability.spike' });
     }
 
-    const opt = this.optimize(grad, gradNorm, step);
+    const opt = await this.optimize(grad, gradNorm, step);
     this.updateBiases(model, scalars);
     this.state.step += 1;
     this.state.dataStep += 1;
@@ -252,27 +259,42 @@ export class Trainer {
     return { acc, scalars };
   }
 
-  /** Gradient in the canonical tree across ranks, scalars summed exactly; test-only gradient injection. */
+  /**
+   * Gradient in the canonical tree across ranks (only this rank's shard of it under
+   * `parallel.shard: optimizer`), scalars summed exactly; test-only gradient injection.
+   */
   private async reduce(local: { acc: TreeAccumulator; scalars: StepScalars }, first: number, count: number, dataStep: number): Promise<{ grad: Float32Array; scalars: StepScalars }> {
-    const grad = await this.dp.treeAllReduceSubtree(local.acc.result(), first, count, this.cfg.data.microBatches);
+    const M = this.cfg.data.microBatches;
+    const sub = local.acc.result();
+    const grad = this.shard ? await this.dp.treeReduceScatterSubtree(sub, first, count, M) : await this.dp.treeAllReduceSubtree(sub, first, count, M);
     const scalars = local.scalars.over(await this.dp.allReduceExact(local.scalars.data));
     const inject = this.cfg.train.injectGradScale.find((x) => x.dataStep === dataStep);
     if (inject) for (let i = 0; i < grad.length; i++) grad[i] *= inject.scale;
     return { grad, scalars };
   }
 
-  /** Clip factor, learning rate, eps warnings, AdamW on the host, weights back to the store. */
-  private optimize(grad: Float32Array, gradNorm: number, step: number): { lr: number; groupRms: Record<string, number> } {
+  /**
+   * Clip factor, learning rate, eps warnings, AdamW on the host, weights back to the store.
+   * Sharded: `grad` is this rank's shard; the update runs on the shard and the updated
+   * shards are all-gathered into every rank's full weights.
+   */
+  private async optimize(grad: Float32Array, gradNorm: number, step: number): Promise<{ lr: number; groupRms: Record<string, number> }> {
     const { cfg } = this;
     const clip = cfg.optim.clipNorm > 0 && gradNorm > cfg.optim.clipNorm ? cfg.optim.clipNorm / gradNorm : 1;
     const lr = lrAt(step, cfg.optim.lr, { ...cfg.optim.schedule, totalSteps: cfg.train.steps });
-    const groupRms = gradRmsByGroup(grad, this.slices, clip);
+    const groupRms = this.shard ? await chainedGradRmsByGroup(this.dp, grad, this.slices, this.shardSlices!, clip) : gradRmsByGroup(grad, this.slices, clip);
     for (const [group, rms] of Object.entries(groupRms)) {
       if (rms > 0 && cfg.optim.eps * cfg.stability.epsWarnFactor > rms) {
         this.warnings.push(`step ${step + 1}: Adam eps ${cfg.optim.eps} is within ${cfg.stability.epsWarnFactor}x of the ${group} gradient RMS ${rms.toExponential(2)}`);
       }
     }
-    adamwStep(this.state.params, grad, this.state.opt, this.slices, lr, cfg.optim, cfg.optim.lrScale, clip);
+    if (this.shard) {
+      const mine = this.state.params.subarray(this.shard.lo, this.shard.hi);
+      adamwStep(mine, grad, this.state.opt, this.shardSlices!, lr, cfg.optim, cfg.optim.lrScale, clip);
+      this.state.params.set(await this.dp.allGather(mine));
+    } else {
+      adamwStep(this.state.params, grad, this.state.opt, this.slices, lr, cfg.optim, cfg.optim.lrScale, clip);
+    }
     this.store.assign(views(this.layout, this.state.params));
     return { lr, groupRms };
   }
@@ -310,7 +332,7 @@ export class Trainer {
       z_loss: losses.zLoss,
       lr: opt.lr,
       grad_norm: gradNorm,
-      grad_rms: gradNorm / Math.sqrt(grad.length),
+      grad_rms: gradNorm / Math.sqrt(this.layout.total),
       grad_rms_by_group: opt.groupRms,
       adam_eps: this.cfg.optim.eps,
       tokens_per_s: 0,
@@ -378,6 +400,18 @@ export class Trainer {
   /** State for checkpoints, with the detector window included. */
   checkpointState(): TrainerState {
     return this.syncDetector();
+  }
+
+  /**
+   * As checkpointState, with full-length Adam moments: under `parallel.shard: optimizer` every
+   * rank must call it (the moments' shards are all-gathered); otherwise it is checkpointState.
+   */
+  async checkpointStateGathered(): Promise<TrainerState> {
+    const s = this.syncDetector();
+    if (!this.shard) return s;
+    const m = await this.dp.allGather(s.opt.m);
+    const v = await this.dp.allGather(s.opt.v);
+    return { ...s, opt: { t: s.opt.t, m, v } };
   }
 
   dispose(): void {
