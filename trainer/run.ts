@@ -12,6 +12,7 @@ import { DataParallel } from './dataParallel';
 import { MetricsWriter, StepMetrics } from './metrics';
 import { openRun, SpikeEvent, Trainer, TrainerOptions } from './trainer';
 import { loadTrainerCheckpoint, saveTrainerCheckpoint } from './checkpointing';
+import { saveShardedCheckpoint } from './shardedCheckpoint';
 import { makeDataSource } from './dataSource';
 import { latestCheckpoint } from '../core/checkpoint';
 import { ConfigError, TrainingError } from '../core/errors';
@@ -113,10 +114,14 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
   const checkpoints: string[] = [];
   let last: StepMetrics | null = null;
   const save = async () => {
-    // Sharded optimizer state: every rank takes part in gathering the moments; rank 0 writes.
-    const state = await trainer.checkpointStateGathered();
-    if (!write) return;
-    checkpoints.push(saveTrainerCheckpoint(o.outDir, trainer, { rawConfig, backend: o.backend, keepLast: config!.train.keepLast, tokenizerJson: data.tokenizerJson(), state: extraState }, state));
+    const extras = { rawConfig, backend: o.backend, keepLast: config!.train.keepLast, tokenizerJson: data.tokenizerJson(), state: extraState };
+    if (trainer.shard && trainer.dp.worldSize > 1) {
+      // Sharded optimizer state: every rank writes its shard; rank 0 commits the index.
+      const dir = await saveShardedCheckpoint(o.outDir, trainer, extras, write);
+      if (dir) checkpoints.push(dir);
+      return;
+    }
+    if (write) checkpoints.push(saveTrainerCheckpoint(o.outDir, trainer, extras));
   };
   while (trainer.state.step < target) {
     const r = await stepChecked(trainer);

@@ -20,14 +20,20 @@ function hashOf(out: string): string {
   return m[1];
 }
 
-/** `moecat ARGS` under `launch --nproc W` when W > 1; bounded in time. */
-function moecat(W: number, args: string[]) {
-  const argv = W > 1 ? ['launch', '--nproc', String(W), '--', ...args] : args;
-  const r = spawnSync(process.execPath, [CLI, ...argv], { env: ENV, encoding: 'utf8', timeout: 240000 });
-  const out = `${r.stdout}\n${r.stderr}`;
-  assert.equal(r.status, 0, out);
-  return out;
+/** `moecat ARGS` (under `launch --nproc W` when W > 1), bounded in time; returns status and output. */
+function run(W: number, args: string[], env: NodeJS.ProcessEnv = ENV, launchFlags: string[] = []) {
+  const argv = W > 1 ? ['launch', '--nproc', String(W), ...launchFlags, '--', ...args] : args;
+  const r = spawnSync(process.execPath, [CLI, ...argv], { env, encoding: 'utf8', timeout: 240000 });
+  return { status: r.status, out: `${r.stdout}\n${r.stderr}` };
 }
+
+function moecat(W: number, args: string[], env: NodeJS.ProcessEnv = ENV, launchFlags: string[] = []): string {
+  const r = run(W, args, env, launchFlags);
+  assert.equal(r.status, 0, r.out);
+  return r.out;
+}
+
+const stateOf = (dir: string) => JSON.parse(fs.readFileSync(path.join(dir, 'state.json'), 'utf8')) as Record<string, unknown>;
 
 describe('sharded optimizer state over sockets', function () {
   this.timeout(600000);
@@ -42,6 +48,47 @@ describe('sharded optimizer state over sockets', function () {
       const out = moecat(W, ['train', '--config', 'configs/tiny.yaml', '--out', path.join(tmp, `w${W}`), ...setArgs, '--set', 'parallel.shard=optimizer']);
       assert.equal(hashOf(out), reference, `world size ${W}`);
     }
+  });
+
+  it('a sharded checkpoint holds one optimizer file per rank, indexed by state.json; audit and export read it', () => {
+    const ck = path.join(tmp, 'w4', 'checkpoints', 'step-00000006');
+    const names = fs.readdirSync(ck).sort();
+    assert.ok(!names.includes('optimizer.safetensors'), names.join(' '));
+    const shards = names.filter((n) => n.startsWith('optimizer-rank-'));
+    assert.deepEqual(shards, [0, 1, 2, 3].map((r) => `optimizer-rank-0000${r}-of-00004.safetensors`));
+    const st = stateOf(ck) as { optimizer_shards: { world_size: number; ranges: [number, number][] }; files: Record<string, string> };
+    assert.equal(st.optimizer_shards.world_size, 4);
+    for (const n of shards) assert.match(st.files[n], /^[0-9a-f]{64}$/);
+    const sizes = st.optimizer_shards.ranges.map(([lo, hi]) => hi - lo);
+    assert.ok(Math.max(...sizes) - Math.min(...sizes) <= 1, `uneven shards ${sizes}`);
+    assert.equal(fs.readdirSync(path.dirname(ck)).filter((n) => n.startsWith('.shards-')).length, 0, 'staging left behind');
+    // Audit starts from the sharded checkpoint of step 4 (keepLast 3) and recomputes steps 5..6 on one process.
+    const audit = moecat(1, ['audit', path.join(tmp, 'w4'), '--from', '5']);
+    assert.match(audit, /recomputed from .*step-00000004/);
+    assert.match(audit, /OK: steps 5\.\.6 identical/);
+    moecat(1, ['export', '--checkpoint', path.join(tmp, 'w4'), '--out', path.join(tmp, 'w4-hf')]);
+    assert.ok(fs.existsSync(path.join(tmp, 'w4-hf', 'config.json')));
+  });
+
+  it('a truncated shard is refused on resume with one line naming the file', () => {
+    const copy = path.join(tmp, 'w4-damaged');
+    fs.cpSync(path.join(tmp, 'w4'), copy, { recursive: true, verbatimSymlinks: true });
+    const f = path.join(copy, 'checkpoints', 'step-00000006', 'optimizer-rank-00002-of-00004.safetensors');
+    fs.truncateSync(f, 100);
+    const r = run(1, ['train', '--resume', copy]);
+    assert.equal(r.status, 2, r.out);
+    assert.match(r.out, /error: .*optimizer-rank-00002-of-00004\.safetensors.*truncated/);
+  });
+
+  it('SIGKILL of a rank while it writes its shard commits nothing; the restarted group resumes from the previous checkpoint to the same param_hash', () => {
+    assert.ok(reference, 'needs the reference run');
+    const out = path.join(tmp, 'kill');
+    const env = { ...ENV, MOECAT_FAULT_SHARD_KILL: '3:1' };
+    const r = moecat(2, ['train', '--config', 'configs/tiny.yaml', '--out', out, '--auto-resume', ...setArgs, '--set', 'parallel.shard=optimizer'], env, ['--max-restarts', '1']);
+    assert.match(r, /fault drill: rank 1 killed while writing its optimizer shard at step 3/);
+    assert.match(r, /resumed from .*step-00000002/);
+    assert.equal(hashOf(r), reference);
+    assert.equal(fs.readdirSync(path.join(out, 'checkpoints')).filter((n) => n.startsWith('.')).length, 0, 'leftovers of the killed attempt');
   });
 
   it('a sharded run resumed on other world sizes (4 -> 2 -> 1, 1 -> 4) ends with the uninterrupted param_hash', () => {
