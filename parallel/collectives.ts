@@ -40,6 +40,8 @@ type Ctor<T extends NumArray> = { new (n: number): T; new (b: ArrayBufferLike, o
 
 export class Group {
   private seq = 0;
+  /** Payload bytes this rank has sent to its peers (communication-volume figures). */
+  bytesSent = 0;
   private failed: ParallelError | null = null;
 
   private constructor(
@@ -95,6 +97,7 @@ export class Group {
   }
 
   private send(to: number, tag: number, ch: number, op: Op, a: NumArray): Promise<void> {
+    this.bytesSent += a.byteLength;
     return this.links[to]!.send(tag, ch, op, dtypeOf(a), bytesOf(a));
   }
 

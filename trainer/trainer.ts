@@ -267,6 +267,7 @@ export class Trainer {
     const M = this.cfg.data.microBatches;
     const sub = local.acc.result();
     const grad = this.shard ? await this.dp.treeReduceScatterSubtree(sub, first, count, M) : await this.dp.treeAllReduceSubtree(sub, first, count, M);
+    this.reducedGradLength = grad.length;
     const scalars = local.scalars.over(await this.dp.allReduceExact(local.scalars.data));
     const inject = this.cfg.train.injectGradScale.find((x) => x.dataStep === dataStep);
     if (inject) for (let i = 0; i < grad.length; i++) grad[i] *= inject.scale;
@@ -383,6 +384,23 @@ export class Trainer {
     this.snapshot = cloneState(this.state);
     this.store.assign(views(this.layout, this.state.params));
     return event;
+  }
+
+  /** Elements of the reduced gradient this rank received in the last step (all, or its shard). */
+  private reducedGradLength = 0;
+
+  /**
+   * Bytes this rank holds in host Float32Arrays (memory figures): the flat weights, the
+   * per-microbatch gradient buffers, the reduced gradient and the Adam moments. The weights'
+   * tfjs variables (ParamStore) are one more copy of `params`, not counted here.
+   */
+  stateBytes(): { params: number; gradBuffers: number; reducedGrad: number; optimizer: number } {
+    return {
+      params: this.state.params.byteLength,
+      gradBuffers: this.gradBuffers.reduce((n, b) => n + (b ? b.byteLength : 0), 0),
+      reducedGrad: this.reducedGradLength * 4,
+      optimizer: this.state.opt.m.byteLength + this.state.opt.v.byteLength,
+    };
   }
 
   /** A deep copy of the full state (weights, optimizer, biases, detector window). */

@@ -90,6 +90,33 @@ describe('sharded optimizer state (parallel.shard: optimizer)', function () {
     }
   });
 
+  it('a spike rollback restores the sharded moments: W=2 sharded equals one unsharded process', async () => {
+    const sets = [
+      'data.microBatches=2',
+      'optim.schedule={type: constant, warmupSteps: 0}',
+      'stability.spike={window: 10, k: 6, minSteps: 5, snapshotEvery: 4, maxRollbacks: 2, minRelative: 0.1, gradFactor: 10}',
+      'train.injectGradScale=[{dataStep: 12, scale: 10000}]',
+    ];
+    const runTo = async (cfg: TrainConfig, W: number) => {
+      const group = new LocalGroup(W);
+      const ts = Array.from({ length: W }, (_, r) => new Trainer(cfg, new MarkovSource(cfg.seed, cfg.model.vocabSize, cfg.data.microBatchSize, cfg.data.seqLen), { dp: group.member(r) }));
+      const events: string[] = [];
+      while (ts[0].state.step < 16) {
+        const rs = await Promise.all(ts.map((t) => t.step()));
+        if (rs[0].kind === 'spike') events.push(JSON.stringify(rs[0].event));
+      }
+      const hashes = ts.map((t) => t.paramHash());
+      ts.forEach((t) => t.dispose());
+      assert.ok(hashes.every((h) => h === hashes[0]));
+      return { hash: hashes[0], events };
+    };
+    const ref = await runTo(tinyConfig(sets), 1);
+    assert.equal(ref.events.length, 1, 'the injected spike should be rolled back once');
+    const sharded = await runTo(tinyConfig([...sets, 'parallel.shard=optimizer']), 2);
+    assert.deepEqual(sharded.events, ref.events);
+    assert.equal(sharded.hash, ref.hash);
+  });
+
   it('an unknown shard mode is refused naming the key', () => {
     assert.throws(() => tinyConfig(['parallel.shard=everything']), /parallel\.shard/);
   });
