@@ -172,12 +172,19 @@ export class Trainer {
   }
 
   /**
-   * Host gradient buffers, one per microbatch slot of a step, reused from step to step: nothing
-   * holds a step's gradients once the step returns (the optimizer update has been applied).
+   * Host gradient buffers, reused from step to step: nothing holds a step's gradients once the
+   * step returns (the optimizer update has been applied), so all are free when a step starts.
+   * Within a step the tree accumulator hands back each buffer it has added in, so a rank with
+   * k microbatches holds about log2(k) + 2 full-size buffers, not k.
    */
   private readonly gradBuffers: Float32Array[] = [];
-  private gradBuffer(i: number): Float32Array {
-    return (this.gradBuffers[i] ??= new Float32Array(this.layout.total));
+  private freeGrads: Float32Array[] = [];
+  private takeGradBuffer(): Float32Array {
+    const b = this.freeGrads.pop();
+    if (b) return b;
+    const fresh = new Float32Array(this.layout.total);
+    this.gradBuffers.push(fresh);
+    return fresh;
   }
 
   /** The model config with the balance alpha scaled by the R_g controller. */
@@ -249,9 +256,10 @@ export class Trainer {
   /** Forward + backward of this rank's microbatches: their gradient subtree and packed scalars. */
   private forwardBackward(model: ModelConfig, batches: Batch[], norms: LossNorms, first: number): { acc: TreeAccumulator; scalars: StepScalars } {
     const scalars = new StepScalars(this.cfg.data.microBatches, model.nLayers, model.moe.nExperts);
-    const acc = new TreeAccumulator();
+    this.freeGrads = [...this.gradBuffers];
+    const acc = new TreeAccumulator((buf) => this.freeGrads.push(buf));
     batches.forEach((b, i) => {
-      const r = microbatchGrad(model, this.store, this.layout, b, norms, { biases: this.state.biases, zLossCoef: this.cfg.train.zLossCoef, moe: this.moe, gradOut: this.gradBuffer(i) });
+      const r = microbatchGrad(model, this.store, this.layout, b, norms, { biases: this.state.biases, zLossCoef: this.cfg.train.zLossCoef, moe: this.moe, gradOut: this.takeGradBuffer() });
       acc.push(r.grad);
       scalars.setMicro(first + i, { lm: r.lm, balance: r.balance, z: r.z, hiddenRms: r.hiddenRms, hiddenMax: r.hiddenMax, tokens: b.batchSize * b.seqLen });
       scalars.addRouting(r.moe);
