@@ -56,7 +56,7 @@ export async function saveShardedCheckpoint(
   isWriter: boolean,
 ): Promise<string | null> {
   const { dp, shard, layout } = trainer;
-  if (!shard) throw new Error('saveShardedCheckpoint: the trainer does not shard its optimizer state');
+  if (!shard) throw new CheckpointError('saveShardedCheckpoint: the trainer does not shard its optimizer state (parallel.shard is none)');
   const W = dp.worldSize;
   const s = trainer.checkpointState();
   // Rank 0's pid names the staging directory, so a dead writer's leftovers are recognisable.

@@ -7,6 +7,7 @@
  * loops; they are continued across shards in rank order (DataParallel.chain), so they are the
  * same bits as the single loop over the full vector.
  */
+import { TrainingError } from '../core/errors';
 import { ParamGroup } from '../model/params';
 import { shardRange } from '../parallel/tree';
 import { AdamWState, ParamSlice } from './adamw';
@@ -40,7 +41,9 @@ export function slicesInShard(slices: ParamSlice[], s: Shard): ParamSlice[] {
 export function shardAdamState(opt: AdamWState, total: number, s: Shard): AdamWState {
   if (opt.m.length === s.hi - s.lo && opt.v.length === s.hi - s.lo) return opt;
   if (opt.m.length !== total || opt.v.length !== total) {
-    throw new Error(`optimizer state has ${opt.m.length} elements; expected ${total} (full) or ${s.hi - s.lo} (this rank's shard)`);
+    throw new TrainingError(`optimizer state has ${opt.m.length} elements; expected ${total} (full) or ${s.hi - s.lo} (this rank's shard [${s.lo}, ${s.hi}))`, {
+      hint: 'resume from a checkpoint of this model',
+    });
   }
   return { t: opt.t, m: opt.m.slice(s.lo, s.hi), v: opt.v.slice(s.lo, s.hi) };
 }
