@@ -50,6 +50,13 @@ describe('sharded optimizer state over sockets', function () {
     }
   });
 
+  it('shard: optimizer combines with --expert-parallel (M = W = 2): the single-process param_hash', () => {
+    const m2 = ['--set', 'data.microBatches=2', '--set', 'train.steps=4'];
+    const one = hashOf(moecat(1, ['train', '--config', 'configs/tiny.yaml', '--out', path.join(tmp, 'ep-ref'), ...setArgs, ...m2]));
+    const ep = moecat(2, ['train', '--config', 'configs/tiny.yaml', '--out', path.join(tmp, 'ep2'), '--expert-parallel', ...setArgs, ...m2, '--set', 'parallel.shard=optimizer']);
+    assert.equal(hashOf(ep), one);
+  });
+
   it('a sharded checkpoint holds one optimizer file per rank, indexed by state.json; audit and export read it', () => {
     const ck = path.join(tmp, 'w4', 'checkpoints', 'step-00000006');
     const names = fs.readdirSync(ck).sort();
