@@ -99,9 +99,16 @@ export async function saveShardedCheckpoint(
   const out: Record<string, Buffer | string | MovedFile> = { ...files };
   for (let r = 0; r < W; r++) {
     const n = shardFileName(r, W);
+    const from = path.join(stage, n);
+    if (!fs.existsSync(from)) {
+      throw new CheckpointError(`rank ${r} wrote its optimizer shard, but rank 0 cannot see it`, {
+        where: from,
+        hint: 'with parallel.shard: optimizer every rank must write the run directory on one shared filesystem',
+      });
+    }
     index.ranges.push([all[2 * r], all[2 * r + 1]]);
     index.files.push(n);
-    out[n] = { moveFrom: path.join(stage, n) };
+    out[n] = { moveFrom: from };
   }
   const dir = writeCheckpoint(runDir, s.step, out, { ...state, optimizer_shards: index }, { keepLast: extras.keepLast });
   fs.rmSync(stage, { recursive: true, force: true });
