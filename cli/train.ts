@@ -60,6 +60,7 @@ interface TrainArgs {
   'ep-port'?: number;
   'ep-overlap'?: boolean;
   'ep-delay-ms'?: number;
+  'memory-report'?: string;
 }
 
 export const command: CommandModule<object, TrainArgs> = {
@@ -84,6 +85,7 @@ export const command: CommandModule<object, TrainArgs> = {
       .option('ep-port', { type: 'number', describe: 'rendezvous port of the expert-parallel group (default: master port + 1)' })
       .option('ep-overlap', { type: 'boolean', default: true, describe: 'ScMoE layers overlap expert dispatch/combine with FFN0, Attn1 and FFN1 (--no-ep-overlap waits at once)' })
       .option('ep-delay-ms', { type: 'number', hidden: true, describe: 'artificial latency before each expert all-to-all (benchmarks)' })
+      .option('memory-report', { type: 'string', hidden: true, describe: 'each rank writes its state bytes, peak RSS and bytes sent per step to FILE.rank<R>.json (benchmarks)' })
       .options(backendOption) as Argv<TrainArgs>,
   handler: handle(async (a: TrainArgs) => {
     if (!a.config && !a.resume) throw new ConfigError('give --config <yaml> to start a run or --resume <run dir> to continue one', { where: 'moecat train' });
@@ -117,6 +119,7 @@ export const command: CommandModule<object, TrainArgs> = {
       }
     }
     let bar: Progress | null = null;
+    let startStep = 0;
     const res = await runTraining({
       outDir,
       config: loaded?.config,
@@ -129,6 +132,7 @@ export const command: CommandModule<object, TrainArgs> = {
       checkpointEvery: a['checkpoint-every'],
       backend: be.name,
       onStart: (t, info) => {
+        startStep = t.state.step;
         if (!rank0) return;
         const init = !info.resumedFrom && t.cfg.initFrom ? ` | init from ${t.cfg.initFrom.checkpoint} (optimizer ${t.cfg.initFrom.optimizer})` : '';
         process.stderr.write(`run: ${outDir} | data: ${info.data.describe()} | params: ${t.layout.total.toLocaleString()}${info.resumedFrom ? ` | resumed from ${info.resumedFrom}` : ''}${init}\n`);
@@ -147,6 +151,23 @@ export const command: CommandModule<object, TrainArgs> = {
       },
     });
     (bar as Progress | null)?.stop();
+    if (a['memory-report']) {
+      const rank = group?.rank ?? 0;
+      const steps = Math.max(1, res.trainer.state.step - startStep);
+      const b = res.trainer.stateBytes();
+      const report = {
+        rank,
+        world_size: group?.worldSize ?? 1,
+        shard: res.trainer.cfg.parallel.shard,
+        params_bytes: b.params,
+        grad_buffer_bytes: b.gradBuffers,
+        reduced_grad_bytes: b.reducedGrad,
+        optimizer_bytes: b.optimizer,
+        peak_rss_bytes: process.resourceUsage().maxRSS * 1024,
+        bytes_sent_per_step: Math.round((group?.bytesSent ?? 0) / steps),
+      };
+      fs.writeFileSync(`${a['memory-report']}.rank${rank}.json`, JSON.stringify(report) + '\n');
+    }
     await comm?.close();
     await group?.close();
     const last = res.last;

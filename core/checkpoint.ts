@@ -45,6 +45,13 @@ export const STATE_DIGEST_FILE = 'state.json.sha256';
 export const LATEST_LINK = 'latest';
 export const CHECKPOINTS_DIR = 'checkpoints';
 
+/**
+ * A file already written durably by another process (a rank's shard of a sharded checkpoint,
+ * on the same filesystem): it is hashed and renamed into the checkpoint, not copied.
+ */
+export interface MovedFile {
+  moveFrom: string;
+}
 export interface CheckpointFiles {
   [fileName: string]: Buffer | string;
 }
@@ -61,6 +68,8 @@ export interface LoadedCheckpoint {
 const STEP_RE = /^step-(\d{8,})$/;
 const OLD_RE = /^\.old-step-(\d{8,})-(\d+)$/;
 const LEFTOVER_RE = /^(?:\.tmp-step-\d{8,}|\.del-step-\d{8,}|latest\.tmp)-(\d+)$/;
+/** Staging of a sharded checkpoint (trainer/shardedCheckpoint.ts), named by the writer's pid: removed once that process is gone. */
+const SHARDS_RE = /^\.shards-step-\d{8,}-(\d+)$/;
 const FILE_NAME_RE = /^[A-Za-z0-9_][A-Za-z0-9._-]*$/;
 const SHA_RE = /^[0-9a-f]{64}$/;
 
@@ -84,7 +93,7 @@ function rmTree(p: string): void {
 // Writing
 
 /** Writes a checkpoint atomically under `<runDir>/checkpoints/` and returns its final directory. */
-export function writeCheckpoint(runDir: string, step: number, files: CheckpointFiles, state: CheckpointState, opts: { keepLast?: number } = {}): string {
+export function writeCheckpoint(runDir: string, step: number, files: Record<string, Buffer | string | MovedFile>, state: CheckpointState, opts: { keepLast?: number } = {}): string {
   const ckDir = path.resolve(runDir, CHECKPOINTS_DIR);
   checkStep(step, ckDir);
   if (state.step !== step) throw new CheckpointError(`state.step (${String(state.step)}) differs from the step being saved (${step})`, { where: ckDir });
@@ -108,6 +117,13 @@ export function writeCheckpoint(runDir: string, step: number, files: CheckpointF
   const sizes: Record<string, number> = {};
   for (const n of names) {
     const v = files[n];
+    if (typeof v === 'object' && 'moveFrom' in v) {
+      const bytes = fs.readFileSync(v.moveFrom);
+      fs.renameSync(v.moveFrom, path.join(tmp, n));
+      sums[n] = sha256Hex(bytes);
+      sizes[n] = bytes.byteLength;
+      continue;
+    }
     const bytes = typeof v === 'string' ? Buffer.from(v, 'utf8') : v;
     writeFileDurable(path.join(tmp, n), bytes);
     sums[n] = sha256Hex(bytes);
@@ -158,6 +174,11 @@ function pointLatestAt(ckDir: string, name: string): void {
  */
 function cleanLeftovers(ckDir: string): void {
   for (const entry of fs.readdirSync(ckDir)) {
+    const shards = SHARDS_RE.exec(entry);
+    if (shards) {
+      if (!processAlive(Number(shards[1]))) rmTree(path.join(ckDir, entry));
+      continue;
+    }
     const left = LEFTOVER_RE.exec(entry);
     const old = left ? null : OLD_RE.exec(entry);
     if (!left && !old) continue;

@@ -16,7 +16,7 @@ import { SparsityPlan } from './sparse/thresholds';
 const held = new WeakMap<LayerCaches, HostSequence>();
 
 function wrap(seq: HostSequence): LayerCaches {
-  const lc = [] as unknown as LayerCaches;
+  const lc: LayerCaches = [];
   held.set(lc, seq);
   return lc;
 }

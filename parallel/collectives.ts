@@ -29,6 +29,8 @@ enum Op {
   Broadcast = 5,
   Barrier = 6,
   TreeAllReduce = 7,
+  TreeReduceScatter = 8,
+  Chain = 9,
 }
 
 /** Buffers up to this size are all-reduced in one round (latency beats bandwidth there). */
@@ -38,6 +40,8 @@ type Ctor<T extends NumArray> = { new (n: number): T; new (b: ArrayBufferLike, o
 
 export class Group {
   private seq = 0;
+  /** Payload bytes this rank has sent to its peers (communication-volume figures). */
+  bytesSent = 0;
   private failed: ParallelError | null = null;
 
   private constructor(
@@ -93,6 +97,7 @@ export class Group {
   }
 
   private send(to: number, tag: number, ch: number, op: Op, a: NumArray): Promise<void> {
+    this.bytesSent += a.byteLength;
     return this.links[to]!.send(tag, ch, op, dtypeOf(a), bytesOf(a));
   }
 
@@ -246,8 +251,47 @@ export class Group {
     return this.treeAllReduceNodes(nodes.length ? [localSubtree] : [], localSubtree, first, end, total);
   }
 
+  /**
+   * The reduce-scatter half of treeAllReduceSubtree (sharded optimizer state): this rank gets
+   * only elements shardRange(n, W, rank) of the canonical tree's sum — the same bits, element
+   * for element, as the all-reduce gives there — and nothing is all-gathered.
+   */
+  async treeReduceScatterSubtree(localSubtree: Float32Array, first: number, count: number, total: number): Promise<Float32Array> {
+    const end = first + count;
+    const nodes = blockNodes(first, end, total);
+    if (nodes.length > 1) {
+      throw new ParallelError(`treeReduceScatterSubtree: microbatches [${first}, ${end}) are not one node of the canonical tree over ${total}`, {
+        hint: 'give each rank an aligned power-of-two block of microbatches',
+      });
+    }
+    return this.treeAllReduceNodes(nodes.length ? [localSubtree] : [], localSubtree, first, end, total, false);
+  }
+
+  /**
+   * A sequential fold over ranks in rank order: rank 0 applies `step` to `init`, passes the
+   * result to rank 1, and so on; every rank gets the last rank's result. Used to continue one
+   * float64 accumulation across the shards of a vector, so the result equals the single loop's
+   * bits (W - 1 hops of a few bytes, then one broadcast).
+   */
+  async chain(init: Float64Array, step: (acc: Float64Array) => Float64Array): Promise<Float64Array> {
+    const tag = this.begin();
+    if (this.worldSize === 1) return step(copyOf(init));
+    const W = this.worldSize;
+    const me = this.rank;
+    let acc = copyOf(init);
+    if (me > 0) acc = await this.recv(me - 1, tag, 0, Op.Chain, init);
+    const out = step(acc);
+    if (out.length !== init.length) throw new ParallelError(`chain: rank ${me} produced ${out.length} values where ${init.length} were expected`);
+    if (me < W - 1) {
+      await this.send(me + 1, tag, 0, Op.Chain, out);
+      return this.recv(W - 1, tag, 1, Op.Chain, init);
+    }
+    await Promise.all(this.peers().map((p) => this.send(p, tag, 1, Op.Chain, out)));
+    return out;
+  }
+
   /** The ranks' node values (in blockNodes order) reduced to the whole tree's sum. `input`: copy if returned as is. */
-  private async treeAllReduceNodes(values: Float32Array[], input: Float32Array | null, first: number, end: number, total: number): Promise<Float32Array> {
+  private async treeAllReduceNodes(values: Float32Array[], input: Float32Array | null, first: number, end: number, total: number, gather = true): Promise<Float32Array> {
     const tag = this.begin();
     const nodes = blockNodes(first, end, total);
     if (this.worldSize === 1) {
@@ -255,6 +299,7 @@ export class Group {
       const r = treeFromNodes(new Map(nodes.map((n, i) => [`${n.lo}:${n.hi}`, values[i]])), total);
       return r === input ? copyOf(r) : r;
     }
+    const op = gather ? Op.TreeAllReduce : Op.TreeReduceScatter;
     const W = this.worldSize;
     const n = values.length ? values[0].length : 0;
     const piece = (s: number) => {
@@ -264,11 +309,12 @@ export class Group {
       return out;
     };
     const meta = new Int32Array([first, end, total]);
-    const metas = await this.exchange(tag, 0, Op.TreeAllReduce, meta, () => meta);
+    const metas = await this.exchange(tag, 0, op, meta, () => meta);
     metas[this.rank] = meta;
-    const pieces = await this.exchange(tag, 1, Op.TreeAllReduce, new Float32Array(0), piece);
+    const pieces = await this.exchange(tag, 1, op, new Float32Array(0), piece);
     pieces[this.rank] = piece(this.rank);
     const shard = this.topOfTree(metas as Int32Array[], pieces as Float32Array[], total);
+    if (!gather) return shard;
     return concat(new Float32Array(0), await this.allGatherTagged(tag, 2, Op.TreeAllReduce, shard));
   }
 

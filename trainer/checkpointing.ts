@@ -4,6 +4,8 @@
  *   model.safetensors      weights in HF names/layout + expert biases
  *   optimizer.safetensors  flat AdamW moments `exp_avg`, `exp_avg_sq` (spec order, our layout)
  *   state.json             step, tokens, Adam t, expert biases, data-loader state, world size
+ * A sharded run (parallel.shard: optimizer, W > 1) writes optimizer-rank-*-of-*.safetensors
+ * instead of optimizer.safetensors, indexed by state.json `optimizer_shards` (shardedCheckpoint.ts).
  *   config.yaml            the resolved training config
  *   tokenizer.json         the tokenizer of the data (when the data has one)
  */
@@ -17,6 +19,7 @@ import { decodeModelWeights, encodeModelWeights } from '../model/weights';
 import { parseTrainConfig, TrainConfig } from './config';
 import { TrainerState, Trainer } from './trainer';
 import { AdamWState, newAdamWState } from './adamw';
+import { assembleOptimizerShards } from './shardedCheckpoint';
 
 export const FORMAT_VERSION = 1;
 
@@ -51,6 +54,8 @@ export interface CheckpointContext {
   paramHash: string;
   /** Keys appended to state.json (lineage, growth, run extras). */
   state?: Record<string, unknown>;
+  /** false: leave out optimizer.safetensors (a sharded checkpoint adds the ranks' shards). */
+  withOptimizer?: boolean;
 }
 
 /**
@@ -60,15 +65,17 @@ export interface CheckpointContext {
 export function assembleCheckpoint(layout: FlatLayout, s: TrainerState, o: CheckpointContext): { files: Record<string, Buffer | string>; state: SavedState } {
   const files: Record<string, Buffer | string> = {
     'model.safetensors': encodeModelWeights(layout.specs, views(layout, s.params), s.biases, { step: String(s.step) }),
-    'optimizer.safetensors': encodeSafetensors(
+    'config.yaml': YAML.stringify(o.rawConfig),
+  };
+  if (o.withOptimizer !== false) {
+    files['optimizer.safetensors'] = encodeSafetensors(
       new Map([
         ['exp_avg', { dtype: 'F32' as const, shape: [layout.total], data: s.opt.m }],
         ['exp_avg_sq', { dtype: 'F32' as const, shape: [layout.total], data: s.opt.v }],
       ]),
       { adam_t: String(s.opt.t), layout: 'moecat-flat-spec-order' },
-    ),
-    'config.yaml': YAML.stringify(o.rawConfig),
-  };
+    );
+  }
   if (o.tokenizerJson) files['tokenizer.json'] = o.tokenizerJson;
   const state: SavedState = {
     step: s.step,
@@ -95,8 +102,10 @@ export function saveTrainerCheckpoint(
   runDir: string,
   trainer: Trainer,
   extras: { rawConfig: unknown; backend: string; keepLast: number; tokenizerJson: string | null; state?: Record<string, unknown> },
+  /** The state to save (default trainer.checkpointState()); sharded runs pass checkpointStateGathered(). */
+  saveState: TrainerState = trainer.checkpointState(),
 ): string {
-  const s = trainer.checkpointState();
+  const s = saveState;
   const { files, state } = assembleCheckpoint(trainer.layout, s, {
     rawConfig: extras.rawConfig,
     tokenizerJson: extras.tokenizerJson,
@@ -134,7 +143,12 @@ export function loadTrainerCheckpoint(pathLike: string, opts: { withOptimizer?: 
   const params = flatten(layout, values);
   const saved = ck.state as SavedState;
   const opt: AdamWState = newAdamWState(layout.total);
-  if (opts.withOptimizer !== false) {
+  if (opts.withOptimizer !== false && saved.optimizer_shards !== undefined) {
+    const full = assembleOptimizerShards(saved.optimizer_shards, ck.files, layout.total, ck.dir);
+    opt.m = full.m;
+    opt.v = full.v;
+    opt.t = full.t;
+  } else if (opts.withOptimizer !== false) {
     const o = decodeSafetensors(need('optimizer.safetensors'), `${ck.dir}/optimizer.safetensors`);
     const m = o.tensors.get('exp_avg');
     const v = o.tensors.get('exp_avg_sq');

@@ -77,6 +77,8 @@ export const trainConfigSchema = z.object({
     /** Fault injection for tests and drills: multiply the gradient of these data steps. */
     injectGradScale: z.array(z.object({ dataStep: z.number().int().nonnegative(), scale: z.number() }).strict()).default([]),
   }).strict(),
+  /** Data-parallel training state: `optimizer` shards the Adam moments and update over the ranks (trainer/shardedOptimizer.ts). */
+  parallel: z.object({ shard: z.enum(['none', 'optimizer']).default('none') }).strict().default({}),
   stability: z.object({
     spike: z.object({
       enabled: z.boolean().default(true),

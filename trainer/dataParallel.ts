@@ -13,6 +13,15 @@ export interface DataParallel {
    * [first, first + count) of `total`; every rank receives the full tree's sum.
    */
   treeAllReduceSubtree(localSubtree: Float32Array, first: number, count: number, total: number): Promise<Float32Array>;
+  /**
+   * As treeAllReduceSubtree, but this rank receives only its shard of the sum, elements
+   * shardRange(n, worldSize, rank) (parallel/tree.ts): `parallel.shard: optimizer`.
+   */
+  treeReduceScatterSubtree(localSubtree: Float32Array, first: number, count: number, total: number): Promise<Float32Array>;
+  /** Concatenation of every rank's buffer in rank order. */
+  allGather(x: Float32Array): Promise<Float32Array>;
+  /** Sequential fold in rank order (rank 0 first); every rank gets the last rank's result. */
+  chain(init: Float64Array, step: (acc: Float64Array) => Float64Array): Promise<Float64Array>;
 }
 
 export const singleProcess: DataParallel = {
@@ -20,6 +29,9 @@ export const singleProcess: DataParallel = {
   worldSize: 1,
   allReduceExact: async (x) => x,
   treeAllReduceSubtree: async (x) => x,
+  treeReduceScatterSubtree: async (x) => x,
+  allGather: async (x) => Float32Array.from(x),
+  chain: async (init, step) => step(Float64Array.from(init)),
 };
 
 /** The contiguous block of microbatches a rank computes (world size must divide M). */

@@ -12,6 +12,7 @@ import { DataParallel } from './dataParallel';
 import { MetricsWriter, StepMetrics } from './metrics';
 import { openRun, SpikeEvent, Trainer, TrainerOptions } from './trainer';
 import { loadTrainerCheckpoint, saveTrainerCheckpoint } from './checkpointing';
+import { saveShardedCheckpoint } from './shardedCheckpoint';
 import { makeDataSource } from './dataSource';
 import { latestCheckpoint } from '../core/checkpoint';
 import { ConfigError, TrainingError } from '../core/errors';
@@ -114,9 +115,15 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
   const every = o.checkpointEvery ?? config.train.checkpointEvery;
   const checkpoints: string[] = [];
   let last: StepMetrics | null = null;
-  const save = () => {
-    if (!write) return;
-    checkpoints.push(saveTrainerCheckpoint(o.outDir, trainer, { rawConfig, backend: o.backend, keepLast: config!.train.keepLast, tokenizerJson: data.tokenizerJson(), state: extraState }));
+  const save = async () => {
+    const extras = { rawConfig, backend: o.backend, keepLast: config!.train.keepLast, tokenizerJson: data.tokenizerJson(), state: extraState };
+    if (trainer.shard && trainer.dp.worldSize > 1) {
+      // Sharded optimizer state: every rank writes its shard; rank 0 commits the index.
+      const dir = await saveShardedCheckpoint(o.outDir, trainer, extras, write);
+      if (dir) checkpoints.push(dir);
+      return;
+    }
+    if (write) checkpoints.push(saveTrainerCheckpoint(o.outDir, trainer, extras));
   };
   while (trainer.state.step < target) {
     const r = await stepChecked(trainer);
@@ -138,10 +145,10 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     if (val && valEvery > 0 && (trainer.state.step % valEvery === 0 || trainer.state.step === target)) last.val_loss = validationLoss(trainer, val.call(data), o.moe);
     if (write) metrics.append(last);
     o.onStep?.(last, trainer);
-    if (every > 0 && trainer.state.step % every === 0) save();
+    if (every > 0 && trainer.state.step % every === 0) await save();
   }
   // Always leave a checkpoint at the final step reached.
-  if (last && !(every > 0 && trainer.state.step % every === 0)) save();
+  if (last && !(every > 0 && trainer.state.step % every === 0)) await save();
   return { trainer, last, checkpoints };
 }
 

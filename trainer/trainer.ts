@@ -27,6 +27,7 @@ import { biasUpdateRateAt, lrAt } from './schedule';
 import { TreeAccumulator } from './treeSum';
 import { gradRmsByGroup, routerGradRatio, routerSimilarity, SpikeDetector } from './stability';
 import { stepBoundary } from '../core/webgpu/stepBoundary';
+import { chainedGradNorm, chainedGradRmsByGroup, Shard, shardAdamState, shardOf, slicesInShard } from './shardedOptimizer';
 
 export interface SpikeEvent {
   step: number;
@@ -122,6 +123,9 @@ export class Trainer {
   readonly store: ParamStore;
   readonly slices: ParamSlice[];
   readonly dp: DataParallel;
+  /** `parallel.shard: optimizer`: the elements whose Adam moments and update this rank owns (null: all). */
+  readonly shard: Shard | null;
+  private readonly shardSlices: ParamSlice[] | null;
   state: TrainerState;
   private readonly moe?: ForwardOptions['moe'];
   private readonly detector: SpikeDetector;
@@ -148,6 +152,9 @@ export class Trainer {
     };
     this.store = new ParamStore(this.layout.specs, views(this.layout, this.state.params));
     this.slices = this.layout.specs.map((s) => ({ offset: this.layout.offsets.get(s.name)!, size: s.shape.reduce((a, b) => a * b, 1), group: s.group }));
+    this.shard = cfg.parallel.shard === 'optimizer' ? shardOf(this.layout.total, this.dp) : null;
+    this.shardSlices = this.shard ? slicesInShard(this.slices, this.shard) : null;
+    if (this.shard) this.state.opt = shardAdamState(this.state.opt, this.layout.total, this.shard);
     this.detector = new SpikeDetector(cfg.stability.spike);
     this.detector.restore(this.state.detector);
     if (this.cfg.data.microBatches % this.dp.worldSize !== 0) {
@@ -166,12 +173,19 @@ export class Trainer {
   }
 
   /**
-   * Host gradient buffers, one per microbatch slot of a step, reused from step to step: nothing
-   * holds a step's gradients once the step returns (the optimizer update has been applied).
+   * Host gradient buffers, reused from step to step: nothing holds a step's gradients once the
+   * step returns (the optimizer update has been applied), so all are free when a step starts.
+   * Within a step the tree accumulator hands back each buffer it has added in, so a rank with
+   * k microbatches holds about log2(k) + 2 full-size buffers, not k.
    */
   private readonly gradBuffers: Float32Array[] = [];
-  private gradBuffer(i: number): Float32Array {
-    return (this.gradBuffers[i] ??= new Float32Array(this.layout.total));
+  private freeGrads: Float32Array[] = [];
+  private takeGradBuffer(): Float32Array {
+    const b = this.freeGrads.pop();
+    if (b) return b;
+    const fresh = new Float32Array(this.layout.total);
+    this.gradBuffers.push(fresh);
+    return fresh;
   }
 
   /** The model config with the balance alpha scaled by the R_g controller. */
@@ -195,7 +209,7 @@ export class Trainer {
     const local = this.forwardBackward(model, batches, norms, first);
     const { grad, scalars } = await this.reduce(local, first, count, dataStep);
     const losses = summariseLosses(scalars);
-    const gradNorm = globalGradNorm(grad);
+    const gradNorm = this.shard ? await chainedGradNorm(this.dp, grad) : globalGradNorm(grad);
 
     if (this.cfg.stability.spike.enabled) {
       const reason = this.detector.check(losses.loss, gradNorm);
@@ -204,7 +218,7 @@ export class Trainer {
       throw new TrainingError(`step ${step}: loss is ${losses.loss}`, { hint: 'lower the learning rate or enable stability.spike' });
     }
 
-    const opt = this.optimize(grad, gradNorm, step);
+    const opt = await this.optimize(grad, gradNorm, step);
     this.updateBiases(model, scalars, opt.lr);
     this.state.step += 1;
     this.state.dataStep += 1;
@@ -244,9 +258,10 @@ export class Trainer {
   /** Forward + backward of this rank's microbatches: their gradient subtree and packed scalars. */
   private forwardBackward(model: ModelConfig, batches: Batch[], norms: LossNorms, first: number): { acc: TreeAccumulator; scalars: StepScalars } {
     const scalars = new StepScalars(this.cfg.data.microBatches, model.nLayers, model.moe.nExperts);
-    const acc = new TreeAccumulator();
+    this.freeGrads = [...this.gradBuffers];
+    const acc = new TreeAccumulator((buf) => this.freeGrads.push(buf));
     batches.forEach((b, i) => {
-      const r = microbatchGrad(model, this.store, this.layout, b, norms, { biases: this.state.biases, zLossCoef: this.cfg.train.zLossCoef, moe: this.moe, gradOut: this.gradBuffer(i) });
+      const r = microbatchGrad(model, this.store, this.layout, b, norms, { biases: this.state.biases, zLossCoef: this.cfg.train.zLossCoef, moe: this.moe, gradOut: this.takeGradBuffer() });
       acc.push(r.grad);
       scalars.setMicro(first + i, { lm: r.lm, balance: r.balance, z: r.z, hiddenRms: r.hiddenRms, hiddenMax: r.hiddenMax, tokens: b.batchSize * b.seqLen });
       scalars.addRouting(r.moe);
@@ -254,27 +269,43 @@ export class Trainer {
     return { acc, scalars };
   }
 
-  /** Gradient in the canonical tree across ranks, scalars summed exactly; test-only gradient injection. */
+  /**
+   * Gradient in the canonical tree across ranks (only this rank's shard of it under
+   * `parallel.shard: optimizer`), scalars summed exactly; test-only gradient injection.
+   */
   private async reduce(local: { acc: TreeAccumulator; scalars: StepScalars }, first: number, count: number, dataStep: number): Promise<{ grad: Float32Array; scalars: StepScalars }> {
-    const grad = await this.dp.treeAllReduceSubtree(local.acc.result(), first, count, this.cfg.data.microBatches);
+    const M = this.cfg.data.microBatches;
+    const sub = local.acc.result();
+    const grad = this.shard ? await this.dp.treeReduceScatterSubtree(sub, first, count, M) : await this.dp.treeAllReduceSubtree(sub, first, count, M);
+    this.reducedGradLength = grad.length;
     const scalars = local.scalars.over(await this.dp.allReduceExact(local.scalars.data));
     const inject = this.cfg.train.injectGradScale.find((x) => x.dataStep === dataStep);
     if (inject) for (let i = 0; i < grad.length; i++) grad[i] *= inject.scale;
     return { grad, scalars };
   }
 
-  /** Clip factor, learning rate, eps warnings, AdamW on the host, weights back to the store. */
-  private optimize(grad: Float32Array, gradNorm: number, step: number): { lr: number; groupRms: Record<string, number> } {
+  /**
+   * Clip factor, learning rate, eps warnings, AdamW on the host, weights back to the store.
+   * Sharded: `grad` is this rank's shard; the update runs on the shard and the updated
+   * shards are all-gathered into every rank's full weights.
+   */
+  private async optimize(grad: Float32Array, gradNorm: number, step: number): Promise<{ lr: number; groupRms: Record<string, number> }> {
     const { cfg } = this;
     const clip = cfg.optim.clipNorm > 0 && gradNorm > cfg.optim.clipNorm ? cfg.optim.clipNorm / gradNorm : 1;
     const lr = lrAt(step, cfg.optim.lr, { ...cfg.optim.schedule, totalSteps: cfg.train.steps });
-    const groupRms = gradRmsByGroup(grad, this.slices, clip);
+    const groupRms = this.shard ? await chainedGradRmsByGroup(this.dp, grad, this.slices, this.shardSlices!, clip) : gradRmsByGroup(grad, this.slices, clip);
     for (const [group, rms] of Object.entries(groupRms)) {
       if (rms > 0 && cfg.optim.eps * cfg.stability.epsWarnFactor > rms) {
         this.warnings.push(`step ${step + 1}: Adam eps ${cfg.optim.eps} is within ${cfg.stability.epsWarnFactor}x of the ${group} gradient RMS ${rms.toExponential(2)}`);
       }
     }
-    adamwStep(this.state.params, grad, this.state.opt, this.slices, lr, cfg.optim, cfg.optim.lrScale, clip);
+    if (this.shard) {
+      const mine = this.state.params.subarray(this.shard.lo, this.shard.hi);
+      adamwStep(mine, grad, this.state.opt, this.shardSlices!, lr, cfg.optim, cfg.optim.lrScale, clip);
+      this.state.params.set(await this.dp.allGather(mine));
+    } else {
+      adamwStep(this.state.params, grad, this.state.opt, this.slices, lr, cfg.optim, cfg.optim.lrScale, clip);
+    }
     this.store.assign(views(this.layout, this.state.params));
     return { lr, groupRms };
   }
@@ -313,7 +344,7 @@ export class Trainer {
       z_loss: losses.zLoss,
       lr: opt.lr,
       grad_norm: gradNorm,
-      grad_rms: gradNorm / Math.sqrt(grad.length),
+      grad_rms: gradNorm / Math.sqrt(this.layout.total),
       grad_rms_by_group: opt.groupRms,
       adam_eps: this.cfg.optim.eps,
       tokens_per_s: 0,
@@ -366,6 +397,23 @@ export class Trainer {
     return event;
   }
 
+  /** Elements of the reduced gradient this rank received in the last step (all, or its shard). */
+  private reducedGradLength = 0;
+
+  /**
+   * Bytes this rank holds in host Float32Arrays (memory figures): the flat weights, the
+   * per-microbatch gradient buffers, the reduced gradient and the Adam moments. The weights'
+   * tfjs variables (ParamStore) are one more copy of `params`, not counted here.
+   */
+  stateBytes(): { params: number; gradBuffers: number; reducedGrad: number; optimizer: number } {
+    return {
+      params: this.state.params.byteLength,
+      gradBuffers: this.gradBuffers.reduce((n, b) => n + (b ? b.byteLength : 0), 0),
+      reducedGrad: this.reducedGradLength * 4,
+      optimizer: this.state.opt.m.byteLength + this.state.opt.v.byteLength,
+    };
+  }
+
   /** A deep copy of the full state (weights, optimizer, biases, detector window). */
   snapshotState(): TrainerState {
     return cloneState(this.syncDetector());
@@ -381,6 +429,18 @@ export class Trainer {
   /** State for checkpoints, with the detector window included. */
   checkpointState(): TrainerState {
     return this.syncDetector();
+  }
+
+  /**
+   * As checkpointState, with full-length Adam moments: under `parallel.shard: optimizer` every
+   * rank must call it (the moments' shards are all-gathered); otherwise it is checkpointState.
+   */
+  async checkpointStateGathered(): Promise<TrainerState> {
+    const s = this.syncDetector();
+    if (!this.shard) return s;
+    const m = await this.dp.allGather(s.opt.m);
+    const v = await this.dp.allGather(s.opt.v);
+    return { ...s, opt: { t: s.opt.t, m, v } };
   }
 
   dispose(): void {

@@ -13,6 +13,9 @@ export class TreeAccumulator {
   private stack: { size: number; data: Float32Array }[] = [];
   private count = 0;
 
+  /** `release` receives each right operand once it has been added in (its buffer may be reused). */
+  constructor(private readonly release: (buf: Float32Array) => void = () => {}) {}
+
   push(leaf: Float32Array): void {
     let node = { size: 1, data: leaf };
     this.count++;
@@ -20,6 +23,7 @@ export class TreeAccumulator {
     while (this.stack.length > 0 && this.stack[this.stack.length - 1].size === node.size) {
       const left = this.stack.pop()!;
       combineInto(left.data, node.data);
+      this.release(node.data);
       node = { size: left.size * 2, data: left.data };
     }
     this.stack.push(node);
@@ -32,6 +36,7 @@ export class TreeAccumulator {
     for (let i = this.stack.length - 2; i >= 0; i--) {
       const left = this.stack[i].data;
       combineInto(left, acc);
+      this.release(acc);
       acc = left;
     }
     return acc;

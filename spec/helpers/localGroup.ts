@@ -4,7 +4,7 @@
  * canonical tree over contiguous microbatch blocks.
  */
 import { DataParallel } from '../../trainer/dataParallel';
-import { canonicalTreeSum } from '../../parallel/tree';
+import { canonicalTreeSum, shardRange } from '../../parallel/tree';
 
 export class LocalGroup {
   private pending = new Map<string, { parts: unknown[]; resolvers: ((v: unknown) => void)[]; arrived: number }>();
@@ -45,6 +45,20 @@ export class LocalGroup {
           return out;
         }),
       treeAllReduceSubtree: (x) => this.exchange(rank, x, (all) => canonicalTreeSum(all)),
+      treeReduceScatterSubtree: async (x) => {
+        const sum = await this.exchange(rank, x, (all) => canonicalTreeSum(all));
+        return sum.slice(...shardRange(sum.length, this.worldSize, rank));
+      },
+      allGather: (x) =>
+        this.exchange(rank, x, (all) => {
+          const out = new Float32Array(all.reduce((n, a) => n + a.length, 0));
+          let off = 0;
+          for (const a of all) (out.set(a, off), (off += a.length));
+          return out;
+        }).then((r) => Float32Array.from(r)),
+      chain: (init, step) =>
+        // Each rank's fold step runs in rank order once all have arrived.
+        this.exchange(rank, step, (steps) => steps.reduce<Float64Array>((acc, f) => f(acc), Float64Array.from(init))).then((r) => Float64Array.from(r)),
     };
   }
 }

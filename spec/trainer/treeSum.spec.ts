@@ -30,6 +30,24 @@ describe('trainer/treeSum', () => {
     }
   });
 
+  for (const n of [5, 8, 13, 16]) {
+    it(`buffers handed back by release() and reused for later leaves keep the bits; M=${n} needs at most log2(M) + 2 buffers`, () => {
+      const parts = leaves(n, 257, 7 * n);
+      const ref = canonicalTreeSum(parts);
+      const free: Float32Array[] = [];
+      let allocated = 0;
+      const acc = new TreeAccumulator((b) => free.push(b));
+      for (const p of parts) {
+        const buf = free.pop() ?? (allocated++, new Float32Array(p.length));
+        buf.set(p);
+        acc.push(buf);
+      }
+      assert.deepEqual(Buffer.from(acc.result().buffer), Buffer.from(ref.buffer));
+      assert.ok(allocated <= Math.floor(Math.log2(n)) + 2, `${allocated} buffers for ${n} leaves`);
+      assert.ok(allocated < n, 'buffers were reused');
+    });
+  }
+
   it('the order matters: a left-to-right sum differs from the tree (so the tests above can fail)', () => {
     const parts = leaves(8, 1000, 7);
     const seq = Float32Array.from(parts[0]);
