@@ -3,6 +3,7 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import type { CommandModule } from 'yargs';
+import { editDistance } from '../core/editDistance';
 
 // Subcommands load lazily so `moecat --help` stays fast and one broken module can't block others.
 const modules = ['train', 'generate', 'prepare', 'tokenizer', 'serve', 'launch', 'audit', 'verify', 'report', 'curve', 'domains', 'sweep', 'transfer', 'grow', 'calibrate', 'export', 'import'];
@@ -37,20 +38,6 @@ function nearest(word: string): string | null {
     if (d < bestD) [best, bestD] = [n, d];
   }
   return best;
-}
-
-function editDistance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let diag = row[0];
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const up = row[j];
-      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
-      diag = up;
-    }
-  }
-  return row[b.length];
 }
 
 y = y

@@ -9,6 +9,7 @@ import { ConfigError, errorMessage } from '../core/errors';
 import { BACKENDS } from '../core/backend';
 import { ModelConfig, modelConfigSchema } from '../model/config';
 import { blockNodes } from '../parallel/tree';
+import { editDistance } from '../core/editDistance';
 
 const groupScales = z.object({
   embedding: z.number().positive(),
@@ -204,20 +205,6 @@ function suggest(key: string, known: string[]): string {
     if (d < bestD) [best, bestD] = [k, d];
   }
   return bestD <= Math.max(2, Math.floor(best.length / 3)) ? ` (did you mean ${best}?)` : ` (known keys: ${known.join(', ')})`;
-}
-
-function editDistance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let diag = row[0];
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const up = row[j];
-      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
-      diag = up;
-    }
-  }
-  return row[b.length];
 }
 
 /** Refuses a `--set` key that names no config key, blaming the flag (not the file). */

@@ -17,17 +17,8 @@ import { loadTrainerCheckpoint } from '../../trainer/checkpointing';
 import { loadTrainConfig, parseTrainConfig } from '../../trainer/config';
 import { BACKEND, HONEST, moecat, tmpDir, trainedRun, copyRun } from './helpers';
 import { selectBackend } from '../../core/backend';
+import { Rand } from '../helpers/rand';
 
-class Rand {
-  constructor(private s: number) {}
-  next(): number {
-    this.s = (Math.imul(this.s, 1664525) + 1013904223) >>> 0;
-    return this.s / 2 ** 32;
-  }
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-}
 
 /** A copy of `b` with 1-3 random bits flipped, or cut to a random shorter length. */
 function damage(b: Buffer, r: Rand, kind: 'flip' | 'truncate'): Buffer {

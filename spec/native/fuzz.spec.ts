@@ -8,25 +8,12 @@
  */
 import { strict as assert } from 'assert';
 import { loadNativeKernels, nativeAddon } from '../../core/native';
+import { Rand } from '../helpers/rand';
 
 const probe = loadNativeKernels({ register: false });
 const skipReason = probe.reason ?? '';
 const SETS_PER_ENTRY = 1000;
 
-/** Deterministic random numbers (the seed is in the failure message). */
-class Rand {
-  constructor(private s: number) {}
-  next(): number {
-    this.s = (Math.imul(this.s, 1664525) + 1013904223) >>> 0;
-    return this.s / 2 ** 32;
-  }
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[this.int(xs.length)];
-  }
-}
 
 type Args = unknown[];
 /** Makes an argument list bad, in place (`v` is the valid list it started from). */

@@ -12,25 +12,13 @@ import { Group } from '../../parallel/collectives';
 import { encodeControl, encodeHeader, MsgType } from '../../parallel/frames';
 import { clientWsOptions } from '../../parallel/transport';
 import { freePort, killAll, rankEnv, spawnRank, withTimeout } from './procs';
+import { Rand } from '../helpers/rand';
 
 const SECRET = 'fuzz-test-secret';
 const FRAME = 64 * 1024;
 const TCP_CASES = 150;
 const WS_CASES = 250;
 
-class Rand {
-  constructor(private s: number) {}
-  next(): number {
-    this.s = (Math.imul(this.s, 1664525) + 1013904223) >>> 0;
-    return this.s / 2 ** 32;
-  }
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-  bytes(n: number): Buffer {
-    return Buffer.from(Array.from({ length: n }, () => this.int(256)));
-  }
-}
 
 /** A frame with the right magic and version and random everything else. */
 function randomFrame(r: Rand): Buffer {
