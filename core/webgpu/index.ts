@@ -6,6 +6,7 @@
  * row-list sums instead of float-atomic kernels (segmentKernels.ts, matmulGuard.ts), and a
  * dispatch tracer that refuses any atomic program left (trace.ts).
  */
+import * as fs from 'fs';
 import * as tf from '@tensorflow/tfjs';
 import { AdapterSummary, loadDawn, summarizeAdapter } from './dawn';
 import { installSyncRead } from './syncRead';
@@ -26,17 +27,21 @@ interface WebgpuPackage {
 let adapterSummary: AdapterSummary | null = null;
 let registered = false;
 
+/** Dawn's entry object; a missing or unloadable package is one clear error. */
+function requireDawn(): ReturnType<typeof loadDawn> {
+  try {
+    return loadDawn();
+  } catch (e) {
+    throw new Error(`the optional package 'webgpu' (Dawn) is not installed or does not load here: ${String((e as Error).message ?? e).split('\n')[0]}`);
+  }
+}
+
 /**
  * Finds Dawn's adapter and says what it is. Throws when the packages are missing or no adapter
  * is found (no driver, or a Vulkan driver Dawn refuses, such as Mesa < 25 lavapipe).
  */
 export async function probeAdapter(): Promise<{ adapter: GpuAdapter; summary: AdapterSummary }> {
-  let gpu;
-  try {
-    gpu = loadDawn();
-  } catch (e) {
-    throw new Error(`the optional package 'webgpu' (Dawn) is not installed or does not load here: ${String((e as Error).message ?? e).split('\n')[0]}`);
-  }
+  const gpu = requireDawn();
   const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
   if (!adapter) {
     throw new Error('Dawn found no WebGPU adapter (no Vulkan driver, or one Dawn refuses; for a software driver run scripts/webgpu/software-adapter.sh)');
@@ -45,10 +50,33 @@ export async function probeAdapter(): Promise<{ adapter: GpuAdapter; summary: Ad
 }
 
 /**
+ * Whether this machine has a GPU device node. On Linux a hardware adapter needs /dev/dri/renderD*
+ * (Mesa, AMD, Intel, NVIDIA's open driver) or /dev/nvidia* (NVIDIA); elsewhere we cannot tell
+ * cheaply and say yes.
+ */
+export function hasGpuDeviceNode(): boolean {
+  if (process.platform !== 'linux') return true;
+  const has = (dir: string, re: RegExp): boolean => {
+    try {
+      return fs.readdirSync(dir).some((n) => re.test(n));
+    } catch {
+      return false;
+    }
+  };
+  return has('/dev/dri', /^renderD\d+$/) || has('/dev', /^nvidia\d+$/);
+}
+
+/**
  * Registers and activates the tfjs `webgpu` backend. `allowSoftware` is true only when the user
  * named the backend: auto-selection must not pick a CPU rasteriser over the native CPU path.
  */
 export async function loadWebgpuBackend(opts: { allowSoftware: boolean }): Promise<AdapterSummary> {
+  if (!registered && !opts.allowSoftware && !hasGpuDeviceNode()) {
+    requireDawn(); // a missing package is still what a user should hear first
+    // Without a GPU device node only a software adapter can exist; asking Dawn for it would
+    // print its driver warnings on every start-up of every command.
+    throw new Error('no GPU device node (/dev/dri/renderD*, /dev/nvidia*): no hardware adapter (--backend webgpu forces a software one)');
+  }
   if (!registered) {
     const { adapter, summary } = await probeAdapter();
     if (summary.software && !opts.allowSoftware) {
