@@ -23,6 +23,7 @@
 #include <string.h>
 #include <node_api.h>
 #include "gemm.h"
+#include "napi_args.h"
 #include "pool.h"
 
 #define DMM_COLS 64      /* output columns per task */
@@ -276,104 +277,54 @@ static int64_t sparse_ffn(const float* restrict x, const float* restrict Wg, con
 
 /* ------------------------------------------------------------------ N-API */
 
-static int arg_f32(napi_env env, napi_value v, float** p, size_t* n) {
-  napi_typedarray_type t;
-  size_t len;
-  void* data;
-  napi_value ab;
-  size_t off;
-  if (napi_get_typedarray_info(env, v, &t, &len, &data, &ab, &off) != napi_ok || t != napi_float32_array) {
-    napi_throw_type_error(env, NULL, "moecat_native.decode: expected a Float32Array");
-    return 0;
-  }
-  *p = (float*)data;
-  *n = len;
-  return 1;
-}
-
-/* A safe integer (|v| < 2^53, no fraction): anything else is a TypeError, never truncated. */
-static int arg_int(napi_env env, napi_value v, int64_t* out) {
-  double d;
-  if (napi_get_value_double(env, v, &d) != napi_ok || !(d == d) || d != floor(d) || fabs(d) > 9007199254740991.0) {
-    napi_throw_type_error(env, NULL, "moecat_native.decode: expected a safe integer");
-    return 0;
-  }
-  *out = (int64_t)d;
-  return 1;
-}
-
-/* a*b (and *c, when c >= 0) without int64 overflow; all of them non-negative. */
-static int prod_ok(int64_t a, int64_t b, int64_t c, int64_t* out) {
-  int64_t p;
-  if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &p)) return 0;
-  if (c >= 0 && __builtin_mul_overflow(p, c, &p)) return 0;
-  *out = p;
-  return 1;
-}
-
-/* need elements fit in an array of have. */
-static int fits(int64_t need, size_t have) {
-  return need >= 0 && (uint64_t)need <= (uint64_t)have;
-}
-
-static napi_value undef(napi_env env) {
-  napi_value u;
-  napi_get_undefined(env, &u);
-  return u;
-}
-
 /* decodeMatmul(x, W, y, M, K, N, threads) */
 static napi_value decode_matmul(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value a[7];
-  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc < 7) {
-    napi_throw_type_error(env, NULL, "moecat_native.decodeMatmul: expected 7 arguments");
-    return NULL;
-  }
-  float *x, *W, *y;
-  size_t nx, nw, ny;
-  int64_t M, K, N, threads;
-  if (!arg_f32(env, a[0], &x, &nx) || !arg_f32(env, a[1], &W, &nw) || !arg_f32(env, a[2], &y, &ny) || !arg_int(env, a[3], &M) ||
-      !arg_int(env, a[4], &K) || !arg_int(env, a[5], &N) || !arg_int(env, a[6], &threads))
-    return NULL;
-  int64_t mk, kn, mn;
-  if (!prod_ok(M, K, -1, &mk) || !prod_ok(K, N, -1, &kn) || !prod_ok(M, N, -1, &mn) || !fits(mk, nx) || !fits(kn, nw) || !fits(mn, ny)) {
-    napi_throw_range_error(env, NULL, "moecat_native.decodeMatmul: sizes do not match the arrays");
-    return NULL;
-  }
-  if (threads < 0 || threads > 1024) {
-    napi_throw_range_error(env, NULL, "moecat_native.decodeMatmul: threads must be in 0..1024");
-    return NULL;
-  }
+  ARGS(7);
+  F32(0, x, nx);
+  F32(1, W, nw);
+  F32(2, y, ny);
+  INT(3, M);
+  INT(4, K);
+  INT(5, N);
+  INT(6, threads);
+  SIZE("decodeMatmul", mk, M, K);
+  SIZE("decodeMatmul", kn, K, N);
+  SIZE("decodeMatmul", mn, M, N);
+  NEED("decodeMatmul", nx, mk, "sizes do not match the arrays");
+  NEED("decodeMatmul", nw, kn, "sizes do not match the arrays");
+  NEED("decodeMatmul", ny, mn, "sizes do not match the arrays");
+  RANGE("decodeMatmul", threads, 0, 1024, "threads must be in 0..1024");
   decode_matmul_run(x, W, y, M, K, N, (int)threads);
   return undef(env);
 }
 
 /* decodeAttend(q, kCache, vCache, out, S, H, Hk, dk, dv, scale) */
 static napi_value decode_attend(napi_env env, napi_callback_info info) {
-  size_t argc = 10;
-  napi_value a[10];
-  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc < 10) {
-    napi_throw_type_error(env, NULL, "moecat_native.decodeAttend: expected 10 arguments");
-    return NULL;
-  }
-  float *q, *kc, *vc, *out;
-  size_t nq, nk, nv, no;
-  int64_t S, H, Hk, dk, dv;
-  double scale;
-  if (!arg_f32(env, a[0], &q, &nq) || !arg_f32(env, a[1], &kc, &nk) || !arg_f32(env, a[2], &vc, &nv) || !arg_f32(env, a[3], &out, &no) ||
-      !arg_int(env, a[4], &S) || !arg_int(env, a[5], &H) || !arg_int(env, a[6], &Hk) || !arg_int(env, a[7], &dk) || !arg_int(env, a[8], &dv))
-    return NULL;
-  if (napi_get_value_double(env, a[9], &scale) != napi_ok) {
-    napi_throw_type_error(env, NULL, "moecat_native.decodeAttend: expected a number (scale)");
-    return NULL;
-  }
-  int64_t hdk, shdk, shdv, hdv;
-  if (S < 1 || H < 1 || Hk < 1 || H % Hk != 0 || dk < 1 || dv < 1 || !prod_ok(H, dk, -1, &hdk) || !prod_ok(S, Hk, dk, &shdk) ||
-      !prod_ok(S, Hk, dv, &shdv) || !prod_ok(H, dv, -1, &hdv) || !fits(hdk, nq) || !fits(shdk, nk) || !fits(shdv, nv) || !fits(hdv, no)) {
-    napi_throw_range_error(env, NULL, "moecat_native.decodeAttend: sizes do not match the arrays");
-    return NULL;
-  }
+  ARGS(10);
+  F32(0, q, nq);
+  F32(1, kc, nk);
+  F32(2, vc, nv);
+  F32(3, out, no);
+  INT(4, S);
+  INT(5, H);
+  INT(6, Hk);
+  INT(7, dk);
+  INT(8, dv);
+  DBL(9, scale);
+  RANGE("decodeAttend", S, 1, INT64_MAX, "S must be >= 1");
+  RANGE("decodeAttend", H, 1, INT64_MAX, "H must be >= 1");
+  RANGE("decodeAttend", Hk, 1, H, "Hk must be in 1..H");
+  RANGE("decodeAttend", dk, 1, INT64_MAX, "dk must be >= 1");
+  RANGE("decodeAttend", dv, 1, INT64_MAX, "dv must be >= 1");
+  if (H % Hk != 0) return bad_arg(env, "decodeAttend", "H must be a multiple of Hk"), NULL;
+  SIZE("decodeAttend", hdk, H, dk);
+  SIZE("decodeAttend", shdk, S, Hk, dk);
+  SIZE("decodeAttend", shdv, S, Hk, dv);
+  SIZE("decodeAttend", hdv, H, dv);
+  NEED("decodeAttend", nq, hdk, "sizes do not match the arrays");
+  NEED("decodeAttend", nk, shdk, "sizes do not match the arrays");
+  NEED("decodeAttend", nv, shdv, "sizes do not match the arrays");
+  NEED("decodeAttend", no, hdv, "sizes do not match the arrays");
   float* scores = (float*)malloc(sizeof(float) * (size_t)S);
   if (!scores) {
     napi_throw_error(env, NULL, "moecat_native.decodeAttend: out of memory");
@@ -386,53 +337,42 @@ static napi_value decode_attend(napi_env env, napi_callback_info info) {
 
 /* decodeSparseRows(x, W, y, K, N, tau) -> inputs kept */
 static napi_value decode_sparse_rows(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value a[6];
-  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc < 6) {
-    napi_throw_type_error(env, NULL, "moecat_native.decodeSparseRows: expected 6 arguments");
-    return NULL;
-  }
-  float *x, *W, *y;
-  size_t nx, nw, ny;
-  int64_t K, N;
-  double tau;
-  if (!arg_f32(env, a[0], &x, &nx) || !arg_f32(env, a[1], &W, &nw) || !arg_f32(env, a[2], &y, &ny) || !arg_int(env, a[3], &K) ||
-      !arg_int(env, a[4], &N))
-    return NULL;
-  if (napi_get_value_double(env, a[5], &tau) != napi_ok) {
-    napi_throw_type_error(env, NULL, "moecat_native.decodeSparseRows: expected a number (tau)");
-    return NULL;
-  }
-  int64_t kn;
-  if (!prod_ok(K, N, -1, &kn) || !fits(K, nx) || !fits(kn, nw) || !fits(N, ny)) {
-    napi_throw_range_error(env, NULL, "moecat_native.decodeSparseRows: sizes do not match the arrays");
-    return NULL;
-  }
+  ARGS(6);
+  F32(0, x, nx);
+  F32(1, W, nw);
+  F32(2, y, ny);
+  INT(3, K);
+  INT(4, N);
+  DBL(5, tau);
+  SIZE("decodeSparseRows", kn, K, N);
+  NEED("decodeSparseRows", nx, K, "sizes do not match the arrays");
+  NEED("decodeSparseRows", nw, kn, "sizes do not match the arrays");
+  NEED("decodeSparseRows", ny, N, "sizes do not match the arrays");
   napi_value r;
-  napi_create_int64(env, sparse_rows(x, W, y, K, N, (float)tau), &r);
+  CHECK(napi_create_int64(env, sparse_rows(x, W, y, K, N, (float)tau), &r));
   return r;
 }
 
 /* decodeSparseFfn(x, Wg, WuT, Wd, tau, y, d, h) -> channels kept */
 static napi_value decode_sparse_ffn(napi_env env, napi_callback_info info) {
-  size_t argc = 8;
-  napi_value a[8];
-  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc < 8) {
-    napi_throw_type_error(env, NULL, "moecat_native.decodeSparseFfn: expected 8 arguments");
-    return NULL;
-  }
-  float *x, *wg, *wu, *wd, *tau, *y;
-  size_t nx, ng, nu, nd, nt, ny;
-  int64_t d, h;
-  if (!arg_f32(env, a[0], &x, &nx) || !arg_f32(env, a[1], &wg, &ng) || !arg_f32(env, a[2], &wu, &nu) || !arg_f32(env, a[3], &wd, &nd) ||
-      !arg_f32(env, a[4], &tau, &nt) || !arg_f32(env, a[5], &y, &ny) || !arg_int(env, a[6], &d) || !arg_int(env, a[7], &h))
-    return NULL;
-  int64_t dh;
-  if (d < 1 || h < 1 || !prod_ok(d, h, -1, &dh) || !fits(d, nx) || !fits(dh, ng) || !fits(dh, nu) || !fits(dh, nd) || !fits(h, nt) ||
-      !fits(d, ny)) {
-    napi_throw_range_error(env, NULL, "moecat_native.decodeSparseFfn: sizes do not match the arrays");
-    return NULL;
-  }
+  ARGS(8);
+  F32(0, x, nx);
+  F32(1, wg, ng);
+  F32(2, wu, nu);
+  F32(3, wd, nd);
+  F32(4, tau, nt);
+  F32(5, y, ny);
+  INT(6, d);
+  INT(7, h);
+  RANGE("decodeSparseFfn", d, 1, INT64_MAX, "d must be >= 1");
+  RANGE("decodeSparseFfn", h, 1, INT64_MAX, "h must be >= 1");
+  SIZE("decodeSparseFfn", dh, d, h);
+  NEED("decodeSparseFfn", nx, d, "sizes do not match the arrays");
+  NEED("decodeSparseFfn", ng, dh, "sizes do not match the arrays");
+  NEED("decodeSparseFfn", nu, dh, "sizes do not match the arrays");
+  NEED("decodeSparseFfn", nd, dh, "sizes do not match the arrays");
+  NEED("decodeSparseFfn", nt, h, "sizes do not match the arrays");
+  NEED("decodeSparseFfn", ny, d, "sizes do not match the arrays");
   float* ag = (float*)malloc(sizeof(float) * (size_t)h);
   if (!ag) {
     napi_throw_error(env, NULL, "moecat_native.decodeSparseFfn: out of memory");
@@ -441,7 +381,7 @@ static napi_value decode_sparse_ffn(napi_env env, napi_callback_info info) {
   const int64_t kept = sparse_ffn(x, wg, wu, wd, tau, y, ag, d, h);
   free(ag);
   napi_value r;
-  napi_create_int64(env, kept, &r);
+  CHECK(napi_create_int64(env, kept, &r));
   return r;
 }
 
