@@ -33,3 +33,17 @@ export function useNativeCpu(skipReason: string): void {
     await useTestBackend();
   });
 }
+
+/** A stand-in for a tfjs backend's data map and readSync, enough for BufferPool.attach. */
+export function fakeBackend() {
+  const store = new Map<object, { values?: unknown }>();
+  return {
+    data: {
+      has: (k: object) => store.has(k),
+      get: (k: object) => store.get(k),
+      set: (k: object, v: { values?: unknown }) => void store.set(k, v),
+      delete: (k: object) => store.delete(k),
+    },
+    readSync: (k: object) => store.get(k)!.values,
+  };
+}

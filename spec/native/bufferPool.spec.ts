@@ -13,7 +13,7 @@ import { adamwStep, adamwStepJs, newAdamWState, ParamSlice } from '../../trainer
 import { loadTrainConfig } from '../../trainer/config';
 import { MarkovSource } from '../../trainer/data';
 import { Trainer } from '../../trainer/trainer';
-import { useNativeCpu } from '../helpers/native';
+import { fakeBackend, useNativeCpu } from '../helpers/native';
 
 const probe = loadNativeKernels({ register: false });
 const skipReason = probe.reason ?? '';
@@ -35,16 +35,7 @@ describe('buffer pool (logic)', () => {
 
   it('recycles only its own buffers, only when the last entry referring to them goes', () => {
     const pool = new BufferPool(1 << 30);
-    const store = new Map<object, { values?: unknown }>();
-    const backend = {
-      data: {
-        has: (k: object) => store.has(k),
-        get: (k: object) => store.get(k),
-        set: (k: object, v: { values?: unknown }) => void store.set(k, v),
-        delete: (k: object) => store.delete(k),
-      },
-      readSync: (k: object) => store.get(k)!.values,
-    };
+    const backend = fakeBackend();
     const detach = pool.attach(backend);
     const a = pool.take(1000);
     a.set(seq(1000));

@@ -9,21 +9,12 @@ import * as tf from '@tensorflow/tfjs';
 import { BufferPool } from '../../core/bufferPool';
 import { loadNativeKernels, nativePoolStats } from '../../core/native';
 import { expertsFfn } from '../../model/ops';
-import { lcg, useNativeCpu } from '../helpers/native';
+import { fakeBackend, lcg, useNativeCpu } from '../helpers/native';
 
 describe('buffer pool: storage.set takes the new reference before dropping the old', () => {
   it('re-setting an entry to a view of its own buffer keeps the buffer live', () => {
     const pool = new BufferPool(1 << 30);
-    const store = new Map<object, { values?: unknown }>();
-    const backend = {
-      data: {
-        has: (k: object) => store.has(k),
-        get: (k: object) => store.get(k),
-        set: (k: object, v: { values?: unknown }) => void store.set(k, v),
-        delete: (k: object) => store.delete(k),
-      },
-      readSync: (k: object) => store.get(k)!.values,
-    };
+    const backend = fakeBackend();
     const detach = pool.attach(backend);
     const a = pool.take(1000);
     const id = {};
