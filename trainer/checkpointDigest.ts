@@ -5,14 +5,14 @@
  * checkpoint whose files were altered and re-checksummed is still caught, naming the file.
  */
 import { createHash } from 'crypto';
-import { LoadedTraining } from './checkpointing';
+import { LoadedTraining, recomputableState } from './checkpointing';
 import { Trainer } from './trainer';
 
 /** Keys of state.json that a recomputation reproduces (backend, world size, lineage are not recomputed). */
 export const RECOMPUTED_STATE_KEYS = [
   'step', 'data_step', 'tokens', 'seed', 'adam_t', 'expert_biases', 'skipped_data_steps',
   'spikes', 'spike_detector', 'balance_scale', 'data', 'param_hash',
-] as const;
+] as const satisfies readonly (keyof ReturnType<typeof recomputableState>)[];
 
 export interface CheckpointDigest {
   /** Weights and expert biases (model.safetensors). */
@@ -58,20 +58,7 @@ export function digestOfTrainer(t: Trainer): CheckpointDigest {
   return {
     model: digest([s.params, ...s.biases]),
     optimizer: digest([s.opt.m, s.opt.v, s.opt.t]),
-    state: stateDigest({
-      step: s.step,
-      data_step: s.dataStep,
-      tokens: s.tokens,
-      seed: t.cfg.seed,
-      adam_t: s.opt.t,
-      expert_biases: s.biases.map((b) => Array.from(b)),
-      skipped_data_steps: s.skipped,
-      spikes: s.spikes,
-      spike_detector: s.detector,
-      balance_scale: s.balanceScale,
-      data: t.data.state(),
-      param_hash: t.paramHash(),
-    }),
+    state: stateDigest(recomputableState(s, { seed: t.cfg.seed, data: t.data.state(), paramHash: t.paramHash() })),
   };
 }
 

@@ -77,7 +77,25 @@ export function assembleCheckpoint(layout: FlatLayout, s: TrainerState, o: Check
     );
   }
   if (o.tokenizerJson) files['tokenizer.json'] = o.tokenizerJson;
+  // param_hash after backend, where state.json has always had it.
+  const { param_hash, ...recomputed } = recomputableState(s, o);
   const state: SavedState = {
+    ...recomputed,
+    world_size: o.worldSize,
+    backend: o.backend,
+    param_hash,
+    trainer_format: FORMAT_VERSION,
+    ...(o.state ?? {}),
+  };
+  return { files, state };
+}
+
+/**
+ * The keys of state.json that follow from the training state alone, so a recomputation
+ * reproduces them (trainer/checkpointDigest compares them for `moecat audit`).
+ */
+export function recomputableState(s: TrainerState, o: Pick<CheckpointContext, 'seed' | 'data' | 'paramHash'>) {
+  return {
     step: s.step,
     data_step: s.dataStep,
     tokens: s.tokens,
@@ -89,13 +107,8 @@ export function assembleCheckpoint(layout: FlatLayout, s: TrainerState, o: Check
     spike_detector: s.detector,
     balance_scale: s.balanceScale,
     data: o.data,
-    world_size: o.worldSize,
-    backend: o.backend,
     param_hash: o.paramHash,
-    trainer_format: FORMAT_VERSION,
-    ...(o.state ?? {}),
   };
-  return { files, state };
 }
 
 export function saveTrainerCheckpoint(
