@@ -30,6 +30,7 @@ import { CheckpointDigest, digestOfLoaded, digestOfTrainer, firstDifference } fr
 import { parseTrainConfig } from './config';
 import { makeDataSource } from './dataSource';
 import { SpikeEvent, Trainer } from './trainer';
+import { blamedFile } from './verify';
 
 export interface AuditOptions {
   /** First step to cover (default: the first recorded step). */
@@ -136,12 +137,6 @@ function checkRange(records: Map<number, StepRecord>, o: AuditOptions, file: str
 }
 
 /** The file of a checkpoint that a CheckpointError names (its `where`), else the directory. */
-function blamedFile(e: CheckpointError, dir: string): string {
-  const where = e.where ?? '';
-  const rel = path.relative(dir, where);
-  return rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : '(checkpoint directory)';
-}
-
 /** Recomputes steps of a run and compares them with its metrics.jsonl (see the file comment). */
 export async function auditRun(runDir: string, o: AuditOptions = {}): Promise<AuditResult> {
   if (!fs.existsSync(runDir) || !fs.statSync(runDir).isDirectory()) {

@@ -29,7 +29,8 @@ export interface VerifyResult {
   latest: string | null;
 }
 
-function blamed(e: CheckpointError | ConfigError, dir: string): string {
+/** The file inside checkpoint `dir` that an error's `where` names, else "(checkpoint directory)". */
+export function blamedFile(e: CheckpointError | ConfigError, dir: string): string {
   const rel = e.where ? path.relative(dir, e.where) : '';
   return rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : '(checkpoint directory)';
 }
@@ -45,7 +46,7 @@ export function verifyCheckpoint(dir: string, step: number): CheckpointVerdict {
     }
     return { step, dir, ok: true };
   } catch (e) {
-    if (e instanceof CheckpointError || e instanceof ConfigError) return { step, dir, ok: false, file: blamed(e, dir), error: e.message.split('\n')[0] };
+    if (e instanceof CheckpointError || e instanceof ConfigError) return { step, dir, ok: false, file: blamedFile(e, dir), error: e.message.split('\n')[0] };
     return { step, dir, ok: false, file: '(checkpoint directory)', error: `unreadable: ${(e as Error).message.split('\n')[0]}` };
   }
 }
