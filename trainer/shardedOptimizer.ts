@@ -12,6 +12,7 @@ import { ParamGroup } from '../model/params';
 import { shardRange } from '../parallel/tree';
 import { AdamWState, ParamSlice } from './adamw';
 import { DataParallel } from './dataParallel';
+import { addGroupSquares, addSquares, groupRms, paramGroups } from './stability';
 
 export type ShardMode = 'none' | 'optimizer';
 
@@ -51,9 +52,7 @@ export function shardAdamState(opt: AdamWState, total: number, s: Shard): AdamWS
 /** Global gradient norm: the float64 sum of squares continued across the ranks' shards. */
 export async function chainedGradNorm(dp: DataParallel, gradShard: Float32Array): Promise<number> {
   const r = await dp.chain(new Float64Array(1), (acc) => {
-    let sq = acc[0];
-    for (let i = 0; i < gradShard.length; i++) sq += gradShard[i] * gradShard[i];
-    acc[0] = sq;
+    acc[0] = addSquares(acc[0], gradShard);
     return acc;
   });
   return Math.sqrt(r[0]);
@@ -64,26 +63,7 @@ export async function chainedGradNorm(dp: DataParallel, gradShard: Float32Array)
  * accumulator per group, continued across shards; groups keyed in order of first appearance.
  */
 export async function chainedGradRmsByGroup(dp: DataParallel, gradShard: Float32Array, allSlices: ParamSlice[], local: ParamSlice[], scale: number): Promise<Partial<Record<ParamGroup, number>>> {
-  const groups: ParamGroup[] = [];
-  const count = new Map<ParamGroup, number>();
-  for (const sl of allSlices) {
-    if (!count.has(sl.group)) groups.push(sl.group);
-    count.set(sl.group, (count.get(sl.group) ?? 0) + sl.size);
-  }
-  const sums = await dp.chain(new Float64Array(groups.length), (acc) => {
-    for (const sl of local) {
-      const k = groups.indexOf(sl.group);
-      let a = acc[k];
-      const end = sl.offset + sl.size;
-      for (let i = sl.offset; i < end; i++) {
-        const g = gradShard[i] * scale;
-        a += g * g;
-      }
-      acc[k] = a;
-    }
-    return acc;
-  });
-  const out: Partial<Record<ParamGroup, number>> = {};
-  groups.forEach((g, k) => (out[g] = Math.sqrt(sums[k] / Math.max(1, count.get(g)!))));
-  return out;
+  const g = paramGroups(allSlices);
+  const sums = await dp.chain(new Float64Array(g.groups.length), (acc) => addGroupSquares(acc, gradShard, local, g.groups, scale));
+  return groupRms(g, sums);
 }

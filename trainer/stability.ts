@@ -35,23 +35,51 @@ export function routerSimilarity(w: Float32Array, d: number, E: number): number 
 
 /** Gradient RMS per parameter group. */
 export function gradRmsByGroup(grad: Float32Array, slices: ParamSlice[], scale = 1): Partial<Record<ParamGroup, number>> {
-  const sq = new Map<ParamGroup, { s: number; n: number }>();
+  const g = paramGroups(slices);
+  return groupRms(g, addGroupSquares(new Float64Array(g.groups.length), grad, slices, g.groups, scale));
+}
+
+/** The parameter groups of `slices` in order of first appearance, with each group's element count. */
+export function paramGroups(slices: ParamSlice[]): { groups: ParamGroup[]; count: Map<ParamGroup, number> } {
+  const groups: ParamGroup[] = [];
+  const count = new Map<ParamGroup, number>();
   for (const sl of slices) {
-    const e = sq.get(sl.group) ?? { s: 0, n: 0 };
+    if (!count.has(sl.group)) groups.push(sl.group);
+    count.set(sl.group, (count.get(sl.group) ?? 0) + sl.size);
+  }
+  return { groups, count };
+}
+
+/**
+ * acc[k] += Σ (grad[i]·scale)² over the slices of group k, in slice order (float64). The
+ * sharded optimizer continues the same accumulators across ranks, so both give the same bits.
+ */
+export function addGroupSquares(acc: Float64Array, grad: Float32Array, slices: ParamSlice[], groups: ParamGroup[], scale: number): Float64Array {
+  for (const sl of slices) {
+    const k = groups.indexOf(sl.group);
     // A local accumulator and x·x: the loop runs over every parameter each step.
-    let acc = e.s;
+    let a = acc[k];
     const end = sl.offset + sl.size;
     for (let i = sl.offset; i < end; i++) {
       const g = grad[i] * scale;
-      acc += g * g;
+      a += g * g;
     }
-    e.s = acc;
-    e.n += sl.size;
-    sq.set(sl.group, e);
+    acc[k] = a;
   }
+  return acc;
+}
+
+/** RMS per group from its summed squares. */
+export function groupRms(g: { groups: ParamGroup[]; count: Map<ParamGroup, number> }, sums: Float64Array): Partial<Record<ParamGroup, number>> {
   const out: Partial<Record<ParamGroup, number>> = {};
-  for (const [g, e] of sq) out[g] = Math.sqrt(e.s / Math.max(1, e.n));
+  g.groups.forEach((name, k) => (out[name] = Math.sqrt(sums[k] / Math.max(1, g.count.get(name)!))));
   return out;
+}
+
+/** Float64 sum of squares continued from `acc`, in index order (the global gradient norm's loop). */
+export function addSquares(acc: number, grad: Float32Array): number {
+  for (let i = 0; i < grad.length; i++) acc += grad[i] * grad[i];
+  return acc;
 }
 
 /**

@@ -25,7 +25,7 @@ import { LossNorms } from './losses';
 import { StepScalars } from './stepScalars';
 import { biasUpdateRateAt, lrAt } from './schedule';
 import { TreeAccumulator } from './treeSum';
-import { gradRmsByGroup, routerGradRatio, routerSimilarity, SpikeDetector } from './stability';
+import { addSquares, gradRmsByGroup, routerGradRatio, routerSimilarity, SpikeDetector } from './stability';
 import { stepBoundary } from '../core/webgpu/stepBoundary';
 import { chainedGradNorm, chainedGradRmsByGroup, Shard, shardAdamState, shardOf, slicesInShard } from './shardedOptimizer';
 
@@ -112,9 +112,7 @@ function summariseLosses(g: StepScalars): StepLosses {
 
 /** Global gradient norm in a fixed order (float64). */
 function globalGradNorm(grad: Float32Array): number {
-  let sq = 0;
-  for (let i = 0; i < grad.length; i++) sq += grad[i] * grad[i];
-  return Math.sqrt(sq);
+  return Math.sqrt(addSquares(0, grad));
 }
 
 export class Trainer {
