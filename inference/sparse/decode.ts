@@ -19,6 +19,7 @@ import { MoeResult, runLayer } from '../../model/layer';
 import { HostModel } from './hostModel';
 import { activeByThreshold, ffnDense, ffnScratch, ffnSparse, FfnScratch, matVec, matVecRows } from './kernels';
 import { SparsityPlan } from './thresholds';
+import { jsKernels } from '../decodeKernels';
 
 /** Observes activations during a dense pass (calibration statistics). */
 export interface ActivationObserver {
@@ -180,32 +181,10 @@ export class SparseDecoder {
       }
     }
     void dr;
-    // Softmax attention of each query head over positions 0..pos of its KV head.
-    const S = pos + 1;
-    const scale = 1 / Math.sqrt(dq);
-    const scores = this.buffer('scores', S);
+    // Softmax attention of each query head over positions 0..pos of its KV head (dq = dk here):
+    // the batched host decode path's plain-JS kernel, so both decoders attend with the same bits.
     const o = this.buffer('o', H * dv);
-    const g = H / Hk;
-    for (let h = 0; h < H; h++) {
-      const kh = Math.floor(h / g);
-      let max = -Infinity;
-      for (let t = 0; t < S; t++) {
-        let s = 0;
-        const kb = (t * Hk + kh) * dk;
-        for (let i = 0; i < dk; i++) s += q[h * dq + i] * block.k[kb + i];
-        s *= scale;
-        scores[t] = s;
-        if (s > max) max = s;
-      }
-      let z = 0;
-      for (let t = 0; t < S; t++) z += scores[t] = Math.exp(scores[t] - max);
-      for (let i = 0; i < dv; i++) o[h * dv + i] = 0;
-      for (let t = 0; t < S; t++) {
-        const p = scores[t] / z;
-        const vb = (t * Hk + kh) * dv;
-        for (let i = 0; i < dv; i++) o[h * dv + i] += p * block.v[vb + i];
-      }
-    }
+    jsKernels.attend(q, block.k, block.v, o, pos + 1, H, Hk, dk, dv, 1 / Math.sqrt(dq));
     obs?.attention?.(prefix, 'o', o.subarray(0, H * dv));
     this.linear(o, W('o_proj'), H * dv, d, out, th ? th.o : null);
   }
