@@ -23,14 +23,11 @@ export interface MicrobatchResult {
   hiddenMax: number;
 }
 
-export function microbatchGrad(
-  c: ModelConfig,
-  store: ParamStore,
-  layout: FlatLayout,
-  mb: Batch,
-  norms: LossNorms,
-  opts: { biases: Float32Array[]; zLossCoef: number; moe?: ForwardOptions['moe']; gradOut?: Float32Array },
-): MicrobatchResult {
+type MicrobatchOpts = { biases: Float32Array[]; zLossCoef: number; moe?: ForwardOptions['moe']; gradOut?: Float32Array };
+type Scalars = Omit<MicrobatchResult, 'grad'>;
+
+/** The tape: loss parts read inside it, and the gradient of every variable that received one. */
+function runTape(c: ModelConfig, store: ParamStore, layout: FlatLayout, mb: Batch, norms: LossNorms, opts: MicrobatchOpts): { value: tf.Scalar; grads: tf.NamedTensorMap; scalars: Scalars } {
   let lm = 0;
   let balance = 0;
   let z = 0;
@@ -49,6 +46,11 @@ export function microbatchGrad(
     moe = parts.moe;
     return parts.total;
   }, vars);
+  return { value, grads, scalars: { lm, balance, z, moe, hiddenRms, hiddenMax } };
+}
+
+export function microbatchGrad(c: ModelConfig, store: ParamStore, layout: FlatLayout, mb: Batch, norms: LossNorms, opts: MicrobatchOpts): MicrobatchResult {
+  const { value, grads, scalars } = runTape(c, store, layout, mb, norms, opts);
   // A caller's buffer (zeroed here) saves a fresh 4·params-byte allocation per microbatch, whose
   // first touch page-faults every page.
   const grad = opts.gradOut?.length === layout.total ? opts.gradOut.fill(0) : new Float32Array(layout.total);
@@ -56,5 +58,26 @@ export function microbatchGrad(
   if (!readAllInto(parts, grad)) for (const p of parts) readInto(p.t, grad, p.offset);
   tf.dispose(value);
   tf.dispose(grads);
-  return { grad, lm, balance, z, moe, hiddenRms, hiddenMax };
+  return { grad, ...scalars };
+}
+
+/**
+ * As microbatchGrad, with the flat gradient left on the device (GPU-resident training): one
+ * exact concatenation of the parameter gradients in spec order, zeros where a parameter got
+ * none (an expert without tokens). Only the scalars and routing ids come back to the host.
+ */
+export function microbatchGradOnDevice(c: ModelConfig, store: ParamStore, layout: FlatLayout, mb: Batch, norms: LossNorms, opts: MicrobatchOpts): Scalars & { grad: tf.Tensor1D } {
+  const { value, grads, scalars } = runTape(c, store, layout, mb, norms, opts);
+  const grad = tf.tidy(() =>
+    tf.concat(
+      layout.specs.map((s) => {
+        const g = grads[store.get(s.name).name];
+        return g ? tf.reshape(g, [-1]) : tf.zeros([s.shape.reduce((a, b) => a * b, 1)]);
+      }),
+      0,
+    ),
+  ) as tf.Tensor1D;
+  tf.dispose(value);
+  tf.dispose(grads);
+  return { grad, ...scalars };
 }

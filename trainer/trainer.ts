@@ -1,12 +1,14 @@
 /**
  * The training loop (DESIGN.md sections 2-4): per step, each rank runs its microbatches,
  * gradients are summed in the canonical microbatch tree (locally, then across ranks), checked
- * by the spike detector, clipped, applied by AdamW on the host, and the expert biases are
- * updated from globally summed counts. Everything that feeds the weights is a pure function of
+ * by the spike detector, clipped, applied by AdamW on the host (on webgpu: on the device, with
+ * weights, gradients and moments resident there, trainer/deviceState.ts), and the expert biases
+ * are updated from globally summed counts. Everything that feeds the weights is a pure function of
  * (config, seed, data, step): reruns, resumes and world sizes give the same bits.
  */
 import * as path from 'path';
 import * as fs from 'fs';
+import * as tf from '@tensorflow/tfjs';
 import { ModelConfig, targetFfnPerToken } from '../model/config';
 import { flatLayout, flatten, FlatLayout, views } from '../model/flatParams';
 import { initParams, paramHash, paramSpecs, ParamStore } from '../model/params';
@@ -20,7 +22,8 @@ import { DataSource } from './data';
 import { Batch } from '../data/batch';
 import { DataParallel, localMicrobatches, singleProcess } from './dataParallel';
 import { MetricsWriter, StepMetrics } from './metrics';
-import { microbatchGrad } from './microbatch';
+import { microbatchGrad, microbatchGradOnDevice } from './microbatch';
+import { DeviceSnapshot, DeviceState } from './deviceState';
 import { LossNorms } from './losses';
 import { StepScalars } from './stepScalars';
 import { biasUpdateRateAt, lrAt } from './schedule';
@@ -57,7 +60,15 @@ export interface TrainerOptions {
   dp?: DataParallel;
   /** Expert-parallel MoE override per layer (parallel/expertParallel). */
   moe?: ForwardOptions['moe'];
+  /**
+   * GPU-resident weights, gradients and Adam moments (trainer/deviceState.ts). Default: on
+   * when the backend is webgpu and the optimizer is not sharded; false keeps the host path.
+   */
+  resident?: boolean;
 }
+
+/** The reduced gradient of a step: a host array, or a device tensor on the resident path. */
+type StepGrad = { host: Float32Array } | { device: tf.Tensor; groupRms: (scale: number) => Partial<Record<string, number>> };
 
 export type StepOutcome = { kind: 'step'; metrics: StepMetrics } | { kind: 'spike'; event: SpikeEvent };
 
@@ -128,6 +139,9 @@ export class Trainer {
   private readonly moe?: ForwardOptions['moe'];
   private readonly detector: SpikeDetector;
   private snapshot: TrainerState | null = null;
+  /** Weights, moments and gradients on the device (webgpu), else null: the host path. */
+  readonly resident: DeviceState | null;
+  private deviceSnapshot: DeviceSnapshot | null = null;
   /** Warnings raised by the stability suite since the last call to takeWarnings(). */
   private warnings: string[] = [];
 
@@ -153,6 +167,11 @@ export class Trainer {
     this.shard = cfg.parallel.shard === 'optimizer' ? shardOf(this.layout.total, this.dp) : null;
     this.shardSlices = this.shard ? slicesInShard(this.slices, this.shard) : null;
     if (this.shard) this.state.opt = shardAdamState(this.state.opt, this.layout.total, this.shard);
+    const resident = opts.resident ?? (tf.getBackend() === 'webgpu' && !this.shard);
+    if (resident && (this.shard || tf.getBackend() !== 'webgpu')) {
+      throw new TrainingError(`GPU-resident training needs the webgpu backend and parallel.shard: none (backend ${tf.getBackend()}, shard ${cfg.parallel.shard})`);
+    }
+    this.resident = resident ? new DeviceState(this.layout, this.store, this.slices, this.state.opt) : null;
     this.detector = new SpikeDetector(cfg.stability.spike);
     this.detector.restore(this.state.detector);
     if (this.cfg.data.microBatches % this.dp.worldSize !== 0) {
@@ -161,6 +180,7 @@ export class Trainer {
   }
 
   paramHash(): string {
+    this.resident?.syncParams(this.state.params);
     return paramHash(this.layout.specs, views(this.layout, this.state.params));
   }
 
@@ -204,24 +224,25 @@ export class Trainer {
     const model = this.effectiveModel();
     const { step, dataStep, first, count, batches } = this.beginStep();
     const norms = await this.globalNorms(batches, count);
-    const local = this.forwardBackward(model, batches, norms, first);
-    const { grad, scalars } = await this.reduce(local, first, count, dataStep);
+    const { grad, scalars, gradNorm } = this.resident ? await this.reduceOnDevice(this.resident, model, batches, norms, first, count, dataStep) : await this.reduceOnHost(model, batches, norms, first, count, dataStep);
     const losses = summariseLosses(scalars);
-    const gradNorm = this.shard ? await chainedGradNorm(this.dp, grad) : globalGradNorm(grad);
-
-    if (this.cfg.stability.spike.enabled) {
-      const reason = this.detector.check(losses.loss, gradNorm);
-      if (reason) return { kind: 'spike', event: this.rollback(step, dataStep, reason) };
-    } else if (!Number.isFinite(losses.loss)) {
-      throw new TrainingError(`step ${step}: loss is ${losses.loss}`, { hint: 'lower the learning rate or enable stability.spike' });
+    let opt: { lr: number; groupRms: Record<string, number> };
+    try {
+      if (this.cfg.stability.spike.enabled) {
+        const reason = this.detector.check(losses.loss, gradNorm);
+        if (reason) return { kind: 'spike', event: this.rollback(step, dataStep, reason) };
+      } else if (!Number.isFinite(losses.loss)) {
+        throw new TrainingError(`step ${step}: loss is ${losses.loss}`, { hint: 'lower the learning rate or enable stability.spike' });
+      }
+      opt = await this.optimize(grad, gradNorm, step);
+    } finally {
+      if ('device' in grad) grad.device.dispose();
     }
-
-    const opt = await this.optimize(grad, gradNorm, step);
     this.updateBiases(model, scalars, opt.lr);
     this.state.step += 1;
     this.state.dataStep += 1;
     this.state.tokens += losses.stepTokens;
-    const metrics = this.stepMetrics(model, dataStep, losses, scalars, grad, gradNorm, opt, batches);
+    const metrics = this.stepMetrics(model, dataStep, losses, scalars, gradNorm, opt, batches);
     this.balanceController(model, batches, norms, metrics);
     if (this.state.step % this.cfg.train.paramHashEvery === 0 || this.state.step === this.cfg.train.steps) metrics.param_hash = this.paramHash();
     const ms = Date.now() - t0;
@@ -230,11 +251,56 @@ export class Trainer {
     return { kind: 'step', metrics };
   }
 
+  /** Host path: microbatch gradients read back, the tree and the norm on the host. */
+  private async reduceOnHost(model: ModelConfig, batches: Batch[], norms: LossNorms, first: number, count: number, dataStep: number): Promise<{ grad: StepGrad; scalars: StepScalars; gradNorm: number }> {
+    const { grad, scalars } = await this.reduce(this.forwardBackward(model, batches, norms, first), first, count, dataStep);
+    const gradNorm = this.shard ? await chainedGradNorm(this.dp, grad) : globalGradNorm(grad);
+    return { grad: { host: grad }, scalars, gradNorm };
+  }
+
+  /**
+   * GPU-resident path: microbatch gradients summed in the canonical tree on the device; with
+   * W > 1 the local subtree crosses the host for the ranks' exchange (the only full read).
+   */
+  private async reduceOnDevice(dev: DeviceState, model: ModelConfig, batches: Batch[], norms: LossNorms, first: number, count: number, dataStep: number): Promise<{ grad: StepGrad; scalars: StepScalars; gradNorm: number }> {
+    const M = this.cfg.data.microBatches;
+    const local = new StepScalars(M, model.nLayers, model.moe.nExperts);
+    const acc = dev.tree();
+    batches.forEach((b, i) => {
+      const r = microbatchGradOnDevice(model, this.store, this.layout, b, norms, { biases: this.state.biases, zLossCoef: this.cfg.train.zLossCoef, moe: this.moe });
+      acc.push(r.grad);
+      local.setMicro(first + i, { lm: r.lm, balance: r.balance, z: r.z, hiddenRms: r.hiddenRms, hiddenMax: r.hiddenMax, tokens: b.batchSize * b.seqLen });
+      local.addRouting(r.moe);
+    });
+    let grad = acc.result();
+    if (this.dp.worldSize > 1) {
+      const host = await this.dp.treeAllReduceSubtree(dev.download(grad), first, count, M);
+      grad.dispose();
+      grad = dev.upload(host);
+    }
+    this.reducedGradLength = this.layout.total;
+    const scalars = local.over(await this.dp.allReduceExact(local.data));
+    const inject = this.cfg.train.injectGradScale.find((x) => x.dataStep === dataStep);
+    if (inject) {
+      const scaled = tf.tidy(() => tf.mul(grad, tf.scalar(inject.scale)));
+      grad.dispose();
+      grad = scaled;
+    }
+    const sq = dev.squares(grad);
+    return { grad: { device: grad, groupRms: sq.groupRms }, scalars, gradNorm: sq.norm };
+  }
+
   /** Spike snapshot, skipped data steps, and this rank's block of microbatches. */
   private beginStep(): { step: number; dataStep: number; first: number; count: number; batches: Batch[] } {
     const spikeCfg = this.cfg.stability.spike;
     if (spikeCfg.enabled && (this.snapshot === null || this.state.step % spikeCfg.snapshotEvery === 0)) {
-      if (this.snapshot?.step !== this.state.step) this.snapshot = cloneState(this.syncDetector(), this.snapshot);
+      if (this.snapshot?.step !== this.state.step) {
+        this.snapshot = cloneState(this.syncDetector(), this.snapshot);
+        if (this.resident) {
+          DeviceState.disposeSnapshot(this.deviceSnapshot);
+          this.deviceSnapshot = this.resident.snapshot();
+        }
+      }
     }
     while (this.state.skipped.includes(this.state.dataStep)) this.state.dataStep++;
     const dataStep = this.state.dataStep;
@@ -287,16 +353,20 @@ export class Trainer {
    * Sharded: `grad` is this rank's shard; the update runs on the shard and the updated
    * shards are all-gathered into every rank's full weights.
    */
-  private async optimize(grad: Float32Array, gradNorm: number, step: number): Promise<{ lr: number; groupRms: Record<string, number> }> {
+  private async optimize(stepGrad: StepGrad, gradNorm: number, step: number): Promise<{ lr: number; groupRms: Record<string, number> }> {
     const { cfg } = this;
     const clip = cfg.optim.clipNorm > 0 && gradNorm > cfg.optim.clipNorm ? cfg.optim.clipNorm / gradNorm : 1;
     const lr = lrAt(step, cfg.optim.lr, { ...cfg.optim.schedule, totalSteps: cfg.train.steps });
-    const groupRms = this.shard ? await chainedGradRmsByGroup(this.dp, grad, this.slices, this.shardSlices!, clip) : gradRmsByGroup(grad, this.slices, clip);
-    for (const [group, rms] of Object.entries(groupRms)) {
-      if (rms > 0 && cfg.optim.eps * cfg.stability.epsWarnFactor > rms) {
-        this.warnings.push(`step ${step + 1}: Adam eps ${cfg.optim.eps} is within ${cfg.stability.epsWarnFactor}x of the ${group} gradient RMS ${rms.toExponential(2)}`);
-      }
+    if ('device' in stepGrad) {
+      // GPU-resident: per-group RMS from the block partials, AdamW as device kernels.
+      const groupRms = stepGrad.groupRms(clip) as Record<string, number>;
+      this.warnEps(groupRms, step);
+      this.resident!.adamw(stepGrad.device, this.state.opt, lr, cfg.optim, cfg.optim.lrScale, clip);
+      return { lr, groupRms };
     }
+    const grad = stepGrad.host;
+    const groupRms = this.shard ? await chainedGradRmsByGroup(this.dp, grad, this.slices, this.shardSlices!, clip) : gradRmsByGroup(grad, this.slices, clip);
+    this.warnEps(groupRms, step);
     if (this.shard) {
       const mine = this.state.params.subarray(this.shard.lo, this.shard.hi);
       adamwStep(mine, grad, this.state.opt, this.shardSlices!, lr, cfg.optim, cfg.optim.lrScale, clip);
@@ -306,6 +376,16 @@ export class Trainer {
     }
     this.store.assign(views(this.layout, this.state.params));
     return { lr, groupRms };
+  }
+
+  /** The stability suite's eps check: Adam eps close to a group's gradient RMS. */
+  private warnEps(groupRms: Record<string, number>, step: number): void {
+    const { cfg } = this;
+    for (const [group, rms] of Object.entries(groupRms)) {
+      if (rms > 0 && cfg.optim.eps * cfg.stability.epsWarnFactor > rms) {
+        this.warnings.push(`step ${step + 1}: Adam eps ${cfg.optim.eps} is within ${cfg.stability.epsWarnFactor}x of the ${group} gradient RMS ${rms.toExponential(2)}`);
+      }
+    }
   }
 
   /** Aux-loss-free bias controller on globally summed routing counts. */
@@ -318,18 +398,20 @@ export class Trainer {
   }
 
   private stepMetrics(
-    model: ModelConfig, dataStep: number, losses: StepLosses, g: StepScalars, grad: Float32Array, gradNorm: number,
+    model: ModelConfig, dataStep: number, losses: StepLosses, g: StepScalars, gradNorm: number,
     opt: { lr: number; groupRms: Record<string, number> }, batches: Batch[],
   ): StepMetrics {
     const L = model.nLayers;
     const E = model.moe.nExperts + model.moe.nZeroExperts;
     const ffnByLayer: number[] = [];
     const load: number[][] = [];
-    const similarity: number[] = [];
+    const routers = Array.from({ length: L }, (_, l) => `model.layers.${l}.mlp.router.classifier.weight`);
+    const similarity: number[] = this.resident ? this.resident.routerSimilarity(routers) : [];
     for (let l = 0; l < L; l++) {
       ffnByLayer.push(g.layerFfnRows(l) / g.layerTokens(l));
       load.push(Array.from(g.expertCounts(l)));
-      const o = this.layout.offsets.get(`model.layers.${l}.mlp.router.classifier.weight`)!;
+      if (this.resident) continue;
+      const o = this.layout.offsets.get(routers[l])!;
       similarity.push(routerSimilarity(this.state.params.subarray(o, o + model.dModel * E), model.dModel, E));
     }
     return {
@@ -391,7 +473,8 @@ export class Trainer {
     this.state.spikes = spikes;
     this.detector.restore(this.state.detector);
     this.snapshot = cloneState(this.state);
-    this.store.assign(views(this.layout, this.state.params));
+    if (this.resident) this.resident.restore(this.deviceSnapshot!);
+    else this.store.assign(views(this.layout, this.state.params));
     return event;
   }
 
@@ -414,18 +497,26 @@ export class Trainer {
 
   /** A deep copy of the full state (weights, optimizer, biases, detector window). */
   snapshotState(): TrainerState {
-    return cloneState(this.syncDetector());
+    return cloneState(this.syncHost());
   }
 
   /** Restores a snapshot taken by snapshotState() (the snapshot itself stays untouched). */
   restoreState(s: TrainerState): void {
     this.state = cloneState(s);
     this.detector.restore(this.state.detector);
-    this.store.assign(views(this.layout, this.state.params));
+    if (this.resident) this.resident.load(this.state.params, this.state.opt);
+    else this.store.assign(views(this.layout, this.state.params));
   }
 
   /** State for checkpoints, with the detector window included. */
   checkpointState(): TrainerState {
+    return this.syncHost();
+  }
+
+  /** The detector window, and on the resident path the weights and moments read back. */
+  private syncHost(): TrainerState {
+    this.resident?.syncParams(this.state.params);
+    this.resident?.syncMoments(this.state.opt);
     return this.syncDetector();
   }
 
@@ -434,7 +525,7 @@ export class Trainer {
    * rank must call it (the moments' shards are all-gathered); otherwise it is checkpointState.
    */
   async checkpointStateGathered(): Promise<TrainerState> {
-    const s = this.syncDetector();
+    const s = this.syncHost();
     if (!this.shard) return s;
     const m = await this.dp.allGather(s.opt.m);
     const v = await this.dp.allGather(s.opt.v);
@@ -442,6 +533,9 @@ export class Trainer {
   }
 
   dispose(): void {
+    DeviceState.disposeSnapshot(this.deviceSnapshot);
+    this.deviceSnapshot = null;
+    this.resident?.dispose();
     this.store.dispose();
   }
 }
