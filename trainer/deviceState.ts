@@ -50,8 +50,9 @@ export class DeviceState {
     private readonly slices: ParamSlice[],
     opt: AdamWState,
   ) {
-    this.m = tf.tensor1d(opt.m);
-    this.v = tf.tensor1d(opt.v);
+    // Copies: tfjs keeps a host array by reference until its first upload.
+    this.m = tf.tensor1d(opt.m.slice());
+    this.v = tf.tensor1d(opt.v.slice());
     const blocks = normBlocks(slices);
     this.blockStart = tf.tensor1d(blocks.start, 'int32');
     this.blockLen = tf.tensor1d(blocks.len, 'int32');
@@ -135,7 +136,7 @@ export class DeviceState {
   }
 
   upload(grad: Float32Array): tf.Tensor1D {
-    return tf.tensor1d(grad);
+    return tf.tensor1d(grad.slice());
   }
 
   /** Brings the host weights up to date (one read of all variables). */
@@ -163,8 +164,8 @@ export class DeviceState {
     this.store.assign(views(this.layout, params));
     this.m.dispose();
     this.v.dispose();
-    this.m = tf.tensor1d(opt.m);
-    this.v = tf.tensor1d(opt.v);
+    this.m = tf.tensor1d(opt.m.slice());
+    this.v = tf.tensor1d(opt.v.slice());
     this.hostParams = true;
     this.hostMoments = true;
   }

@@ -84,19 +84,22 @@ describe('webgpu: deterministic training', function () {
     const events = { inside: 0, outside: { timer: 0, immediate: 0, http: 0, ws: 0 } };
     let inMicrobatch = false;
     const note = (kind: keyof typeof events.outside) => (inMicrobatch ? events.inside++ : events.outside[kind]++);
-    const mod = microbatch as { microbatchGrad: typeof microbatch.microbatchGrad };
-    const original = mod.microbatchGrad;
+    // The host path runs microbatchGrad, the GPU-resident path microbatchGradOnDevice: watch both.
+    const mod = microbatch as { microbatchGrad: typeof microbatch.microbatchGrad; microbatchGradOnDevice: typeof microbatch.microbatchGradOnDevice };
+    const original = { host: mod.microbatchGrad, device: mod.microbatchGradOnDevice };
     let readsInside = 0;
-    mod.microbatchGrad = (...args: Parameters<typeof original>) => {
+    const watched = <A extends unknown[], R>(f: (...args: A) => R) => (...args: A): R => {
       const before = syncReadStats.reads;
       inMicrobatch = true;
       try {
-        return original(...args);
+        return f(...args);
       } finally {
         inMicrobatch = false;
         readsInside += syncReadStats.reads - before;
       }
     };
+    mod.microbatchGrad = watched(original.host);
+    mod.microbatchGradOnDevice = watched(original.device);
     const server = http.createServer((_, res) => {
       note('http');
       res.end('ok');
@@ -131,7 +134,8 @@ describe('webgpu: deterministic training', function () {
     } finally {
       running = false;
       clearInterval(timer);
-      mod.microbatchGrad = original;
+      mod.microbatchGrad = original.host;
+      mod.microbatchGradOnDevice = original.device;
       t.dispose();
       ws.close();
       wss.close();
