@@ -72,6 +72,7 @@ async function main(): Promise<void> {
         params: paths[k].layout.total,
         tokens_per_step: tokensPerStep,
         step_ms: Math.round(ms),
+        step_ms_each: xs.map((x) => Math.round(x.ms)).join(' '),
         tokens_per_s: (tokensPerStep / ms) * 1000,
         gpu_dispatches_per_step: median(xs.map((x) => x.dispatches)),
         sync_reads_per_step: median(xs.map((x) => x.reads)),

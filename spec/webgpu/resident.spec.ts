@@ -110,9 +110,9 @@ describe('webgpu: GPU-resident training', function () {
     assert.equal(await hashOf(cfg, 2, 2), a, 'W=2 (the gradient crosses the host) differs from W=1');
   });
 
-  it('3 steps straight equal 1 step + checkpoint + resume to 3 (weights and moments uploaded on resume)', async () => {
-    const run = async (outDir: string, maxSteps?: number, resume = false) => {
-      const { config, raw } = loadTrainConfig('configs/tiny.yaml', SETS);
+  it('3 steps straight equal 1 step + checkpoint + resume to 3, and a run that recomputes every step (host snapshot + upload)', async () => {
+    const run = async (outDir: string, maxSteps?: number, resume = false, sets: string[] = []) => {
+      const { config, raw } = loadTrainConfig('configs/tiny.yaml', [...SETS, ...sets]);
       const r = await runTraining({ outDir, config: resume ? undefined : config, rawConfig: resume ? undefined : raw, resume, maxSteps, backend: 'webgpu' });
       assert.ok(r.trainer.resident, 'the run did not take the resident path');
       const h = `${r.trainer.paramHash()}/${momentsHash(r.trainer)}`;
@@ -122,6 +122,16 @@ describe('webgpu: GPU-resident training', function () {
     const straight = await run(path.join(tmp, 'straight'));
     await run(path.join(tmp, 'k1'), 1);
     assert.equal(await run(path.join(tmp, 'k1'), undefined, true), straight);
+    // stability.recomputeEvery: snapshotState() reads the device state back, restoreState() uploads it.
+    assert.equal(await run(path.join(tmp, 'recompute'), undefined, false, ['stability.recomputeEvery=1']), straight);
+  });
+
+  it('the resident path is refused, with a clear error, where it cannot run (sharded optimizer); the default then takes the host path', () => {
+    const cfg = tinyConfig(['parallel.shard=optimizer']);
+    assert.throws(() => trainer(cfg, { resident: true }), /GPU-resident training needs the webgpu backend and parallel.shard: none/);
+    const t = trainer(cfg);
+    assert.equal(t.resident, null);
+    t.dispose();
   });
 
   it('the stability suite on the device agrees with cpu-native (losses 1e-4, grad norm, group RMS, eps warnings, router similarity, R_g, z-loss)', async () => {
