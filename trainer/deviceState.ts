@@ -17,6 +17,7 @@
  * moment buffers and the host scalars is a bitwise copy; restoring assigns them back.
  */
 import * as tf from '@tensorflow/tfjs';
+import { webgpuAdapter } from '../core/webgpu';
 import { FlatLayout, views } from '../model/flatParams';
 import { ParamStore, ParamGroup } from '../model/params';
 import { adamwMomentsOnDevice, adamwParamOnDevice, blockSquareSumsOnDevice, normBlocks, routerSimilarityOnDevice } from '../core/webgpu/optimizer';
@@ -32,6 +33,18 @@ export interface DeviceSnapshot {
 }
 
 const decayOf = (group: ParamGroup, weightDecay: number): number => (group === 'norm' || group === 'embedding' ? 0 : weightDecay);
+
+/**
+ * Why the resident path cannot run here, or null: it needs the webgpu backend, an unsharded
+ * optimizer, and a flat gradient/moment buffer within the adapter's storage-binding limit.
+ */
+export function residentRefusal(total: number, shard: string): string | null {
+  if (tf.getBackend() !== 'webgpu') return `it needs the webgpu backend (backend here: ${tf.getBackend()})`;
+  if (shard !== 'none') return `it needs parallel.shard: none (here: ${shard})`;
+  const limit = webgpuAdapter()?.limits.maxStorageBufferBindingSize ?? Infinity;
+  if (total * 4 > limit) return `the flat gradient (${(total * 4 / 2 ** 20).toFixed(0)} MiB) exceeds the adapter's storage binding limit (${(limit / 2 ** 20).toFixed(0)} MiB)`;
+  return null;
+}
 
 export class DeviceState {
   private m: tf.Tensor1D;

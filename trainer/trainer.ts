@@ -23,7 +23,7 @@ import { Batch } from '../data/batch';
 import { DataParallel, localMicrobatches, singleProcess } from './dataParallel';
 import { MetricsWriter, StepMetrics } from './metrics';
 import { microbatchGrad, microbatchGradOnDevice } from './microbatch';
-import { DeviceSnapshot, DeviceState } from './deviceState';
+import { DeviceSnapshot, DeviceState, residentRefusal } from './deviceState';
 import { LossNorms } from './losses';
 import { StepScalars } from './stepScalars';
 import { biasUpdateRateAt, lrAt } from './schedule';
@@ -167,10 +167,9 @@ export class Trainer {
     this.shard = cfg.parallel.shard === 'optimizer' ? shardOf(this.layout.total, this.dp) : null;
     this.shardSlices = this.shard ? slicesInShard(this.slices, this.shard) : null;
     if (this.shard) this.state.opt = shardAdamState(this.state.opt, this.layout.total, this.shard);
-    const resident = opts.resident ?? (tf.getBackend() === 'webgpu' && !this.shard);
-    if (resident && (this.shard || tf.getBackend() !== 'webgpu')) {
-      throw new TrainingError(`GPU-resident training needs the webgpu backend and parallel.shard: none (backend ${tf.getBackend()}, shard ${cfg.parallel.shard})`);
-    }
+    const refusal = residentRefusal(this.layout.total, cfg.parallel.shard);
+    const resident = opts.resident ?? refusal === null;
+    if (resident && refusal) throw new TrainingError(`GPU-resident training cannot run: ${refusal}`, { hint: 'leave TrainerOptions.resident unset to take the host path' });
     this.resident = resident ? new DeviceState(this.layout, this.store, this.slices, this.state.opt) : null;
     this.detector = new SpikeDetector(cfg.stability.spike);
     this.detector.restore(this.state.detector);
@@ -278,7 +277,8 @@ export class Trainer {
       grad.dispose();
       grad = dev.upload(host);
     }
-    this.reducedGradLength = this.layout.total;
+    // Host bytes only (stateBytes): with W = 1 the reduced gradient never leaves the device.
+    this.reducedGradLength = this.dp.worldSize > 1 ? this.layout.total : 0;
     const scalars = local.over(await this.dp.allReduceExact(local.data));
     const inject = this.cfg.train.injectGradScale.find((x) => x.dataStep === dataStep);
     if (inject) {
