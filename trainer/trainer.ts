@@ -96,6 +96,22 @@ function cloneState(s: TrainerState, reuse?: TrainerState | null): TrainerState 
   };
 }
 
+/**
+ * As cloneState, but sharing the weight and moment arrays: on the GPU-resident path they are
+ * host mirrors refreshed only on demand, and the spike snapshot of the weights and moments
+ * lives on the device (trainer/deviceState.ts), so copying them would move stale bytes.
+ */
+function cloneCounters(s: TrainerState): TrainerState {
+  return {
+    ...s,
+    opt: { ...s.opt },
+    biases: s.biases.map((b) => Float32Array.from(b)),
+    skipped: [...s.skipped],
+    spikes: [...s.spikes],
+    detector: { loss: [...s.detector.loss], grad: [...s.detector.grad] },
+  };
+}
+
 interface StepLosses {
   loss: number;
   lmLoss: number;
@@ -295,10 +311,12 @@ export class Trainer {
     const spikeCfg = this.cfg.stability.spike;
     if (spikeCfg.enabled && (this.snapshot === null || this.state.step % spikeCfg.snapshotEvery === 0)) {
       if (this.snapshot?.step !== this.state.step) {
-        this.snapshot = cloneState(this.syncDetector(), this.snapshot);
         if (this.resident) {
+          this.snapshot = cloneCounters(this.syncDetector());
           DeviceState.disposeSnapshot(this.deviceSnapshot);
           this.deviceSnapshot = this.resident.snapshot();
+        } else {
+          this.snapshot = cloneState(this.syncDetector(), this.snapshot);
         }
       }
     }
@@ -468,11 +486,12 @@ export class Trainer {
     const event: SpikeEvent = { step: step + 1, data_step: dataStep, reason, restored_to: snap.step };
     const skipped = [...this.state.skipped, dataStep];
     const spikes = [...this.state.spikes, event];
-    this.state = cloneState(snap);
+    const clone = this.resident ? cloneCounters : cloneState;
+    this.state = clone(snap);
     this.state.skipped = skipped;
     this.state.spikes = spikes;
     this.detector.restore(this.state.detector);
-    this.snapshot = cloneState(this.state);
+    this.snapshot = clone(this.state);
     if (this.resident) this.resident.restore(this.deviceSnapshot!);
     else this.store.assign(views(this.layout, this.state.params));
     return event;

@@ -10,6 +10,7 @@ import { strict as assert } from 'assert';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../../core/backend';
 import { loadTrainConfig, TrainConfig } from '../../trainer/config';
 import { MarkovSource } from '../../trainer/data';
@@ -87,7 +88,9 @@ describe('webgpu: GPU-resident training', function () {
         await steps(t, 1);
         const r0 = { ...syncReadStats };
         const d0 = programCounter.dispatches;
+        const tensors = tf.memory().numTensors;
         await steps(t, 1);
+        assert.equal(tf.memory().numTensors, tensors, 'a step leaks tensors');
         return { reads: syncReadStats.reads - r0.reads, bytes: syncReadStats.bytes - r0.bytes, dispatches: programCounter.dispatches - d0, params: t.layout.total };
       } finally {
         t.dispose();
