@@ -151,11 +151,9 @@ describe('webgpu: GPU-resident training', function () {
     };
     let ref: Awaited<ReturnType<typeof run>>;
     try {
-      await selectBackend('cpu-native');
+      // cpu-native where the addon is built, else the JS cpu backend (as agreement.spec.ts).
+      await selectBackend('cpu-native').catch(() => selectBackend('cpu'));
       ref = await run();
-    } catch (e) {
-      if (/native/.test(String(e))) return void console.log('      (cpu-native not built here; agreement skipped)');
-      throw e;
     } finally {
       await selectBackend('webgpu');
     }
