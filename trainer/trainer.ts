@@ -503,7 +503,9 @@ export class Trainer {
   /**
    * Bytes this rank holds in host Float32Arrays (memory figures): the flat weights, the
    * per-microbatch gradient buffers, the reduced gradient and the Adam moments. The weights'
-   * tfjs variables (ParamStore) are one more copy of `params`, not counted here.
+   * tfjs variables (ParamStore) are one more copy of `params`, not counted here. On the
+   * GPU-resident path `params` and the moments are host mirrors (the live copies are on the
+   * device) and no gradient buffer is held on the host with W = 1.
    */
   stateBytes(): { params: number; gradBuffers: number; reducedGrad: number; optimizer: number } {
     return {
