@@ -174,7 +174,9 @@ export class DeviceState {
 
   /** Uploads host weights and moments (resume, restoreState). */
   load(params: Float32Array, opt: AdamWState): void {
-    this.store.assign(views(this.layout, params));
+    // Copies, as for the moments: the host mirror is written again by syncParams().
+    const copies = new Map([...views(this.layout, params)].map(([name, v]) => [name, v.slice()]));
+    this.store.assign(copies);
     this.m.dispose();
     this.v.dispose();
     this.m = tf.tensor1d(opt.m.slice());
