@@ -38,11 +38,19 @@ function runTape(c: ModelConfig, store: ParamStore, layout: FlatLayout, mb: Batc
   const { value, grads } = tf.variableGrads(() => {
     const parts = microbatchLoss(c, store.getter, mb, norms, opts);
     // Scalars are read inside the tape: intermediates are released when it closes.
-    lm = parts.lm.dataSync()[0];
-    balance = parts.balance ? parts.balance.dataSync()[0] : 0;
-    z = parts.z ? parts.z.dataSync()[0] : 0;
-    hiddenRms = Math.sqrt(tf.mean(tf.square(parts.hidden)).dataSync()[0]);
-    hiddenMax = tf.max(tf.abs(parts.hidden)).dataSync()[0];
+    if (tf.getBackend() === 'webgpu') {
+      // One GPU round trip for all five (an exact copy of each value, so the same numbers).
+      const zero = tf.zeros([1]);
+      const parts5 = [parts.lm, parts.balance ?? zero, parts.z ?? zero, tf.mean(tf.square(parts.hidden)), tf.max(tf.abs(parts.hidden))];
+      const v = tf.concat(parts5.map((t) => tf.reshape(t, [1])), 0).dataSync();
+      [lm, balance, z, hiddenRms, hiddenMax] = [v[0], v[1], v[2], Math.sqrt(v[3]), v[4]];
+    } else {
+      lm = parts.lm.dataSync()[0];
+      balance = parts.balance ? parts.balance.dataSync()[0] : 0;
+      z = parts.z ? parts.z.dataSync()[0] : 0;
+      hiddenRms = Math.sqrt(tf.mean(tf.square(parts.hidden)).dataSync()[0]);
+      hiddenMax = tf.max(tf.abs(parts.hidden)).dataSync()[0];
+    }
     moe = parts.moe;
     return parts.total;
   }, vars);
