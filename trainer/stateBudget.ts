@@ -72,7 +72,7 @@ export function checkStateBudget(cfg: TrainConfig, layout: FlatLayout, worldSize
   const fits = (['optimizer', 'full'] as const).filter((m) => m !== mode && estimateStateBytes(layout, m, worldSize, cfg.data.microBatches).total <= limit);
   const hint = fits.length > 0
     ? `use parallel.shard: ${fits[fits.length - 1]} on these ${worldSize} ranks, or raise the limit`
-    : `use parallel.shard: full on more ranks (each holds about 1/W of it), or raise the limit`;
+    : `use parallel.shard: full on more ranks, each holding about 1/W of it, or raise the limit`;
   throw new ConfigError(
     `one rank would hold ${mb(e.total)} of training state (weights ${mb(e.params)}, gradients ${mb(e.grads)}, Adam moments ${mb(e.optimizer)}) under parallel.shard: ${mode} on ${worldSize} rank${worldSize > 1 ? 's' : ''}, over the limit of ${mb(limit)}`,
     { where: 'parallel.maxStateBytes', hint },
