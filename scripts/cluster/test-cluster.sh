@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# A two-node Slurm cluster on one machine, for tests and for trying the sbatch file by hand
-# (MOECAT_CLUSTER_NODES=N at `up` or `run` gives N nodes, 1..9; later commands read it from DIR):
+# A two-node Slurm cluster on one machine, for tests and for trying the sbatch file by hand:
 # slurmctld in network namespace <tag>-ctl (which also holds the bridge, 10.78.0.254) and one
 # slurmd per node in namespaces <tag>-node1 / <tag>-node2 (10.78.0.1 / 10.78.0.2, started with
 # `slurmd -N nodeK`), all authenticated by one munged whose key and socket live in the cluster
@@ -21,7 +20,7 @@
 # COMMAND sees SLURM_CONF, so `sbatch`, `scontrol`, `squeue`, `sinfo` talk to this cluster.
 # Needs root, iproute2, slurm-wlm (slurmctld, slurmd, client commands) and munge.
 set -euo pipefail
-NODES=${MOECAT_CLUSTER_NODES:-2}
+NODES=2
 SUBNET=10.78.0
 
 die() { echo "error: test-cluster.sh: $*" >&2; exit 2; }
@@ -39,7 +38,6 @@ load() {
   DIR=$(cd "$1" 2>/dev/null && pwd) || die "$1: no such cluster directory (start one with: test-cluster.sh up DIR)"
   [ -f "$DIR/tag" ] || die "$DIR: not a cluster directory (no tag file; start one with: test-cluster.sh up DIR)"
   TAG=$(cat "$DIR/tag")
-  if [ -f "$DIR/nodes" ]; then NODES=$(cat "$DIR/nodes"); fi
   export SLURM_CONF="$DIR/slurm.conf"
 }
 
@@ -109,7 +107,7 @@ wait_idle() {
 write_conf() {
   local k
   cat >"$DIR/slurm.conf" <<EOF
-# Written by scripts/cluster/test-cluster.sh: a throwaway $NODES-node cluster.
+# Written by scripts/cluster/test-cluster.sh: a throwaway two-node cluster.
 ClusterName=$TAG
 SlurmctldHost=$(hostname -s)($SUBNET.254)
 SlurmUser=root
@@ -159,10 +157,8 @@ up() {
   [ -z "$(ls -A "$DIR")" ] || die "$DIR: not empty (give an empty directory)"
   local limit=${2:-600} k ns
   [[ "$limit" =~ ^[0-9]+$ ]] || die "SECONDS=$limit is not a whole number of seconds"
-  [[ "$NODES" =~ ^[1-9]$ ]] || die "MOECAT_CLUSTER_NODES=$NODES: give 1..9 nodes"
   TAG="mcs$$"
   echo "$TAG" >"$DIR/tag"
-  echo "$NODES" >"$DIR/nodes"
   export SLURM_CONF="$DIR/slurm.conf"
   # Whatever fails from here on (die, set -e, a signal) leaves nothing behind.
   trap 'exit 130' INT TERM
