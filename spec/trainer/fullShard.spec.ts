@@ -88,7 +88,7 @@ describe('sharded weights (parallel.shard: full)', function () {
   });
 
   it('world sizes 1, 2 and 4 give the weights, metrics and Adam moments of shard: none, bit for bit (z-loss on, 1 to 8 microbatches per rank)', async () => {
-    const steps = 3;
+    const steps = 2;
     const sets = ['train.zLossCoef=0.001', 'data.microBatches=8'];
     const ref = await train(tinyConfig(sets), steps, 1);
     ref.trainers.forEach((t) => t.dispose());
