@@ -324,7 +324,7 @@ export class Trainer {
     return { grad, scalars };
   }
 
-  /** The reduced reduced-gradient shard, `parallel.shard: full` (reused from step to step). */
+  /** This rank's shard of the reduced gradient under `parallel.shard: full` (reused from step to step). */
   private fullGrad: Float32Array | null = null;
 
   /** `parallel.shard: full`: forward/backward unit by unit (trainer/fullShardStep.ts), then as reduce(). */
