@@ -64,15 +64,13 @@ export function initParamShard(c: ModelConfig, layout: FlatLayout, shard: Shard,
   return out;
 }
 
-/** Peak bytes of gathered weights (host copy and its tensors) since the last reset. */
 export interface GatherStats {
+  /** Peak bytes of one gathered unit: its host copy plus its tensors (counted as a second copy). */
   peakBytes: number;
-  /** Floats this rank sent in gathers since the last reset. */
-  sentFloats: number;
 }
 
 export class ShardedParams {
-  readonly stats: GatherStats = { peakBytes: 0, sentFloats: 0 };
+  readonly stats: GatherStats = { peakBytes: 0 };
 
   constructor(
     readonly layout: FlatLayout,
@@ -88,7 +86,6 @@ export class ShardedParams {
     const s = Math.max(a, lo);
     const e = Math.min(b, hi);
     const mine = e > s ? this.local().subarray(s - lo, e - lo) : new Float32Array(0);
-    this.stats.sentFloats += mine.length * (this.dp.worldSize - 1);
     const all = await this.dp.allGather(mine);
     if (all.length !== b - a) throw new TrainingError(`parallel.shard: full: gathering [${a}, ${b}) gave ${all.length} elements`);
     return all;
