@@ -122,7 +122,7 @@ export async function fullShardGradients(a: FullShardArgs): Promise<FullShardRes
     out: { lm: 0, balance: 0, z: 0, hiddenRms: 0, hiddenMax: 0, moe: [] },
   }));
   // dL/dbalance_l: the whole-model tape's div(dy = 1, globalSeqs), the same kernel.
-  const gBal = tf.div(tf.scalar(1), tf.scalar(a.norms.globalSeqs)) as tf.Scalar;
+  const gBal = tf.tidy(() => tf.div(tf.scalar(1), tf.scalar(a.norms.globalSeqs)) as tf.Scalar);
   const dys: (tf.Tensor2D | null)[] = [];
 
   /** Sums a unit's per-microbatch gradients (perMicro fills buffer i) in the canonical microbatch tree. */

@@ -4,6 +4,7 @@
  * `shard: none`. Also the units, the sharded initialisation and the start-up state budget.
  */
 import { strict as assert } from 'assert';
+import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../../core/backend';
 import { ConfigError } from '../../core/errors';
 import { sha256Hex } from '../../core/hash';
@@ -36,12 +37,15 @@ interface Run {
   metrics: StepMetrics[];
   moments: string;
   trainers: Trainer[];
+  /** Live tfjs tensors after each step. */
+  tensors: number[];
 }
 
 async function train(cfg: TrainConfig, steps: number, W: number): Promise<Run> {
   const group = new LocalGroup(W);
   const trainers = Array.from({ length: W }, (_, r) => new Trainer(cfg, new MarkovSource(cfg.seed, cfg.model.vocabSize, cfg.data.microBatchSize, cfg.data.seqLen), { dp: group.member(r) }));
   const metrics: StepMetrics[] = [];
+  const tensors: number[] = [];
   for (let s = 0; s < steps; s++) {
     const ms = await Promise.all(trainers.map(async (t) => {
       const r = await t.step();
@@ -50,12 +54,13 @@ async function train(cfg: TrainConfig, steps: number, W: number): Promise<Run> {
     }));
     for (const m of ms) assert.deepEqual({ ...m, step_ms: 0, tokens_per_s: 0 }, { ...ms[0], step_ms: 0, tokens_per_s: 0 }, 'ranks disagree within a step');
     metrics.push({ ...ms[0], step_ms: 0, tokens_per_s: 0 });
+    tensors.push(tf.memory().numTensors);
   }
   const hashes = await Promise.all(trainers.map((t) => t.paramHashGathered()));
   assert.ok(hashes.every((h) => h === hashes[0]), 'ranks disagree on the weights');
   const full = await Promise.all(trainers.map((t) => t.checkpointStateGathered()));
   const moments = sha256Hex(Buffer.concat([Buffer.from(full[0].opt.m.buffer), Buffer.from(full[0].opt.v.buffer)]));
-  return { hash: hashes[0], metrics, moments, trainers };
+  return { hash: hashes[0], metrics, moments, trainers, tensors };
 }
 
 describe('sharded weights (parallel.shard: full)', function () {
@@ -97,6 +102,7 @@ describe('sharded weights (parallel.shard: full)', function () {
       assert.deepEqual(run.metrics, ref.metrics, `metrics, world size ${W}`);
       assert.equal(run.hash, ref.hash, `param_hash, world size ${W}`);
       assert.equal(run.moments, ref.moments, `Adam moments, world size ${W}`);
+      assert.equal(run.tensors[1], run.tensors[0], `tfjs tensors leak from step to step (world size ${W})`);
       const n = run.trainers[0].layout.total;
       const unit = Math.max(...paramUnits(run.trainers[0].layout).map((u) => u.hi - u.lo));
       for (const t of run.trainers) {
