@@ -162,6 +162,7 @@ export const command: CommandModule<object, TrainArgs> = {
         params_bytes: b.params,
         grad_buffer_bytes: b.gradBuffers,
         reduced_grad_bytes: b.reducedGrad,
+        gathered_unit_bytes: b.gathered,
         optimizer_bytes: b.optimizer,
         peak_rss_bytes: process.resourceUsage().maxRSS * 1024,
         bytes_sent_per_step: Math.round((group?.bytesSent ?? 0) / steps),

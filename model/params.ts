@@ -98,16 +98,15 @@ export type InitScales = Partial<Record<ParamGroup, number>>;
  */
 export function initParams(c: ModelConfig, seed: number, scales: InitScales = {}): Map<string, Float32Array> {
   const out = new Map<string, Float32Array>();
-  for (const s of paramSpecs(c)) {
-    const n = numel(s.shape);
-    if (s.group === 'norm') {
-      out.set(s.name, new Float32Array(n).fill(1));
-    } else {
-      const std = c.initStd * (scales[s.group] ?? 1);
-      out.set(s.name, RngStream.of(seed, `init:${s.name}`).normalArray(n, std));
-    }
-  }
+  for (const s of paramSpecs(c)) out.set(s.name, initParam(c, s, seed, scales));
   return out;
+}
+
+/** One parameter's initial values (initParams draws each from its own stream). */
+export function initParam(c: ModelConfig, s: ParamSpec, seed: number, scales: InitScales = {}): Float32Array {
+  const n = numel(s.shape);
+  if (s.group === 'norm') return new Float32Array(n).fill(1);
+  return RngStream.of(seed, `init:${s.name}`).normalArray(n, c.initStd * (scales[s.group] ?? 1));
 }
 
 let storeCounter = 0;

@@ -35,17 +35,22 @@ export interface ForwardResult {
   caches: [AttnCache, AttnCache][];
 }
 
-export function forward(c: ModelConfig, P: ParamGetter, tokens: Int32Array, B: number, S: number, opts: ForwardOptions): ForwardResult {
+/** The attention context of a forward over B rows of S positions (RoPE tables, causal or segment mask). */
+export function forwardContext(c: ModelConfig, B: number, S: number, opts: Pick<ForwardOptions, 'pastLength' | 'ropeBase' | 'segmentIds'>): AttnContext {
   const past = opts.pastLength ?? 0;
   const rope = ropeTables(S, ropeDim(c), opts.ropeBase ?? c.ropeBase, past);
   const half = ropeDim(c) / 2;
-  const ctx: AttnContext = {
+  return {
     B,
     S,
     cos: tf.tensor2d(rope.cos, [S, half]),
     sin: tf.tensor2d(rope.sin, [S, half]),
     mask: opts.segmentIds ? segmentCausalMask(opts.segmentIds, B, S) : S > 1 || past > 0 ? causalMask(S, past) : null,
   };
+}
+
+export function forward(c: ModelConfig, P: ParamGetter, tokens: Int32Array, B: number, S: number, opts: ForwardOptions): ForwardResult {
+  const ctx = forwardContext(c, B, S, opts);
   let x = gatherRows(P('model.embed_tokens.weight') as tf.Tensor2D, tokens);
   const moe: MoeOutput[] = [];
   const caches: [AttnCache, AttnCache][] = [];
@@ -56,11 +61,14 @@ export function forward(c: ModelConfig, P: ParamGetter, tokens: Int32Array, B: n
     caches.push(r.caches);
   }
   const result: ForwardResult = { hidden: x, moe, caches };
-  if (opts.logits !== false) {
-    const h = rmsNorm(x, P('model.norm.weight'), c.rmsEps) as tf.Tensor2D;
-    result.logits = tf.matMul(h, P('lm_head.weight') as tf.Tensor2D) as tf.Tensor2D;
-  }
+  if (opts.logits !== false) result.logits = headLogits(c, P, x);
   return result;
+}
+
+/** Final RMSNorm and the untied lm_head on last-layer hidden states [rows, d]. */
+export function headLogits(c: ModelConfig, P: ParamGetter, x: tf.Tensor2D): tf.Tensor2D {
+  const h = rmsNorm(x, P('model.norm.weight'), c.rmsEps) as tf.Tensor2D;
+  return tf.matMul(h, P('lm_head.weight') as tf.Tensor2D) as tf.Tensor2D;
 }
 
 /** Zero expert biases for a fresh model. */

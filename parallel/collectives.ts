@@ -254,9 +254,11 @@ export class Group {
   /**
    * The reduce-scatter half of treeAllReduceSubtree (sharded optimizer state): this rank gets
    * only elements shardRange(n, W, rank) of the canonical tree's sum — the same bits, element
-   * for element, as the all-reduce gives there — and nothing is all-gathered.
+   * for element, as the all-reduce gives there — and nothing is all-gathered. `split[s]`, when
+   * given, is the element range rank s receives instead (ranges tiling [0, n) in rank order;
+   * `parallel.shard: full` reduces one layer's gradient at a time onto the global shards).
    */
-  async treeReduceScatterSubtree(localSubtree: Float32Array, first: number, count: number, total: number): Promise<Float32Array> {
+  async treeReduceScatterSubtree(localSubtree: Float32Array, first: number, count: number, total: number, split?: [number, number][]): Promise<Float32Array> {
     const end = first + count;
     const nodes = blockNodes(first, end, total);
     if (nodes.length > 1) {
@@ -264,7 +266,10 @@ export class Group {
         hint: 'give each rank an aligned power-of-two block of microbatches',
       });
     }
-    return this.treeAllReduceNodes(nodes.length ? [localSubtree] : [], localSubtree, first, end, total, false);
+    if (split && (split.length !== this.worldSize || split.some(([lo, hi], r) => lo !== (r === 0 ? 0 : split[r - 1][1]) || hi < lo) || split[split.length - 1][1] !== localSubtree.length)) {
+      throw new ParallelError(`treeReduceScatterSubtree: split ${JSON.stringify(split)} does not tile [0, ${localSubtree.length}) over ${this.worldSize} ranks`);
+    }
+    return this.treeAllReduceNodes(nodes.length ? [localSubtree] : [], localSubtree, first, end, total, false, split);
   }
 
   /**
@@ -291,19 +296,20 @@ export class Group {
   }
 
   /** The ranks' node values (in blockNodes order) reduced to the whole tree's sum. `input`: copy if returned as is. */
-  private async treeAllReduceNodes(values: Float32Array[], input: Float32Array | null, first: number, end: number, total: number, gather = true): Promise<Float32Array> {
+  private async treeAllReduceNodes(values: Float32Array[], input: Float32Array | null, first: number, end: number, total: number, gather = true, split?: [number, number][]): Promise<Float32Array> {
     const tag = this.begin();
     const nodes = blockNodes(first, end, total);
     if (this.worldSize === 1) {
       if (first !== 0 || end !== total) throw new ParallelError(`treeAllReduce: a world of one must hold all ${total} microbatches, got [${first}, ${end})`);
       const r = treeFromNodes(new Map(nodes.map((n, i) => [`${n.lo}:${n.hi}`, values[i]])), total);
+      if (split) return r.slice(split[0][0], split[0][1]);
       return r === input ? copyOf(r) : r;
     }
     const op = gather ? Op.TreeAllReduce : Op.TreeReduceScatter;
     const W = this.worldSize;
     const n = values.length ? values[0].length : 0;
     const piece = (s: number) => {
-      const [lo, hi] = shardRange(n, W, s);
+      const [lo, hi] = split ? split[s] : shardRange(n, W, s);
       const out = new Float32Array((hi - lo) * values.length);
       values.forEach((v, i) => out.set(v.subarray(lo, hi), i * (hi - lo)));
       return out;

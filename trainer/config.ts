@@ -78,8 +78,16 @@ export const trainConfigSchema = z.object({
     /** Fault injection for tests and drills: multiply the gradient of these data steps. */
     injectGradScale: z.array(z.object({ dataStep: z.number().int().nonnegative(), scale: z.number() }).strict()).default([]),
   }).strict(),
-  /** Data-parallel training state: `optimizer` shards the Adam moments and update over the ranks (trainer/shardedOptimizer.ts). */
-  parallel: z.object({ shard: z.enum(['none', 'optimizer']).default('none') }).strict().default({}),
+  /**
+   * Data-parallel training state: `optimizer` shards the Adam moments and update over the ranks
+   * (trainer/shardedOptimizer.ts), `full` the weights too, gathered one unit (embedding, layer,
+   * head) at a time (trainer/fullShard.ts). `maxStateBytes` (0: no limit) caps the training state
+   * one rank may hold (trainer/stateBudget.ts); a run over it is refused at start-up.
+   */
+  parallel: z.object({
+    shard: z.enum(['none', 'optimizer', 'full']).default('none'),
+    maxStateBytes: z.number().int().nonnegative().default(0),
+  }).strict().default({}),
   stability: z.object({
     spike: z.object({
       enabled: z.boolean().default(true),
@@ -109,6 +117,12 @@ export const trainConfigSchema = z.object({
   }
   if (c.data.sft && c.data.synthetic) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['data', 'sft'], message: 'data.sft and data.synthetic exclude each other' });
+  }
+  if (c.parallel.shard === 'full' && c.stability.routerRatioEvery > 0) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['stability', 'routerRatioEvery'], message: 'the router gradient ratio needs the whole model on one rank; set it to 0 with parallel.shard: full' });
+  }
+  if (c.parallel.shard === 'full' && (c.data.sft?.valEvery ?? 0) > 0) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['data', 'sft', 'valEvery'], message: 'validation loss needs the whole model on one rank; set it to 0 with parallel.shard: full' });
   }
   if (c.data.seqLen > c.model.maxSeqLen) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['data', 'seqLen'], message: `seqLen ${c.data.seqLen} exceeds model.maxSeqLen ${c.model.maxSeqLen}` });

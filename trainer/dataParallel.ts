@@ -15,9 +15,10 @@ export interface DataParallel {
   treeAllReduceSubtree(localSubtree: Float32Array, first: number, count: number, total: number): Promise<Float32Array>;
   /**
    * As treeAllReduceSubtree, but this rank receives only its shard of the sum, elements
-   * shardRange(n, worldSize, rank) (parallel/tree.ts): `parallel.shard: optimizer`.
+   * shardRange(n, worldSize, rank) (parallel/tree.ts): `parallel.shard: optimizer`; with
+   * `split`, elements split[rank] (ranges tiling [0, n) in rank order): `parallel.shard: full`.
    */
-  treeReduceScatterSubtree(localSubtree: Float32Array, first: number, count: number, total: number): Promise<Float32Array>;
+  treeReduceScatterSubtree(localSubtree: Float32Array, first: number, count: number, total: number, split?: [number, number][]): Promise<Float32Array>;
   /** Concatenation of every rank's buffer in rank order. */
   allGather(x: Float32Array): Promise<Float32Array>;
   /** Sequential fold in rank order (rank 0 first); every rank gets the last rank's result. */
@@ -29,7 +30,7 @@ export const singleProcess: DataParallel = {
   worldSize: 1,
   allReduceExact: async (x) => x,
   treeAllReduceSubtree: async (x) => x,
-  treeReduceScatterSubtree: async (x) => x,
+  treeReduceScatterSubtree: async (x, _first, _count, _total, split) => (split ? x.slice(split[0][0], split[0][1]) : x),
   allGather: async (x) => Float32Array.from(x),
   chain: async (init, step) => step(Float64Array.from(init)),
 };

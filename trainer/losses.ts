@@ -47,8 +47,7 @@ export function microbatchLoss(
     balance: true,
     moe: opts.moe,
   });
-  const w = new Float32Array(mb.lossMask.length);
-  for (let i = 0; i < w.length; i++) w[i] = mb.lossMask[i] / norms.globalTokens;
+  const w = lossWeights(mb, norms);
   const lm = weightedCrossEntropy(f.logits!, mb.targets, w);
   let total: tf.Scalar = lm;
   let balance: tf.Scalar | null = null;
@@ -59,11 +58,24 @@ export function microbatchLoss(
   }
   let z: tf.Scalar | null = null;
   if (opts.zLossCoef && opts.zLossCoef > 0) {
-    // Same per-position weights as the LM loss (lossMask / T): padding and masked prompt
-    // tokens (SFT) add nothing, so the sum and its normaliser count the same positions.
-    const lse = tf.logSumExp(tf.abs(f.hidden), 1);
-    z = tf.mul(tf.sum(tf.mul(tf.square(lse), tf.tensor1d(w))), opts.zLossCoef) as tf.Scalar;
+    z = hiddenZLoss(f.hidden, w, opts.zLossCoef);
     total = tf.add(total, z) as tf.Scalar;
   }
   return { total, lm, balance, z, moe: f.moe.map((m) => m.stats), hidden: f.hidden };
+}
+
+/** Per-position loss weights lossMask / T (T: the global count of masked-in targets). */
+export function lossWeights(mb: Batch, norms: LossNorms): Float32Array {
+  const w = new Float32Array(mb.lossMask.length);
+  for (let i = 0; i < w.length; i++) w[i] = mb.lossMask[i] / norms.globalTokens;
+  return w;
+}
+
+/**
+ * Hidden z-loss on last-layer hidden states, with the LM loss's per-position weights: padding
+ * and masked prompt tokens (SFT) add nothing, so the sum and its normaliser count the same positions.
+ */
+export function hiddenZLoss(hidden: tf.Tensor2D, w: Float32Array, coef: number): tf.Scalar {
+  const lse = tf.logSumExp(tf.abs(hidden), 1);
+  return tf.mul(tf.sum(tf.mul(tf.square(lse), tf.tensor1d(w))), coef) as tf.Scalar;
 }

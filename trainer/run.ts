@@ -56,12 +56,12 @@ async function stepChecked(trainer: Trainer): Promise<Awaited<ReturnType<Trainer
   if (!(every > 0 && (trainer.state.step + 1) % every === 0)) return trainer.step();
   const before = trainer.snapshotState();
   const first = await trainer.step();
-  const firstHash = trainer.paramHash();
+  const firstHash = await trainer.paramHashGathered();
   const after = trainer.snapshotState();
   trainer.restoreState(before);
   const second = await trainer.step();
   const fp = (x: typeof first) => (x.kind === 'step' ? x.metrics.fingerprint : `spike:${x.event.reason}`);
-  if (fp(first) !== fp(second) || trainer.paramHash() !== firstHash) {
+  if (fp(first) !== fp(second) || (await trainer.paramHashGathered()) !== firstHash) {
     throw new TrainingError(`silent-corruption check failed at step ${before.step + 1}: a recomputation of the same step gave different results (${fp(first)} vs ${fp(second)})`, {
       hint: 'suspect the hardware of this host; resume from the last checkpoint elsewhere and run moecat audit',
     });
@@ -139,7 +139,7 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     }
     last = r.metrics;
     // Every invocation's last step records its parameter hash (a run stopped by --max-steps too).
-    if (trainer.state.step === target && last.param_hash === undefined) last.param_hash = trainer.paramHash();
+    if (trainer.state.step === target && last.param_hash === undefined) last.param_hash = await trainer.paramHashGathered();
     const valEvery = config.data.sft?.valEvery ?? 0;
     const val = (data as { validationBatches?: () => Batch[] }).validationBatches;
     if (val && valEvery > 0 && (trainer.state.step % valEvery === 0 || trainer.state.step === target)) last.val_loss = validationLoss(trainer, val.call(data), o.moe);

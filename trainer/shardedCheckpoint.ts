@@ -1,5 +1,5 @@
 /**
- * Sharded checkpoints for `parallel.shard: optimizer` on W > 1 ranks (docs/ARCHITECTURE.md,
+ * Sharded checkpoints for `parallel.shard: optimizer` and `full` on W > 1 ranks (docs/ARCHITECTURE.md,
  * "Sharded training state"). Each rank writes its slice of the Adam moments as
  * `optimizer-rank-RRRRR-of-WWWWW.safetensors` (exp_avg, exp_avg_sq over elements [lo, hi) of
  * the flat layout) into a staging directory `checkpoints/.shards-step-XXXXXXXX-<pid of rank 0>`,
@@ -58,7 +58,10 @@ export async function saveShardedCheckpoint(
   const { dp, shard, layout } = trainer;
   if (!shard) throw new CheckpointError('saveShardedCheckpoint: the trainer does not shard its optimizer state (parallel.shard is none)');
   const W = dp.worldSize;
-  const s = trainer.checkpointState();
+  // parallel.shard: full: the writer gathers the weights unit by unit (the others drop each unit).
+  const params = await trainer.gatheredParams(isWriter);
+  const hash = trainer.full ? await trainer.paramHashGathered() : isWriter ? trainer.paramHash() : '';
+  const s = { ...trainer.checkpointState(), params: params ?? new Float32Array(0) };
   // Rank 0's pid names the staging directory, so a dead writer's leftovers are recognisable.
   const pidOf0 = new Float64Array(W);
   if (dp.rank === 0) pidOf0[0] = process.pid;
@@ -91,7 +94,7 @@ export async function saveShardedCheckpoint(
     data: trainer.data.state(),
     worldSize: W,
     backend: extras.backend,
-    paramHash: trainer.paramHash(),
+    paramHash: hash,
     state: extras.state,
     withOptimizer: false,
   });

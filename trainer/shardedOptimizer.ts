@@ -14,7 +14,7 @@ import { AdamWState, ParamSlice } from './adamw';
 import { DataParallel } from './dataParallel';
 import { addGroupSquares, addSquares, groupRms, paramGroups } from './stability';
 
-export type ShardMode = 'none' | 'optimizer';
+export type ShardMode = 'none' | 'optimizer' | 'full';
 
 export interface Shard {
   /** Elements [lo, hi) of the flat vector belong to this rank. */

@@ -15,7 +15,7 @@ import { initParams, paramHash, paramSpecs, ParamStore } from '../model/params';
 import { initialBiases, ForwardOptions } from '../model/transformer';
 import { updateExpertBias } from '../model/moe/biasController';
 import { stepFingerprint } from '../core/hash';
-import { TrainingError } from '../core/errors';
+import { ConfigError, TrainingError } from '../core/errors';
 import { adamwStep, AdamWState, newAdamWState, ParamSlice } from './adamw';
 import { TrainConfig } from './config';
 import { DataSource } from './data';
@@ -31,6 +31,9 @@ import { TreeAccumulator } from './treeSum';
 import { addSquares, gradRmsByGroup, routerGradRatio, routerSimilarity, SpikeDetector } from './stability';
 import { stepBoundary } from '../core/webgpu/stepBoundary';
 import { chainedGradNorm, chainedGradRmsByGroup, Shard, shardAdamState, shardOf, slicesInShard } from './shardedOptimizer';
+import { initParamShard, paramUnits, ShardedParams, Unit } from './fullShard';
+import { fullShardGradients, UnitGradPool } from './fullShardStep';
+import { checkStateBudget } from './stateBudget';
 
 export interface SpikeEvent {
   step: number;
@@ -148,8 +151,13 @@ export class Trainer {
   readonly store: ParamStore;
   readonly slices: ParamSlice[];
   readonly dp: DataParallel;
-  /** `parallel.shard: optimizer`: the elements whose Adam moments and update this rank owns (null: all). */
+  /**
+   * `parallel.shard: optimizer` or `full`: the elements whose Adam moments and update this rank
+   * owns (null: all). Under `full`, `state.params` holds only these elements of the weights.
+   */
   readonly shard: Shard | null;
+  /** `parallel.shard: full`: the sharded weights, gathered unit by unit (null otherwise). */
+  readonly full: { sp: ShardedParams; units: Unit[]; pool: UnitGradPool } | null;
   private readonly shardSlices: ParamSlice[] | null;
   state: TrainerState;
   private readonly moe?: ForwardOptions['moe'];
@@ -166,11 +174,16 @@ export class Trainer {
     this.dp = opts.dp ?? singleProcess;
     this.moe = opts.moe;
     this.layout = flatLayout(paramSpecs(cfg.model));
+    checkStateBudget(cfg, this.layout, this.dp.worldSize);
+    if (cfg.parallel.shard === 'full' && opts.moe) {
+      throw new ConfigError('parallel.shard: full does not combine with expert parallelism yet', { where: '--expert-parallel', hint: 'use parallel.shard: optimizer with --expert-parallel, or drop --expert-parallel' });
+    }
+    const fullShard = cfg.parallel.shard === 'full' ? shardOf(this.layout.total, this.dp) : null;
     this.state = init ?? {
       step: 0,
       dataStep: 0,
       tokens: 0,
-      params: flatten(this.layout, initParams(this.model, cfg.seed, cfg.optim.initScale)),
+      params: fullShard ? initParamShard(this.model, this.layout, fullShard, cfg.seed, cfg.optim.initScale) : flatten(this.layout, initParams(this.model, cfg.seed, cfg.optim.initScale)),
       opt: newAdamWState(this.layout.total),
       biases: initialBiases(this.model),
       skipped: [],
@@ -178,9 +191,16 @@ export class Trainer {
       detector: { loss: [], grad: [] },
       balanceScale: 1,
     };
-    this.store = new ParamStore(this.layout.specs, views(this.layout, this.state.params));
+    if (fullShard && this.state.params.length !== fullShard.hi - fullShard.lo) this.state.params = this.state.params.slice(fullShard.lo, fullShard.hi);
+    // Under `full` no rank holds the whole model: the tfjs store stays empty.
+    this.store = fullShard ? new ParamStore([], new Map()) : new ParamStore(this.layout.specs, views(this.layout, this.state.params));
     this.slices = this.layout.specs.map((s) => ({ offset: this.layout.offsets.get(s.name)!, size: s.shape.reduce((a, b) => a * b, 1), group: s.group }));
-    this.shard = cfg.parallel.shard === 'optimizer' ? shardOf(this.layout.total, this.dp) : null;
+    this.shard = cfg.parallel.shard === 'optimizer' ? shardOf(this.layout.total, this.dp) : fullShard;
+    this.full = null;
+    if (fullShard) {
+      const units = paramUnits(this.layout);
+      this.full = { sp: new ShardedParams(this.layout, this.dp, fullShard, () => this.state.params), units, pool: new UnitGradPool(Math.max(...units.map((u) => u.hi - u.lo))) };
+    }
     this.shardSlices = this.shard ? slicesInShard(this.slices, this.shard) : null;
     if (this.shard) this.state.opt = shardAdamState(this.state.opt, this.layout.total, this.shard);
     const refusal = residentRefusal(this.layout.total, cfg.parallel.shard);
@@ -194,10 +214,29 @@ export class Trainer {
     }
   }
 
+  /**
+   * The run's param_hash. Under `parallel.shard: full` on W > 1 ranks the weights are spread
+   * over the ranks: this returns the hash paramHashGathered() computed for the current weights.
+   */
   paramHash(): string {
-    this.resident?.syncParams(this.state.params);
-    return paramHash(this.layout.specs, views(this.layout, this.state.params));
+    if (!this.full || this.dp.worldSize === 1) {
+      this.resident?.syncParams(this.state.params);
+      return paramHash(this.layout.specs, views(this.layout, this.state.params));
+    }
+    if (this.hashCache?.version !== this.paramsVersion) throw new TrainingError('param_hash under parallel.shard: full is computed collectively (every rank calls paramHashGathered)');
+    return this.hashCache.hash;
   }
+
+  /** paramHash(), gathering the weights one parameter at a time under `full` (every rank must call it). */
+  async paramHashGathered(): Promise<string> {
+    if (!this.full || this.dp.worldSize === 1) return this.paramHash();
+    if (this.hashCache?.version !== this.paramsVersion) this.hashCache = { version: this.paramsVersion, hash: await this.full.sp.paramHash() };
+    return this.hashCache.hash;
+  }
+
+  /** Bumped whenever the weights change (param_hash cache under `full`). */
+  private paramsVersion = 0;
+  private hashCache: { version: number; hash: string } | null = null;
 
   takeWarnings(): string[] {
     const w = this.warnings;
@@ -257,9 +296,9 @@ export class Trainer {
     this.state.step += 1;
     this.state.dataStep += 1;
     this.state.tokens += losses.stepTokens;
-    const metrics = this.stepMetrics(model, dataStep, losses, scalars, gradNorm, opt, batches);
+    const metrics = this.stepMetrics(model, dataStep, losses, scalars, gradNorm, opt, batches, this.resident ? [] : await this.routerWeights(model));
     this.balanceController(model, batches, norms, metrics);
-    if (this.state.step % this.cfg.train.paramHashEvery === 0 || this.state.step === this.cfg.train.steps) metrics.param_hash = this.paramHash();
+    if (this.state.step % this.cfg.train.paramHashEvery === 0 || this.state.step === this.cfg.train.steps) metrics.param_hash = await this.paramHashGathered();
     const ms = Date.now() - t0;
     metrics.step_ms = ms;
     metrics.tokens_per_s = (losses.stepTokens / Math.max(1, ms)) * 1000;
@@ -268,7 +307,9 @@ export class Trainer {
 
   /** Host path: microbatch gradients read back, the tree and the norm on the host. */
   private async reduceOnHost(model: ModelConfig, batches: Batch[], norms: LossNorms, first: number, count: number, dataStep: number): Promise<{ grad: StepGrad; scalars: StepScalars; gradNorm: number }> {
-    const { grad, scalars } = await this.reduce(this.forwardBackward(model, batches, norms, first), first, count, dataStep);
+    const { grad, scalars } = this.full
+      ? await this.fullShardReduce(model, batches, norms, first, dataStep)
+      : await this.reduce(this.forwardBackward(model, batches, norms, first), first, count, dataStep);
     const gradNorm = this.shard ? await chainedGradNorm(this.dp, grad) : globalGradNorm(grad);
     return { grad: { host: grad }, scalars, gradNorm };
   }
@@ -359,11 +400,45 @@ export class Trainer {
     const M = this.cfg.data.microBatches;
     const sub = local.acc.result();
     const grad = this.shard ? await this.dp.treeReduceScatterSubtree(sub, first, count, M) : await this.dp.treeAllReduceSubtree(sub, first, count, M);
+    return this.finishReduce(grad, local.scalars, dataStep);
+  }
+
+  private async finishReduce(grad: Float32Array, local: StepScalars, dataStep: number): Promise<{ grad: Float32Array; scalars: StepScalars }> {
     this.reducedGradLength = grad.length;
-    const scalars = local.scalars.over(await this.dp.allReduceExact(local.scalars.data));
+    const scalars = local.over(await this.dp.allReduceExact(local.data));
     const inject = this.cfg.train.injectGradScale.find((x) => x.dataStep === dataStep);
     if (inject) for (let i = 0; i < grad.length; i++) grad[i] *= inject.scale;
     return { grad, scalars };
+  }
+
+  /** This rank's shard of the reduced gradient under `parallel.shard: full` (reused from step to step). */
+  private fullGrad: Float32Array | null = null;
+
+  /** `parallel.shard: full`: forward/backward unit by unit (trainer/fullShardStep.ts), then as reduce(). */
+  private async fullShardReduce(model: ModelConfig, batches: Batch[], norms: LossNorms, first: number, dataStep: number): Promise<{ grad: Float32Array; scalars: StepScalars }> {
+    const { sp, units, pool } = this.full!;
+    this.fullGrad ??= new Float32Array(sp.shard.hi - sp.shard.lo);
+    const r = await fullShardGradients({
+      c: model, sp, units, pool, batches, norms, first, M: this.cfg.data.microBatches, biases: this.state.biases, zLossCoef: this.cfg.train.zLossCoef, gradOut: this.fullGrad,
+    });
+    const scalars = new StepScalars(this.cfg.data.microBatches, model.nLayers, model.moe.nExperts);
+    r.micro.forEach((m, i) => {
+      const b = batches[i];
+      scalars.setMicro(first + i, { lm: m.lm, balance: m.balance, z: m.z, hiddenRms: m.hiddenRms, hiddenMax: m.hiddenMax, tokens: b.batchSize * b.seqLen });
+      scalars.addRouting(m.moe);
+    });
+    return this.finishReduce(r.grad, scalars, dataStep);
+  }
+
+  /** Each layer's router weights (gathered under `full`, views otherwise), for the similarity metric. */
+  private async routerWeights(model: ModelConfig): Promise<Float32Array[]> {
+    const E = model.moe.nExperts + model.moe.nZeroExperts;
+    const out: Float32Array[] = [];
+    for (let l = 0; l < model.nLayers; l++) {
+      const o = this.layout.offsets.get(`model.layers.${l}.mlp.router.classifier.weight`)!;
+      out.push(this.full ? await this.full.sp.gather(o, o + model.dModel * E) : this.state.params.subarray(o, o + model.dModel * E));
+    }
+    return out;
   }
 
   /**
@@ -385,6 +460,12 @@ export class Trainer {
     const grad = stepGrad.host;
     const groupRms = this.shard ? await chainedGradRmsByGroup(this.dp, grad, this.slices, this.shardSlices!, clip) : gradRmsByGroup(grad, this.slices, clip);
     this.warnEps(groupRms, step);
+    this.paramsVersion++;
+    if (this.full) {
+      // The weights are this rank's shard: nothing to gather, nothing in the tfjs store.
+      adamwStep(this.state.params, grad, this.state.opt, this.shardSlices!, lr, cfg.optim, cfg.optim.lrScale, clip);
+      return { lr, groupRms };
+    }
     if (this.shard) {
       const mine = this.state.params.subarray(this.shard.lo, this.shard.hi);
       adamwStep(mine, grad, this.state.opt, this.shardSlices!, lr, cfg.optim, cfg.optim.lrScale, clip);
@@ -417,7 +498,7 @@ export class Trainer {
 
   private stepMetrics(
     model: ModelConfig, dataStep: number, losses: StepLosses, g: StepScalars, gradNorm: number,
-    opt: { lr: number; groupRms: Record<string, number> }, batches: Batch[],
+    opt: { lr: number; groupRms: Record<string, number> }, batches: Batch[], router: Float32Array[],
   ): StepMetrics {
     const L = model.nLayers;
     const E = model.moe.nExperts + model.moe.nZeroExperts;
@@ -429,8 +510,7 @@ export class Trainer {
       ffnByLayer.push(g.layerFfnRows(l) / g.layerTokens(l));
       load.push(Array.from(g.expertCounts(l)));
       if (this.resident) continue;
-      const o = this.layout.offsets.get(routers[l])!;
-      similarity.push(routerSimilarity(this.state.params.subarray(o, o + model.dModel * E), model.dModel, E));
+      similarity.push(routerSimilarity(router[l], model.dModel, E));
     }
     return {
       step: this.state.step,
@@ -494,6 +574,7 @@ export class Trainer {
     this.snapshot = clone(this.state);
     if (this.resident) this.resident.restore(this.deviceSnapshot!);
     else this.store.assign(views(this.layout, this.state.params));
+    this.paramsVersion++;
     return event;
   }
 
@@ -505,12 +586,16 @@ export class Trainer {
    * per-microbatch gradient buffers, the reduced gradient and the Adam moments. The weights'
    * tfjs variables (ParamStore) are one more copy of `params`, not counted here. On the
    * GPU-resident path `params` and the moments are host mirrors (the live copies are on the
-   * device) and no gradient buffer is held on the host with W = 1.
+   * device) and no gradient buffer is held on the host with W = 1. Under
+   * `parallel.shard: full`: `params` is this rank's shard, `gradBuffers` the unit-sized
+   * buffers, `gathered` the peak of one gathered unit (host copy plus its tensors); the store
+   * is empty.
    */
-  stateBytes(): { params: number; gradBuffers: number; reducedGrad: number; optimizer: number } {
+  stateBytes(): { params: number; gradBuffers: number; reducedGrad: number; optimizer: number; gathered: number } {
     return {
       params: this.state.params.byteLength,
-      gradBuffers: this.gradBuffers.reduce((n, b) => n + (b ? b.byteLength : 0), 0),
+      gradBuffers: this.full ? this.full.pool.bytes : this.gradBuffers.reduce((n, b) => n + (b ? b.byteLength : 0), 0),
+      gathered: this.full ? this.full.sp.stats.peakBytes : 0,
       reducedGrad: this.reducedGradLength * 4,
       optimizer: this.state.opt.m.byteLength + this.state.opt.v.byteLength,
     };
@@ -527,6 +612,7 @@ export class Trainer {
     this.detector.restore(this.state.detector);
     if (this.resident) this.resident.load(this.state.params, this.state.opt);
     else this.store.assign(views(this.layout, this.state.params));
+    this.paramsVersion++;
   }
 
   /** State for checkpoints, with the detector window included. */
@@ -550,7 +636,17 @@ export class Trainer {
     if (!this.shard) return s;
     const m = await this.dp.allGather(s.opt.m);
     const v = await this.dp.allGather(s.opt.v);
-    return { ...s, opt: { t: s.opt.t, m, v } };
+    const params = this.full ? (await this.full.sp.gatherAll(this.full.units, true))! : s.params;
+    return { ...s, params, opt: { t: s.opt.t, m, v } };
+  }
+
+  /**
+   * The full weights for a checkpoint writer (`keep`) under `parallel.shard: full`, gathered unit
+   * by unit (every rank calls it; the others get null); `state.params` otherwise.
+   */
+  async gatheredParams(keep: boolean): Promise<Float32Array | null> {
+    if (!this.full) return this.state.params;
+    return this.full.sp.gatherAll(this.full.units, keep);
   }
 
   dispose(): void {

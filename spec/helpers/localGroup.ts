@@ -45,9 +45,9 @@ export class LocalGroup {
           return out;
         }),
       treeAllReduceSubtree: (x) => this.exchange(rank, x, (all) => canonicalTreeSum(all)),
-      treeReduceScatterSubtree: async (x) => {
+      treeReduceScatterSubtree: async (x, _first, _count, _total, split) => {
         const sum = await this.exchange(rank, x, (all) => canonicalTreeSum(all));
-        return sum.slice(...shardRange(sum.length, this.worldSize, rank));
+        return sum.slice(...(split ? split[rank] : shardRange(sum.length, this.worldSize, rank)));
       },
       allGather: (x) =>
         this.exchange(rank, x, (all) => {
