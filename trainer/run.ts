@@ -32,6 +32,8 @@ export interface RunOptions {
   backend: string;
   dp?: DataParallel;
   moe?: TrainerOptions['moe'];
+  /** With `moe`: each rank keeps only its own experts' state (TrainerOptions.shardExperts). */
+  shardExperts?: boolean;
   onStep?: (m: StepMetrics, t: Trainer) => void;
   onSpike?: (e: SpikeEvent) => void;
   onWarning?: (w: string) => void;
@@ -56,12 +58,12 @@ async function stepChecked(trainer: Trainer): Promise<Awaited<ReturnType<Trainer
   if (!(every > 0 && (trainer.state.step + 1) % every === 0)) return trainer.step();
   const before = trainer.snapshotState();
   const first = await trainer.step();
-  const firstHash = trainer.paramHash();
+  const firstHash = await trainer.paramHashGathered();
   const after = trainer.snapshotState();
   trainer.restoreState(before);
   const second = await trainer.step();
   const fp = (x: typeof first) => (x.kind === 'step' ? x.metrics.fingerprint : `spike:${x.event.reason}`);
-  if (fp(first) !== fp(second) || trainer.paramHash() !== firstHash) {
+  if (fp(first) !== fp(second) || (await trainer.paramHashGathered()) !== firstHash) {
     throw new TrainingError(`silent-corruption check failed at step ${before.step + 1}: a recomputation of the same step gave different results (${fp(first)} vs ${fp(second)})`, {
       hint: 'suspect the hardware of this host; resume from the last checkpoint elsewhere and run moecat audit',
     });
@@ -91,7 +93,7 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     rawConfig = ck.rawConfig;
     if (o.dp) checkDataParallel(config.data.microBatches, o.dp.worldSize, `${ck.dir}/config.yaml: data.microBatches`);
     data = makeDataSource(config, ck.saved.data);
-    trainer = new Trainer(config, data, { dp: o.dp, moe: o.moe }, ck.state);
+    trainer = new Trainer(config, data, { dp: o.dp, moe: o.moe, shardExperts: o.shardExperts }, ck.state);
     resumedFrom = ck.dir;
     if (ck.saved.lineage) extraState = { lineage: ck.saved.lineage };
     metrics = openRun(o.outDir);
@@ -103,7 +105,7 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     const init = config.initFrom ? initFromCheckpoint(config, config.initFrom) : null;
     data = makeDataSource(config);
     if (init) extraState = { lineage: init.lineage };
-    trainer = new Trainer(config, data, { dp: o.dp, moe: o.moe }, init?.state);
+    trainer = new Trainer(config, data, { dp: o.dp, moe: o.moe, shardExperts: o.shardExperts }, init?.state);
     metrics = openRun(o.outDir);
     if (write) {
       metrics.truncateAfter(0);
@@ -123,6 +125,12 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
       if (dir) checkpoints.push(dir);
       return;
     }
+    if (trainer.experts) {
+      // Sharded experts: rank 0 gathers every expert and writes an ordinary checkpoint.
+      const s = await trainer.checkpointStateAtRoot();
+      if (write && s) checkpoints.push(saveTrainerCheckpoint(o.outDir, trainer, extras, s));
+      return;
+    }
     if (write) checkpoints.push(saveTrainerCheckpoint(o.outDir, trainer, extras));
   };
   while (trainer.state.step < target) {
@@ -139,7 +147,7 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     }
     last = r.metrics;
     // Every invocation's last step records its parameter hash (a run stopped by --max-steps too).
-    if (trainer.state.step === target && last.param_hash === undefined) last.param_hash = trainer.paramHash();
+    if (trainer.state.step === target && last.param_hash === undefined) last.param_hash = await trainer.paramHashGathered();
     const valEvery = config.data.sft?.valEvery ?? 0;
     const val = (data as { validationBatches?: () => Batch[] }).validationBatches;
     if (val && valEvery > 0 && (trainer.state.step % valEvery === 0 || trainer.state.step === target)) last.val_loss = validationLoss(trainer, val.call(data), o.moe);

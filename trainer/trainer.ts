@@ -28,6 +28,7 @@ import { TreeAccumulator } from './treeSum';
 import { addSquares, gradRmsByGroup, routerGradRatio, routerSimilarity, SpikeDetector } from './stability';
 import { stepBoundary } from '../core/webgpu/stepBoundary';
 import { chainedGradNorm, chainedGradRmsByGroup, Shard, shardAdamState, shardOf, slicesInShard } from './shardedOptimizer';
+import { expertChainedGradNorm, expertChainedGradRms, ExpertShard, expertShardOf, gatherToRoot, hashToAll, heldFromGlobal, reduceExpertSharded } from './expertShard';
 
 export interface SpikeEvent {
   step: number;
@@ -57,6 +58,11 @@ export interface TrainerOptions {
   dp?: DataParallel;
   /** Expert-parallel MoE override per layer (parallel/expertParallel). */
   moe?: ForwardOptions['moe'];
+  /**
+   * With `moe` (expert parallelism) and `parallel.shard: none` on W > 1 ranks: each rank keeps
+   * only its own experts' weights, gradients and Adam moments (trainer/expertShard.ts).
+   */
+  shardExperts?: boolean;
 }
 
 export type StepOutcome = { kind: 'step'; metrics: StepMetrics } | { kind: 'spike'; event: SpikeEvent };
@@ -124,6 +130,11 @@ export class Trainer {
   /** `parallel.shard: optimizer`: the elements whose Adam moments and update this rank owns (null: all). */
   readonly shard: Shard | null;
   private readonly shardSlices: ParamSlice[] | null;
+  /** Expert parallelism with sharded experts: this rank's layout and chain passes (null: every rank holds all). */
+  readonly experts: ExpertShard | null;
+  /** The layout of this rank's state vectors (`layout` unless the experts are sharded). */
+  readonly held: FlatLayout;
+  private readonly heldSlices: ParamSlice[];
   state: TrainerState;
   private readonly moe?: ForwardOptions['moe'];
   private readonly detector: SpikeDetector;
@@ -136,20 +147,30 @@ export class Trainer {
     this.dp = opts.dp ?? singleProcess;
     this.moe = opts.moe;
     this.layout = flatLayout(paramSpecs(cfg.model));
+    const shardExperts = !!opts.shardExperts && !!opts.moe && cfg.parallel.shard === 'none' && this.dp.worldSize > 1;
+    this.experts = shardExperts ? expertShardOf(this.layout, this.model.moe.nExperts, this.dp) : null;
+    this.held = this.experts?.held ?? this.layout;
     this.state = init ?? {
       step: 0,
       dataStep: 0,
       tokens: 0,
-      params: flatten(this.layout, initParams(this.model, cfg.seed, cfg.optim.initScale)),
-      opt: newAdamWState(this.layout.total),
+      params: flatten(this.held, initParams(this.model, cfg.seed, cfg.optim.initScale, this.held.specs)),
+      opt: newAdamWState(this.held.total),
       biases: initialBiases(this.model),
       skipped: [],
       spikes: [],
       detector: { loss: [], grad: [] },
       balanceScale: 1,
     };
-    this.store = new ParamStore(this.layout.specs, views(this.layout, this.state.params));
-    this.slices = this.layout.specs.map((s) => ({ offset: this.layout.offsets.get(s.name)!, size: s.shape.reduce((a, b) => a * b, 1), group: s.group }));
+    if (this.experts) {
+      const ex = this.experts;
+      const o = this.state.opt;
+      this.state = { ...this.state, params: heldFromGlobal(ex, this.layout, this.state.params), opt: { t: o.t, m: heldFromGlobal(ex, this.layout, o.m), v: heldFromGlobal(ex, this.layout, o.v) } };
+    }
+    this.store = new ParamStore(this.held.specs, views(this.held, this.state.params));
+    const slicesOf = (l: FlatLayout) => l.specs.map((s) => ({ offset: l.offsets.get(s.name)!, size: s.shape.reduce((a, b) => a * b, 1), group: s.group }));
+    this.slices = slicesOf(this.layout);
+    this.heldSlices = this.experts ? slicesOf(this.held) : this.slices;
     this.shard = cfg.parallel.shard === 'optimizer' ? shardOf(this.layout.total, this.dp) : null;
     this.shardSlices = this.shard ? slicesInShard(this.slices, this.shard) : null;
     if (this.shard) this.state.opt = shardAdamState(this.state.opt, this.layout.total, this.shard);
@@ -160,8 +181,17 @@ export class Trainer {
     }
   }
 
+  /** sha256 of all weights (param_hash); with sharded experts use paramHashGathered. */
   paramHash(): string {
+    if (this.experts) throw new TrainingError('paramHash: this rank holds only its own experts', { hint: 'call paramHashGathered on every rank' });
     return paramHash(this.layout.specs, views(this.layout, this.state.params));
+  }
+
+  /** param_hash on every rank; with sharded experts a collective that every rank must join. */
+  async paramHashGathered(): Promise<string> {
+    if (!this.experts) return this.paramHash();
+    const full = await gatherToRoot(this.dp, this.experts, this.layout, this.state.params);
+    return hashToAll(this.dp, full ? paramHash(this.layout.specs, views(this.layout, full)) : null);
   }
 
   takeWarnings(): string[] {
@@ -181,7 +211,7 @@ export class Trainer {
   private takeGradBuffer(): Float32Array {
     const b = this.freeGrads.pop();
     if (b) return b;
-    const fresh = new Float32Array(this.layout.total);
+    const fresh = new Float32Array(this.held.total);
     this.gradBuffers.push(fresh);
     return fresh;
   }
@@ -207,7 +237,7 @@ export class Trainer {
     const local = this.forwardBackward(model, batches, norms, first);
     const { grad, scalars } = await this.reduce(local, first, count, dataStep);
     const losses = summariseLosses(scalars);
-    const gradNorm = this.shard ? await chainedGradNorm(this.dp, grad) : globalGradNorm(grad);
+    const gradNorm = this.shard ? await chainedGradNorm(this.dp, grad) : this.experts ? await expertChainedGradNorm(this.dp, this.experts, grad) : globalGradNorm(grad);
 
     if (this.cfg.stability.spike.enabled) {
       const reason = this.detector.check(losses.loss, gradNorm);
@@ -223,7 +253,7 @@ export class Trainer {
     this.state.tokens += losses.stepTokens;
     const metrics = this.stepMetrics(model, dataStep, losses, scalars, grad, gradNorm, opt, batches);
     this.balanceController(model, batches, norms, metrics);
-    if (this.state.step % this.cfg.train.paramHashEvery === 0 || this.state.step === this.cfg.train.steps) metrics.param_hash = this.paramHash();
+    if (this.state.step % this.cfg.train.paramHashEvery === 0 || this.state.step === this.cfg.train.steps) metrics.param_hash = await this.paramHashGathered();
     const ms = Date.now() - t0;
     metrics.step_ms = ms;
     metrics.tokens_per_s = (losses.stepTokens / Math.max(1, ms)) * 1000;
@@ -259,7 +289,7 @@ export class Trainer {
     this.freeGrads = [...this.gradBuffers];
     const acc = new TreeAccumulator((buf) => this.freeGrads.push(buf));
     batches.forEach((b, i) => {
-      const r = microbatchGrad(model, this.store, this.layout, b, norms, { biases: this.state.biases, zLossCoef: this.cfg.train.zLossCoef, moe: this.moe, gradOut: this.takeGradBuffer() });
+      const r = microbatchGrad(model, this.store, this.held, b, norms, { biases: this.state.biases, zLossCoef: this.cfg.train.zLossCoef, moe: this.moe, gradOut: this.takeGradBuffer() });
       acc.push(r.grad);
       scalars.setMicro(first + i, { lm: r.lm, balance: r.balance, z: r.z, hiddenRms: r.hiddenRms, hiddenMax: r.hiddenMax, tokens: b.batchSize * b.seqLen });
       scalars.addRouting(r.moe);
@@ -274,7 +304,11 @@ export class Trainer {
   private async reduce(local: { acc: TreeAccumulator; scalars: StepScalars }, first: number, count: number, dataStep: number): Promise<{ grad: Float32Array; scalars: StepScalars }> {
     const M = this.cfg.data.microBatches;
     const sub = local.acc.result();
-    const grad = this.shard ? await this.dp.treeReduceScatterSubtree(sub, first, count, M) : await this.dp.treeAllReduceSubtree(sub, first, count, M);
+    const grad = this.shard
+      ? await this.dp.treeReduceScatterSubtree(sub, first, count, M)
+      : this.experts
+        ? await reduceExpertSharded(this.dp, this.experts, sub, first, count, M)
+        : await this.dp.treeAllReduceSubtree(sub, first, count, M);
     this.reducedGradLength = grad.length;
     const scalars = local.scalars.over(await this.dp.allReduceExact(local.scalars.data));
     const inject = this.cfg.train.injectGradScale.find((x) => x.dataStep === dataStep);
@@ -291,7 +325,11 @@ export class Trainer {
     const { cfg } = this;
     const clip = cfg.optim.clipNorm > 0 && gradNorm > cfg.optim.clipNorm ? cfg.optim.clipNorm / gradNorm : 1;
     const lr = lrAt(step, cfg.optim.lr, { ...cfg.optim.schedule, totalSteps: cfg.train.steps });
-    const groupRms = this.shard ? await chainedGradRmsByGroup(this.dp, grad, this.slices, this.shardSlices!, clip) : gradRmsByGroup(grad, this.slices, clip);
+    const groupRms = this.shard
+      ? await chainedGradRmsByGroup(this.dp, grad, this.slices, this.shardSlices!, clip)
+      : this.experts
+        ? await expertChainedGradRms(this.dp, this.experts, grad, this.slices, clip)
+        : gradRmsByGroup(grad, this.slices, clip);
     for (const [group, rms] of Object.entries(groupRms)) {
       if (rms > 0 && cfg.optim.eps * cfg.stability.epsWarnFactor > rms) {
         this.warnings.push(`step ${step + 1}: Adam eps ${cfg.optim.eps} is within ${cfg.stability.epsWarnFactor}x of the ${group} gradient RMS ${rms.toExponential(2)}`);
@@ -302,9 +340,9 @@ export class Trainer {
       adamwStep(mine, grad, this.state.opt, this.shardSlices!, lr, cfg.optim, cfg.optim.lrScale, clip);
       this.state.params.set(await this.dp.allGather(mine));
     } else {
-      adamwStep(this.state.params, grad, this.state.opt, this.slices, lr, cfg.optim, cfg.optim.lrScale, clip);
+      adamwStep(this.state.params, grad, this.state.opt, this.heldSlices, lr, cfg.optim, cfg.optim.lrScale, clip);
     }
-    this.store.assign(views(this.layout, this.state.params));
+    this.store.assign(views(this.held, this.state.params));
     return { lr, groupRms };
   }
 
@@ -329,7 +367,7 @@ export class Trainer {
     for (let l = 0; l < L; l++) {
       ffnByLayer.push(g.layerFfnRows(l) / g.layerTokens(l));
       load.push(Array.from(g.expertCounts(l)));
-      const o = this.layout.offsets.get(`model.layers.${l}.mlp.router.classifier.weight`)!;
+      const o = this.held.offsets.get(`model.layers.${l}.mlp.router.classifier.weight`)!;
       similarity.push(routerSimilarity(this.state.params.subarray(o, o + model.dModel * E), model.dModel, E));
     }
     return {
@@ -363,7 +401,8 @@ export class Trainer {
   private balanceController(model: ModelConfig, batches: Batch[], norms: LossNorms, metrics: StepMetrics): void {
     const { stability } = this.cfg;
     if (!(stability.routerRatioEvery > 0 && this.state.step % stability.routerRatioEvery === 0 && batches.length > 0)) return;
-    const rg = routerGradRatio(model, this.store, batches[0], norms, this.state.biases);
+    // Sharded experts: the ratio's passes run the expert-parallel MoE (every rank joins them).
+    const rg = routerGradRatio(model, this.store, batches[0], norms, this.state.biases, this.experts ? this.moe : undefined);
     metrics.router_grad_ratio = rg;
     if (stability.routerRatioMax > 0 && Math.max(...rg) > stability.routerRatioMax) {
       this.state.balanceScale *= 0.5;
@@ -391,7 +430,7 @@ export class Trainer {
     this.state.spikes = spikes;
     this.detector.restore(this.state.detector);
     this.snapshot = cloneState(this.state);
-    this.store.assign(views(this.layout, this.state.params));
+    this.store.assign(views(this.held, this.state.params));
     return event;
   }
 
@@ -421,7 +460,7 @@ export class Trainer {
   restoreState(s: TrainerState): void {
     this.state = cloneState(s);
     this.detector.restore(this.state.detector);
-    this.store.assign(views(this.layout, this.state.params));
+    this.store.assign(views(this.held, this.state.params));
   }
 
   /** State for checkpoints, with the detector window included. */
@@ -435,10 +474,25 @@ export class Trainer {
    */
   async checkpointStateGathered(): Promise<TrainerState> {
     const s = this.syncDetector();
+    if (this.experts) throw new TrainingError('checkpointStateGathered: the experts are sharded', { hint: 'call checkpointStateAtRoot on every rank' });
     if (!this.shard) return s;
     const m = await this.dp.allGather(s.opt.m);
     const v = await this.dp.allGather(s.opt.v);
     return { ...s, opt: { t: s.opt.t, m, v } };
+  }
+
+  /**
+   * With sharded experts: the full state (every expert's weights and moments, global layout) on
+   * rank 0, null elsewhere; every rank must call it. Otherwise checkpointState on every rank.
+   */
+  async checkpointStateAtRoot(): Promise<TrainerState | null> {
+    const s = this.syncDetector();
+    if (!this.experts) return s;
+    const g = (x: Float32Array) => gatherToRoot(this.dp, this.experts!, this.layout, x);
+    const params = await g(s.params);
+    const m = await g(s.opt.m);
+    const v = await g(s.opt.v);
+    return params && m && v ? { ...s, params, opt: { t: s.opt.t, m, v } } : null;
   }
 
   dispose(): void {
