@@ -174,6 +174,7 @@ export const command: CommandModule<object, TrainArgs> = {
         reduced_grad_bytes: b.reducedGrad,
         optimizer_bytes: b.optimizer,
         experts_sharded: res.trainer.experts !== null,
+        expert_params_bytes: b.expertParams,
         peak_rss_bytes: process.resourceUsage().maxRSS * 1024,
         peak_rss_by_step: perStep.map((p) => p.rss),
         bytes_sent_per_step: Math.round((group?.bytesSent ?? 0) / steps),

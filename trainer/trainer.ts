@@ -439,12 +439,15 @@ export class Trainer {
 
   /**
    * Bytes this rank holds in host Float32Arrays (memory figures): the flat weights, the
-   * per-microbatch gradient buffers, the reduced gradient and the Adam moments. The weights'
-   * tfjs variables (ParamStore) are one more copy of `params`, not counted here.
+   * per-microbatch gradient buffers, the reduced gradient and the Adam moments (and how much of
+   * the weights are FFN experts). The weights' tfjs variables (ParamStore) are one more copy
+   * of `params`, not counted here.
    */
-  stateBytes(): { params: number; gradBuffers: number; reducedGrad: number; optimizer: number } {
+  stateBytes(): { params: number; gradBuffers: number; reducedGrad: number; optimizer: number; expertParams: number } {
     return {
       params: this.state.params.byteLength,
+      // The FFN experts' part of `params`: all experts, or this rank's own when they are sharded.
+      expertParams: this.held.specs.reduce((n, s) => n + (s.expert ? 4 * s.shape.reduce((a, b) => a * b, 1) : 0), 0),
       gradBuffers: this.gradBuffers.reduce((n, b) => n + (b ? b.byteLength : 0), 0),
       reducedGrad: this.reducedGradLength * 4,
       optimizer: this.state.opt.m.byteLength + this.state.opt.v.byteLength,
