@@ -9,7 +9,8 @@
  * of the weights — its peak RSS at the end of step 2 (before the last step's param_hash gather
  * and the final checkpoint, which rank 0 assembles whole) and at exit, and the payload bytes it
  * sent in step 2 (no hash, no checkpoint): data-parallel collectives and expert all-to-alls.
- * Rows give the largest figure over the ranks.
+ * Rows give the largest figure over the ranks; `host_state_MiB` is the largest rank's sum of
+ * the four host figures. Empty cells: not applicable to the row's mode.
  *
  * `sharded_state` is what the mode divides among the ranks: the Adam moments (`optimizer`), the
  * experts' weights + reduced gradient + moments (`ep`), weights + reduced gradient + moments
@@ -126,13 +127,14 @@ try {
           sharded_state: mode.shardedName,
           sharded_state_MiB: +(max(mode.sharded) / MiB).toFixed(2),
           sharded_times_W_over_W1: +ratio.toFixed(4),
-          within_10pct: divides ? Math.abs(ratio - 1) <= 0.1 : undefined,
+          within_10pct: divides ? Math.abs(ratio - 1) <= 0.1 : '',
+          host_state_MiB: +(max((r) => r.params_bytes + r.grad_buffer_bytes + r.reduced_grad_bytes + r.optimizer_bytes) / MiB).toFixed(2),
           peak_rss_MiB: Math.round(max((r) => r.peak_rss_by_step[MEASURED - 1]) / MiB),
           peak_rss_exit_MiB: Math.round(max((r) => r.peak_rss_bytes) / MiB),
           dp_sent_MiB_per_step: +(max((r) => r.dp_bytes_sent_by_step[MEASURED - 1]) / MiB).toFixed(2),
           ep_sent_MiB_per_step: +(max((r) => r.ep_bytes_sent_by_step[MEASURED - 1]) / MiB).toFixed(3),
           same_param_hash: hash === reference,
-          same_as_replicated_experts: mode.name === 'ep' ? hash === epReplicated.get(W) : undefined,
+          same_as_replicated_experts: mode.name === 'ep' ? hash === epReplicated.get(W) : '',
         }) + '\n',
       );
     }

@@ -8,7 +8,8 @@ import { strict as assert } from 'assert';
 import { loadTrainConfig } from '../../trainer/config';
 import { flatLayout } from '../../model/flatParams';
 import { numel, paramSpecs } from '../../model/params';
-import { expertChainedGradNorm, expertChainedGradRms, expertShardOf, gatherToRoot, hashToAll, heldFromGlobal } from '../../trainer/expertShard';
+import { expertChainedGradNorm, expertChainedGradRms, expertShardOf, gatherToRoot, hashToAll, heldFromGlobal, reduceExpertSharded } from '../../trainer/expertShard';
+import { canonicalTreeSum } from '../../parallel/tree';
 import { addSquares, gradRmsByGroup } from '../../trainer/stability';
 import { TrainingError } from '../../core/errors';
 import { LocalGroup } from '../helpers/localGroup';
@@ -73,6 +74,23 @@ describe('expert-sharded layout (expert parallelism)', () => {
       assert.deepEqual(await Promise.all(ranks.map(({ dp }, r) => hashToAll(dp, r === 0 ? hex : null))), new Array(W).fill(hex));
     });
   }
+
+  it('the step gradient: the replicated prefix in the canonical tree over ranks, the own experts + 0 (-0 becomes +0)', async () => {
+    const W = 2;
+    const group = new LocalGroup(W);
+    const ranks = Array.from({ length: W }, (_, r) => ({ dp: group.member(r), sh: expertShardOf(global, model.moe.nExperts, { rank: r, worldSize: W }) }));
+    const locals = ranks.map(({ sh }, r) => heldFromGlobal(sh, global, globalVector(10 + r)));
+    for (const l of locals) l[l.length - 1] = -0;
+    const want = canonicalTreeSum(locals.map((l, r) => l.slice(0, ranks[r].sh.replicated)));
+    const experts = locals.map((l, r) => Float32Array.from(l.subarray(ranks[r].sh.replicated)));
+    const got = await Promise.all(ranks.map(({ dp, sh }, r) => reduceExpertSharded(dp, sh, locals[r], r, 1, W)));
+    got.forEach((g, r) => {
+      const R = ranks[r].sh.replicated;
+      assert.ok(Buffer.from(g.slice(0, R).buffer).equals(Buffer.from(want.buffer)), `rank ${r}: replicated prefix is not the tree sum`);
+      assert.deepEqual(Array.from(g.subarray(R, g.length - 1)), Array.from(experts[r].subarray(0, experts[r].length - 1)));
+      assert.ok(Object.is(g[g.length - 1], 0), `rank ${r}: -0 + 0 should be +0`);
+    });
+  });
 
   it('a state vector that is neither the whole model nor this rank\'s part is refused with one line', () => {
     const sh = expertShardOf(global, model.moe.nExperts, { rank: 1, worldSize: 2 });
