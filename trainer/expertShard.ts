@@ -141,7 +141,7 @@ export async function expertChainedGradRms(dp: DataParallel, sh: ExpertShard, gr
 export async function reduceExpertSharded(dp: DataParallel, sh: ExpertShard, local: Float32Array, first: number, count: number, total: number): Promise<Float32Array> {
   const rep = await dp.treeAllReduceSubtree(local.subarray(0, sh.replicated), first, count, total);
   local.set(rep, 0);
-
+  for (let i = sh.replicated; i < local.length; i++) local[i] += 0;
   return local;
 }
 
