@@ -60,6 +60,7 @@ interface TrainArgs {
   'ep-port'?: number;
   'ep-overlap'?: boolean;
   'ep-delay-ms'?: number;
+  'ep-shard-experts'?: boolean;
   'memory-report'?: string;
 }
 
@@ -84,6 +85,7 @@ export const command: CommandModule<object, TrainArgs> = {
       .option('expert-parallel', { type: 'boolean', describe: 'place FFN experts on ranks (expert e on rank floor(e·W/N)) and move tokens by all-to-all; needs a world size > 1 dividing model.moe.nExperts' })
       .option('ep-port', { type: 'number', describe: 'rendezvous port of the expert-parallel group (default: master port + 1)' })
       .option('ep-overlap', { type: 'boolean', default: true, describe: 'ScMoE layers overlap expert dispatch/combine with FFN0, Attn1 and FFN1 (--no-ep-overlap waits at once)' })
+      .option('ep-shard-experts', { type: 'boolean', default: true, describe: 'with parallel.shard: none each rank keeps only its own experts\' weights, gradients and Adam moments (--no-ep-shard-experts replicates them)' })
       .option('ep-delay-ms', { type: 'number', hidden: true, describe: 'artificial latency before each expert all-to-all (benchmarks)' })
       .option('memory-report', { type: 'string', hidden: true, describe: 'each rank writes its state bytes, peak RSS and bytes sent per step to FILE.rank<R>.json (benchmarks)' })
       .options(backendOption) as Argv<TrainArgs>,
@@ -120,6 +122,8 @@ export const command: CommandModule<object, TrainArgs> = {
     }
     let bar: Progress | null = null;
     let startStep = 0;
+    // Memory report: peak RSS and bytes sent at the end of each step (before the final checkpoint).
+    const perStep: { rss: number; sent: number; epSent: number }[] = [];
     const res = await runTraining({
       outDir,
       config: loaded?.config,
@@ -127,6 +131,7 @@ export const command: CommandModule<object, TrainArgs> = {
       resume,
       dp: group ?? undefined,
       moe: ep?.moe,
+      shardExperts: a['ep-shard-experts'] ?? true,
       writeFiles: rank0,
       maxSteps: a['max-steps'],
       checkpointEvery: a['checkpoint-every'],
@@ -136,6 +141,7 @@ export const command: CommandModule<object, TrainArgs> = {
         if (!rank0) return;
         const init = !info.resumedFrom && t.cfg.initFrom ? ` | init from ${t.cfg.initFrom.checkpoint} (optimizer ${t.cfg.initFrom.optimizer})` : '';
         process.stderr.write(`run: ${outDir} | data: ${info.data.describe()} | params: ${t.layout.total.toLocaleString()}${info.resumedFrom ? ` | resumed from ${info.resumedFrom}` : ''}${init}\n`);
+        if (ep && !t.experts) process.stderr.write(`expert parallel with parallel.shard: ${t.cfg.parallel.shard}${a['ep-shard-experts'] === false ? ' and --no-ep-shard-experts' : ''}: every rank holds every expert's weights\n`);
         const target = Math.min(a['max-steps'] ?? t.cfg.train.steps, t.cfg.train.steps);
         bar = new Progress('train', target, t.state.step);
       },
@@ -146,6 +152,7 @@ export const command: CommandModule<object, TrainArgs> = {
           process.stderr.write(`fault drill: rank ${group?.rank ?? 0} exits at step ${m.step}\n`);
           process.kill(process.pid, 'SIGKILL');
         }
+        if (a['memory-report']) perStep.push({ rss: process.resourceUsage().maxRSS * 1024, sent: group?.bytesSent ?? 0, epSent: comm?.bytesSent ?? 0 });
         const val = typeof m.val_loss === 'number' ? ` | val ${m.val_loss.toFixed(4)}` : '';
         (bar as Progress | null)?.update(m.step, `loss ${m.loss.toFixed(4)}${val} | ${Math.round(m.tokens_per_s)} tok/s | ffn/tok ${m.ffn_experts_per_token.toFixed(2)}`);
       },
@@ -155,6 +162,9 @@ export const command: CommandModule<object, TrainArgs> = {
       const rank = group?.rank ?? 0;
       const steps = Math.max(1, res.trainer.state.step - startStep);
       const b = res.trainer.stateBytes();
+      // Per step: bytes this rank sent in that step (data-parallel group, expert all-to-alls).
+      const sentByStep = perStep.map((p, i) => p.sent - (i ? perStep[i - 1].sent : 0));
+      const epSentByStep = perStep.map((p, i) => p.epSent - (i ? perStep[i - 1].epSent : 0));
       const report = {
         rank,
         world_size: group?.worldSize ?? 1,
@@ -164,8 +174,13 @@ export const command: CommandModule<object, TrainArgs> = {
         reduced_grad_bytes: b.reducedGrad,
         gathered_unit_bytes: b.gathered,
         optimizer_bytes: b.optimizer,
+        experts_sharded: res.trainer.experts !== null,
+        expert_params_bytes: b.expertParams,
         peak_rss_bytes: process.resourceUsage().maxRSS * 1024,
+        peak_rss_by_step: perStep.map((p) => p.rss),
         bytes_sent_per_step: Math.round((group?.bytesSent ?? 0) / steps),
+        dp_bytes_sent_by_step: sentByStep,
+        ep_bytes_sent_by_step: epSentByStep,
       };
       fs.writeFileSync(`${a['memory-report']}.rank${rank}.json`, JSON.stringify(report) + '\n');
     }
@@ -173,7 +188,7 @@ export const command: CommandModule<object, TrainArgs> = {
     await group?.close();
     const last = res.last;
     if (!last) process.stdout.write(`nothing to do: the run is at step ${res.trainer.state.step}\n`);
-    if (last) process.stdout.write(`step ${last.step} loss ${last.loss.toFixed(4)} param_hash ${res.trainer.paramHash()}\n`);
+    if (last) process.stdout.write(`step ${last.step} loss ${last.loss.toFixed(4)} param_hash ${last.param_hash ?? res.trainer.paramHash()}\n`);
     if (res.checkpoints.length) process.stdout.write(`checkpoint: ${res.checkpoints[res.checkpoints.length - 1]}\n`);
     res.trainer.dispose();
   }),

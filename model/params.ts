@@ -94,11 +94,12 @@ export type InitScales = Partial<Record<ParamGroup, number>>;
 
 /**
  * Deterministic initialisation: each parameter draws from its own named stream
- * (seed, 'init:<name>'), so adding a parameter never shifts another's values.
+ * (seed, 'init:<name>'), so adding a parameter never shifts another's values, and a subset
+ * `specs` (an expert-parallel rank's own experts) gets the same values as the whole model.
  */
-export function initParams(c: ModelConfig, seed: number, scales: InitScales = {}): Map<string, Float32Array> {
+export function initParams(c: ModelConfig, seed: number, scales: InitScales = {}, specs: ParamSpec[] = paramSpecs(c)): Map<string, Float32Array> {
   const out = new Map<string, Float32Array>();
-  for (const s of paramSpecs(c)) out.set(s.name, initParam(c, s, seed, scales));
+  for (const s of specs) out.set(s.name, initParam(c, s, seed, scales));
   return out;
 }
 

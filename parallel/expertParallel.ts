@@ -19,11 +19,10 @@
  * value for expert e; the non-owners return nothing (zero) for e, and the data-parallel
  * treeAllReduceSubtree then yields the same sum bit for bit (0 + x = x).
  *
- * Expert weights stay replicated on every rank: this distributes expert compute and traffic,
- * not expert memory. Replication keeps the optimizer, checkpoints, the flat parameter layout
- * and the data-parallel gradient reduction unchanged (every rank holds the full, identical
- * parameter vector); sharding the weights and optimizer state would need a per-rank layout,
- * sharded checkpoints and an owner-only AdamW step — left for later.
+ * This file reads only the owned experts' weights (P(name) for e in this rank's block), so the
+ * trainer may hold just those: trainer/expertShard.ts keeps each rank's own experts' weights,
+ * gradients and Adam moments (the default with `parallel.shard: none`), and the replicated
+ * layout (every rank holds every expert; non-owners' gradients are zero) gives the same bits.
  *
  * ScMoE overlap: the MoeFn returns a PendingMoe; scmoeLayer calls mid() after FFN0 (wait for
  * dispatch, compute the owned experts, start combine) and finish() after FFN1 (wait for

@@ -55,6 +55,8 @@ export class SyncComm implements SyncAllToAll {
   private closed = false;
   /** Milliseconds the main thread spent blocked in wait() (benchmarks). */
   blockedMs = 0;
+  /** Payload bytes this rank has handed to the worker for other ranks (all-to-all traffic it sends). */
+  bytesSent = 0;
 
   private constructor(
     readonly rank: number,
@@ -104,6 +106,7 @@ export class SyncComm implements SyncAllToAll {
     if (this.closed) throw new ParallelError(`expert-parallel comm on rank ${this.rank} is closed`);
     if (parts.length !== this.worldSize) throw new ParallelError(`allToAll on rank ${this.rank}: ${parts.length} parts for world size ${this.worldSize}`);
     const id = this.nextId++;
+    parts.forEach((p, r) => (this.bytesSent += r === this.rank ? 0 : p.byteLength));
     this.worker.postMessage({ type: 'a2a', id, parts });
     let result: Float32Array[] | null = null;
     return { wait: () => (result ??= this.waitFor(id)) };

@@ -14,7 +14,7 @@ import { loadCheckpoint, writeCheckpoint } from '../core/checkpoint';
 import { decodeSafetensors, encodeSafetensors } from '../core/safetensors';
 import { CheckpointError } from '../core/errors';
 import { flatLayout, flatten, FlatLayout, views } from '../model/flatParams';
-import { paramSpecs } from '../model/params';
+import { paramHash, paramSpecs } from '../model/params';
 import { decodeModelWeights, encodeModelWeights } from '../model/weights';
 import { parseTrainConfig, TrainConfig } from './config';
 import { TrainerState, Trainer } from './trainer';
@@ -115,7 +115,7 @@ export function saveTrainerCheckpoint(
   runDir: string,
   trainer: Trainer,
   extras: { rawConfig: unknown; backend: string; keepLast: number; tokenizerJson: string | null; state?: Record<string, unknown> },
-  /** The state to save (default trainer.checkpointState()); sharded runs pass checkpointStateGathered(). */
+  /** The state to save (default trainer.checkpointState()); sharded runs pass checkpointStateGathered() or, with sharded experts, rank 0's checkpointStateAtRoot(). */
   saveState: TrainerState = trainer.checkpointState(),
 ): string {
   const s = saveState;
@@ -126,7 +126,7 @@ export function saveTrainerCheckpoint(
     data: trainer.data.state(),
     worldSize: trainer.dp.worldSize,
     backend: extras.backend,
-    paramHash: trainer.paramHash(),
+    paramHash: paramHash(trainer.layout.specs, views(trainer.layout, s.params)),
     state: extras.state,
   });
   return writeCheckpoint(runDir, s.step, files, state, { keepLast: extras.keepLast });

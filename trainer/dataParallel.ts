@@ -21,6 +21,8 @@ export interface DataParallel {
   treeReduceScatterSubtree(localSubtree: Float32Array, first: number, count: number, total: number, split?: [number, number][]): Promise<Float32Array>;
   /** Concatenation of every rank's buffer in rank order. */
   allGather(x: Float32Array): Promise<Float32Array>;
+  /** parts[j] goes to rank j; returns what each rank sent here, by rank (any sizes). */
+  allToAll(parts: Float32Array[]): Promise<Float32Array[]>;
   /** Sequential fold in rank order (rank 0 first); every rank gets the last rank's result. */
   chain(init: Float64Array, step: (acc: Float64Array) => Float64Array): Promise<Float64Array>;
 }
@@ -32,6 +34,7 @@ export const singleProcess: DataParallel = {
   treeAllReduceSubtree: async (x) => x,
   treeReduceScatterSubtree: async (x, _first, _count, _total, split) => (split ? x.slice(split[0][0], split[0][1]) : x),
   allGather: async (x) => Float32Array.from(x),
+  allToAll: async (parts) => [Float32Array.from(parts[0])],
   chain: async (init, step) => step(Float64Array.from(init)),
 };
 

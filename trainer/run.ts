@@ -32,6 +32,8 @@ export interface RunOptions {
   backend: string;
   dp?: DataParallel;
   moe?: TrainerOptions['moe'];
+  /** With `moe`: each rank keeps only its own experts' state (TrainerOptions.shardExperts). */
+  shardExperts?: boolean;
   onStep?: (m: StepMetrics, t: Trainer) => void;
   onSpike?: (e: SpikeEvent) => void;
   onWarning?: (w: string) => void;
@@ -91,7 +93,7 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     rawConfig = ck.rawConfig;
     if (o.dp) checkDataParallel(config.data.microBatches, o.dp.worldSize, `${ck.dir}/config.yaml: data.microBatches`);
     data = makeDataSource(config, ck.saved.data);
-    trainer = new Trainer(config, data, { dp: o.dp, moe: o.moe }, ck.state);
+    trainer = new Trainer(config, data, { dp: o.dp, moe: o.moe, shardExperts: o.shardExperts }, ck.state);
     resumedFrom = ck.dir;
     if (ck.saved.lineage) extraState = { lineage: ck.saved.lineage };
     metrics = openRun(o.outDir);
@@ -103,7 +105,7 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
     const init = config.initFrom ? initFromCheckpoint(config, config.initFrom) : null;
     data = makeDataSource(config);
     if (init) extraState = { lineage: init.lineage };
-    trainer = new Trainer(config, data, { dp: o.dp, moe: o.moe }, init?.state);
+    trainer = new Trainer(config, data, { dp: o.dp, moe: o.moe, shardExperts: o.shardExperts }, init?.state);
     metrics = openRun(o.outDir);
     if (write) {
       metrics.truncateAfter(0);
@@ -121,6 +123,12 @@ export async function runTraining(o: RunOptions): Promise<RunResult> {
       // Sharded optimizer state: every rank writes its shard; rank 0 commits the index.
       const dir = await saveShardedCheckpoint(o.outDir, trainer, extras, write);
       if (dir) checkpoints.push(dir);
+      return;
+    }
+    if (trainer.experts) {
+      // Sharded experts: rank 0 gathers every expert and writes an ordinary checkpoint.
+      const s = await trainer.checkpointStateAtRoot();
+      if (write && s) checkpoints.push(saveTrainerCheckpoint(o.outDir, trainer, extras, s));
       return;
     }
     if (write) checkpoints.push(saveTrainerCheckpoint(o.outDir, trainer, extras));

@@ -7,6 +7,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { ModelConfig } from '../model/config';
+import { ForwardOptions } from '../model/transformer';
 import { ParamStore, ParamGroup } from '../model/params';
 import { LossNorms, microbatchLoss } from './losses';
 import { Batch } from '../data/batch';
@@ -86,12 +87,12 @@ export function addSquares(acc: number, grad: Float32Array): number {
  * R_g per MoE layer on one microbatch: the router gradient of the (alpha-weighted) balance loss
  * against that of the LM loss. Two extra backward passes restricted to router weights.
  */
-export function routerGradRatio(c: ModelConfig, store: ParamStore, mb: Batch, norms: LossNorms, biases: Float32Array[]): number[] {
+export function routerGradRatio(c: ModelConfig, store: ParamStore, mb: Batch, norms: LossNorms, biases: Float32Array[], moe?: ForwardOptions['moe']): number[] {
   const names = Array.from({ length: c.nLayers }, (_, l) => `model.layers.${l}.mlp.router.classifier.weight`);
   const vars = names.map((n) => store.get(n));
   const normOf = (which: 'lm' | 'balance'): number[] => {
     const { value, grads } = tf.variableGrads(() => {
-      const parts = microbatchLoss(c, store.getter, mb, norms, { biases });
+      const parts = microbatchLoss(c, store.getter, mb, norms, { biases, moe });
       return (which === 'lm' ? parts.lm : parts.balance ?? tf.scalar(0)) as tf.Scalar;
     }, vars);
     const out = vars.map((v) => {

@@ -34,6 +34,7 @@ import { chainedGradNorm, chainedGradRmsByGroup, Shard, shardAdamState, shardOf,
 import { initParamShard, paramUnits, ShardedParams, Unit } from './fullShard';
 import { fullShardGradients, UnitGradPool } from './fullShardStep';
 import { checkStateBudget } from './stateBudget';
+import { expertChainedGradNorm, expertChainedGradRms, ExpertShard, expertShardOf, gatherToRoot, hashToAll, heldFromGlobal, reduceExpertSharded } from './expertShard';
 
 export interface SpikeEvent {
   step: number;
@@ -68,6 +69,11 @@ export interface TrainerOptions {
    * when the backend is webgpu and the optimizer is not sharded; false keeps the host path.
    */
   resident?: boolean;
+  /**
+   * With `moe` (expert parallelism) and `parallel.shard: none` on W > 1 ranks: each rank keeps
+   * only its own experts' weights, gradients and Adam moments (trainer/expertShard.ts).
+   */
+  shardExperts?: boolean;
 }
 
 /** The reduced gradient of a step: a host array, or a device tensor on the resident path. */
@@ -159,6 +165,11 @@ export class Trainer {
   /** `parallel.shard: full`: the sharded weights, gathered unit by unit (null otherwise). */
   readonly full: { sp: ShardedParams; units: Unit[]; pool: UnitGradPool } | null;
   private readonly shardSlices: ParamSlice[] | null;
+  /** Expert parallelism with sharded experts: this rank's layout and chain passes (null: every rank holds all). */
+  readonly experts: ExpertShard | null;
+  /** The layout of this rank's state vectors (`layout` unless the experts are sharded). */
+  readonly held: FlatLayout;
+  private readonly heldSlices: ParamSlice[];
   state: TrainerState;
   private readonly moe?: ForwardOptions['moe'];
   private readonly detector: SpikeDetector;
@@ -179,12 +190,15 @@ export class Trainer {
       throw new ConfigError('parallel.shard: full does not combine with expert parallelism yet', { where: '--expert-parallel', hint: 'use parallel.shard: optimizer with --expert-parallel, or drop --expert-parallel' });
     }
     const fullShard = cfg.parallel.shard === 'full' ? shardOf(this.layout.total, this.dp) : null;
+    const shardExperts = !!opts.shardExperts && !!opts.moe && cfg.parallel.shard === 'none' && this.dp.worldSize > 1;
+    this.experts = shardExperts ? expertShardOf(this.layout, this.model.moe.nExperts, this.dp) : null;
+    this.held = this.experts?.held ?? this.layout;
     this.state = init ?? {
       step: 0,
       dataStep: 0,
       tokens: 0,
-      params: fullShard ? initParamShard(this.model, this.layout, fullShard, cfg.seed, cfg.optim.initScale) : flatten(this.layout, initParams(this.model, cfg.seed, cfg.optim.initScale)),
-      opt: newAdamWState(this.layout.total),
+      params: fullShard ? initParamShard(this.model, this.layout, fullShard, cfg.seed, cfg.optim.initScale) : flatten(this.held, initParams(this.model, cfg.seed, cfg.optim.initScale, this.held.specs)),
+      opt: newAdamWState(this.held.total),
       biases: initialBiases(this.model),
       skipped: [],
       spikes: [],
@@ -192,9 +206,16 @@ export class Trainer {
       balanceScale: 1,
     };
     if (fullShard && this.state.params.length !== fullShard.hi - fullShard.lo) this.state.params = this.state.params.slice(fullShard.lo, fullShard.hi);
+    if (this.experts) {
+      const ex = this.experts;
+      const o = this.state.opt;
+      this.state = { ...this.state, params: heldFromGlobal(ex, this.layout, this.state.params), opt: { t: o.t, m: heldFromGlobal(ex, this.layout, o.m), v: heldFromGlobal(ex, this.layout, o.v) } };
+    }
     // Under `full` no rank holds the whole model: the tfjs store stays empty.
-    this.store = fullShard ? new ParamStore([], new Map()) : new ParamStore(this.layout.specs, views(this.layout, this.state.params));
-    this.slices = this.layout.specs.map((s) => ({ offset: this.layout.offsets.get(s.name)!, size: s.shape.reduce((a, b) => a * b, 1), group: s.group }));
+    this.store = fullShard ? new ParamStore([], new Map()) : new ParamStore(this.held.specs, views(this.held, this.state.params));
+    const slicesOf = (l: FlatLayout) => l.specs.map((s) => ({ offset: l.offsets.get(s.name)!, size: s.shape.reduce((a, b) => a * b, 1), group: s.group }));
+    this.slices = slicesOf(this.layout);
+    this.heldSlices = this.experts ? slicesOf(this.held) : this.slices;
     this.shard = cfg.parallel.shard === 'optimizer' ? shardOf(this.layout.total, this.dp) : fullShard;
     this.full = null;
     if (fullShard) {
@@ -203,7 +224,7 @@ export class Trainer {
     }
     this.shardSlices = this.shard ? slicesInShard(this.slices, this.shard) : null;
     if (this.shard) this.state.opt = shardAdamState(this.state.opt, this.layout.total, this.shard);
-    const refusal = residentRefusal(this.layout.total, cfg.parallel.shard);
+    const refusal = this.experts ? 'the experts are sharded over expert-parallel ranks (host path only)' : residentRefusal(this.layout.total, cfg.parallel.shard);
     const resident = opts.resident ?? refusal === null;
     if (resident && refusal) throw new TrainingError(`GPU-resident training cannot run: ${refusal}`, { hint: 'leave TrainerOptions.resident unset to take the host path' });
     this.resident = resident ? new DeviceState(this.layout, this.store, this.slices, this.state.opt) : null;
@@ -217,8 +238,10 @@ export class Trainer {
   /**
    * The run's param_hash. Under `parallel.shard: full` on W > 1 ranks the weights are spread
    * over the ranks: this returns the hash paramHashGathered() computed for the current weights.
+   * With sharded experts use paramHashGathered.
    */
   paramHash(): string {
+    if (this.experts) throw new TrainingError('paramHash: this rank holds only its own experts', { hint: 'call paramHashGathered on every rank' });
     if (!this.full || this.dp.worldSize === 1) {
       this.resident?.syncParams(this.state.params);
       return paramHash(this.layout.specs, views(this.layout, this.state.params));
@@ -227,8 +250,15 @@ export class Trainer {
     return this.hashCache.hash;
   }
 
-  /** paramHash(), gathering the weights one parameter at a time under `full` (every rank must call it). */
+  /**
+   * param_hash on every rank; under `full` the weights are gathered one parameter at a time, with
+   * sharded experts rank 0 gathers them: a collective that every rank must join.
+   */
   async paramHashGathered(): Promise<string> {
+    if (this.experts) {
+      const full = await gatherToRoot(this.dp, this.experts, this.layout, this.state.params);
+      return hashToAll(this.dp, full ? paramHash(this.layout.specs, views(this.layout, full)) : null);
+    }
     if (!this.full || this.dp.worldSize === 1) return this.paramHash();
     if (this.hashCache?.version !== this.paramsVersion) this.hashCache = { version: this.paramsVersion, hash: await this.full.sp.paramHash() };
     return this.hashCache.hash;
@@ -255,7 +285,7 @@ export class Trainer {
   private takeGradBuffer(): Float32Array {
     const b = this.freeGrads.pop();
     if (b) return b;
-    const fresh = new Float32Array(this.layout.total);
+    const fresh = new Float32Array(this.held.total);
     this.gradBuffers.push(fresh);
     return fresh;
   }
@@ -310,7 +340,7 @@ export class Trainer {
     const { grad, scalars } = this.full
       ? await this.fullShardReduce(model, batches, norms, first, dataStep)
       : await this.reduce(this.forwardBackward(model, batches, norms, first), first, count, dataStep);
-    const gradNorm = this.shard ? await chainedGradNorm(this.dp, grad) : globalGradNorm(grad);
+    const gradNorm = this.shard ? await chainedGradNorm(this.dp, grad) : this.experts ? await expertChainedGradNorm(this.dp, this.experts, grad) : globalGradNorm(grad);
     return { grad: { host: grad }, scalars, gradNorm };
   }
 
@@ -384,7 +414,7 @@ export class Trainer {
     this.freeGrads = [...this.gradBuffers];
     const acc = new TreeAccumulator((buf) => this.freeGrads.push(buf));
     batches.forEach((b, i) => {
-      const r = microbatchGrad(model, this.store, this.layout, b, norms, { biases: this.state.biases, zLossCoef: this.cfg.train.zLossCoef, moe: this.moe, gradOut: this.takeGradBuffer() });
+      const r = microbatchGrad(model, this.store, this.held, b, norms, { biases: this.state.biases, zLossCoef: this.cfg.train.zLossCoef, moe: this.moe, gradOut: this.takeGradBuffer() });
       acc.push(r.grad);
       scalars.setMicro(first + i, { lm: r.lm, balance: r.balance, z: r.z, hiddenRms: r.hiddenRms, hiddenMax: r.hiddenMax, tokens: b.batchSize * b.seqLen });
       scalars.addRouting(r.moe);
@@ -399,7 +429,11 @@ export class Trainer {
   private async reduce(local: { acc: TreeAccumulator; scalars: StepScalars }, first: number, count: number, dataStep: number): Promise<{ grad: Float32Array; scalars: StepScalars }> {
     const M = this.cfg.data.microBatches;
     const sub = local.acc.result();
-    const grad = this.shard ? await this.dp.treeReduceScatterSubtree(sub, first, count, M) : await this.dp.treeAllReduceSubtree(sub, first, count, M);
+    const grad = this.shard
+      ? await this.dp.treeReduceScatterSubtree(sub, first, count, M)
+      : this.experts
+        ? await reduceExpertSharded(this.dp, this.experts, sub, first, count, M)
+        : await this.dp.treeAllReduceSubtree(sub, first, count, M);
     return this.finishReduce(grad, local.scalars, dataStep);
   }
 
@@ -435,7 +469,8 @@ export class Trainer {
     const E = model.moe.nExperts + model.moe.nZeroExperts;
     const out: Float32Array[] = [];
     for (let l = 0; l < model.nLayers; l++) {
-      const o = this.layout.offsets.get(`model.layers.${l}.mlp.router.classifier.weight`)!;
+      // Router weights are replicated (never expert-sharded): `held` has them at its own offsets.
+      const o = (this.full ? this.layout : this.held).offsets.get(`model.layers.${l}.mlp.router.classifier.weight`)!;
       out.push(this.full ? await this.full.sp.gather(o, o + model.dModel * E) : this.state.params.subarray(o, o + model.dModel * E));
     }
     return out;
@@ -458,7 +493,11 @@ export class Trainer {
       return { lr, groupRms };
     }
     const grad = stepGrad.host;
-    const groupRms = this.shard ? await chainedGradRmsByGroup(this.dp, grad, this.slices, this.shardSlices!, clip) : gradRmsByGroup(grad, this.slices, clip);
+    const groupRms = this.shard
+      ? await chainedGradRmsByGroup(this.dp, grad, this.slices, this.shardSlices!, clip)
+      : this.experts
+        ? await expertChainedGradRms(this.dp, this.experts, grad, this.slices, clip)
+        : gradRmsByGroup(grad, this.slices, clip);
     this.warnEps(groupRms, step);
     this.paramsVersion++;
     if (this.full) {
@@ -471,9 +510,9 @@ export class Trainer {
       adamwStep(mine, grad, this.state.opt, this.shardSlices!, lr, cfg.optim, cfg.optim.lrScale, clip);
       this.state.params.set(await this.dp.allGather(mine));
     } else {
-      adamwStep(this.state.params, grad, this.state.opt, this.slices, lr, cfg.optim, cfg.optim.lrScale, clip);
+      adamwStep(this.state.params, grad, this.state.opt, this.heldSlices, lr, cfg.optim, cfg.optim.lrScale, clip);
     }
-    this.store.assign(views(this.layout, this.state.params));
+    this.store.assign(views(this.held, this.state.params));
     return { lr, groupRms };
   }
 
@@ -543,7 +582,8 @@ export class Trainer {
   private balanceController(model: ModelConfig, batches: Batch[], norms: LossNorms, metrics: StepMetrics): void {
     const { stability } = this.cfg;
     if (!(stability.routerRatioEvery > 0 && this.state.step % stability.routerRatioEvery === 0 && batches.length > 0)) return;
-    const rg = routerGradRatio(model, this.store, batches[0], norms, this.state.biases);
+    // Sharded experts: the ratio's passes run the expert-parallel MoE (every rank joins them).
+    const rg = routerGradRatio(model, this.store, batches[0], norms, this.state.biases, this.experts ? this.moe : undefined);
     metrics.router_grad_ratio = rg;
     if (stability.routerRatioMax > 0 && Math.max(...rg) > stability.routerRatioMax) {
       this.state.balanceScale *= 0.5;
@@ -573,7 +613,7 @@ export class Trainer {
     this.detector.restore(this.state.detector);
     this.snapshot = clone(this.state);
     if (this.resident) this.resident.restore(this.deviceSnapshot!);
-    else this.store.assign(views(this.layout, this.state.params));
+    else this.store.assign(views(this.held, this.state.params));
     this.paramsVersion++;
     return event;
   }
@@ -583,17 +623,19 @@ export class Trainer {
 
   /**
    * Bytes this rank holds in host Float32Arrays (memory figures): the flat weights, the
-   * per-microbatch gradient buffers, the reduced gradient and the Adam moments. The weights'
-   * tfjs variables (ParamStore) are one more copy of `params`, not counted here. On the
-   * GPU-resident path `params` and the moments are host mirrors (the live copies are on the
-   * device) and no gradient buffer is held on the host with W = 1. Under
-   * `parallel.shard: full`: `params` is this rank's shard, `gradBuffers` the unit-sized
-   * buffers, `gathered` the peak of one gathered unit (host copy plus its tensors); the store
-   * is empty.
+   * per-microbatch gradient buffers, the reduced gradient and the Adam moments (and how much of
+   * the weights are FFN experts). The weights' tfjs variables (ParamStore) are one more copy
+   * of `params`, not counted here. On the GPU-resident path `params` and the moments are host
+   * mirrors (the live copies are on the device) and no gradient buffer is held on the host
+   * with W = 1. Under `parallel.shard: full`: `params` is this rank's shard, `gradBuffers` the
+   * unit-sized buffers, `gathered` the peak of one gathered unit (host copy plus its tensors);
+   * the store is empty.
    */
-  stateBytes(): { params: number; gradBuffers: number; reducedGrad: number; optimizer: number; gathered: number } {
+  stateBytes(): { params: number; gradBuffers: number; reducedGrad: number; optimizer: number; gathered: number; expertParams: number } {
     return {
       params: this.state.params.byteLength,
+      // The FFN experts' part of `params`: all experts, or this rank's own when they are sharded.
+      expertParams: this.held.specs.reduce((n, s) => n + (s.expert ? 4 * s.shape.reduce((a, b) => a * b, 1) : 0), 0),
       gradBuffers: this.full ? this.full.pool.bytes : this.gradBuffers.reduce((n, b) => n + (b ? b.byteLength : 0), 0),
       gathered: this.full ? this.full.sp.stats.peakBytes : 0,
       reducedGrad: this.reducedGradLength * 4,
@@ -611,7 +653,7 @@ export class Trainer {
     this.state = cloneState(s);
     this.detector.restore(this.state.detector);
     if (this.resident) this.resident.load(this.state.params, this.state.opt);
-    else this.store.assign(views(this.layout, this.state.params));
+    else this.store.assign(views(this.held, this.state.params));
     this.paramsVersion++;
   }
 
@@ -633,6 +675,7 @@ export class Trainer {
    */
   async checkpointStateGathered(): Promise<TrainerState> {
     const s = this.syncHost();
+    if (this.experts) throw new TrainingError('checkpointStateGathered: the experts are sharded', { hint: 'call checkpointStateAtRoot on every rank' });
     if (!this.shard) return s;
     const m = await this.dp.allGather(s.opt.m);
     const v = await this.dp.allGather(s.opt.v);
@@ -647,6 +690,20 @@ export class Trainer {
   async gatheredParams(keep: boolean): Promise<Float32Array | null> {
     if (!this.full) return this.state.params;
     return this.full.sp.gatherAll(this.full.units, keep);
+  }
+
+  /**
+   * With sharded experts: the full state (every expert's weights and moments, global layout) on
+   * rank 0, null elsewhere; every rank must call it. Otherwise checkpointState on every rank.
+   */
+  async checkpointStateAtRoot(): Promise<TrainerState | null> {
+    const s = this.syncDetector();
+    if (!this.experts) return s;
+    const g = (x: Float32Array) => gatherToRoot(this.dp, this.experts!, this.layout, x);
+    const params = await g(s.params);
+    const m = await g(s.opt.m);
+    const v = await g(s.opt.v);
+    return params && m && v ? { ...s, params, opt: { t: s.opt.t, m, v } } : null;
   }
 
   dispose(): void {

@@ -1,8 +1,8 @@
 /**
  * Expert-parallel training over real processes: with one microbatch per rank per step (M = W)
  * the parameters after a few steps are bitwise those of the single-process run, for ScMoE with
- * and without the communication overlap and for the sequential layer; a rank lost mid-run
- * fails the others with an error naming it.
+ * and without the communication overlap and for the sequential layer (each rank holding only
+ * its own experts, the default); a rank lost mid-run fails the others with an error naming it.
  */
 import { strict as assert } from 'assert';
 import { killRankOneDuringTraining } from '../helpers/killRank';

@@ -56,6 +56,7 @@ export class LocalGroup {
           for (const a of all) (out.set(a, off), (off += a.length));
           return out;
         }).then((r) => Float32Array.from(r)),
+      allToAll: (parts) => this.exchange(rank, parts, (all) => all).then((all) => all.map((p) => Float32Array.from(p[rank]))),
       chain: (init, step) =>
         // Each rank's fold step runs in rank order once all have arrived.
         this.exchange(rank, step, (steps) => steps.reduce<Float64Array>((acc, f) => f(acc), Float64Array.from(init))).then((r) => Float64Array.from(r)),
