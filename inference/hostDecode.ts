@@ -133,8 +133,6 @@ function rope(v: Float32Array, off: number, dim: number, cos: Float32Array, sin:
   }
 }
 
-const silu = (g: number) => g / (1 + Math.exp(-g));
-
 /** The batched decoder of one model: weights as host arrays, scratch reused across steps. */
 export class HostDecoder {
   readonly c: ModelConfig;
@@ -145,6 +143,8 @@ export class HostDecoder {
   private core: AttentionCore | null = null;
   private readonly upT = new Map<string, Float32Array>();
   private readonly catsTau = new Map<string, Float32Array>();
+  private slotRow = new Int32Array(0);
+  private slots = new Int32Array(0);
   /** Channels kept and seen under a plan, FFN-expert rows and tokens, since construction. */
   readonly counters: SparsityCounters = newCounters();
 
@@ -313,9 +313,14 @@ export class HostDecoder {
     }
     const o = this.buf('o', M * H * dv);
     const scale = 1 / Math.sqrt(a.type === 'gqa' ? a.headDim : dk);
-    rows.forEach((r, i) => {
-      this.k.attend(q.subarray(i * H * dk, (i + 1) * H * dk), r.seq.k[block], r.seq.v[block], o.subarray(i * H * dv, (i + 1) * H * dv), r.pos + 1, H, Hk, dk, dv, scale);
-    });
+    // One call per run of consecutive rows of one sequence (a prompt's rows, or a decode row).
+    for (let i = 0; i < M; ) {
+      const r = rows[i];
+      let n = 1;
+      while (i + n < M && rows[i + n].seq === r.seq && rows[i + n].pos === r.pos + n) n++;
+      this.k.attendRows(q.subarray(i * H * dk, (i + n) * H * dk), r.seq.k[block], r.seq.v[block], o.subarray(i * H * dv, (i + n) * H * dv), r.pos, n, H, Hk, dk, dv, scale);
+      i += n;
+    }
     return this.linear(prefix, 'o', o, W('o_proj'), 'attnOut', M, H * dv, d);
   }
 
@@ -357,10 +362,9 @@ export class HostDecoder {
       }
       return y;
     }
-    const g = this.mm(x, this.w(`${prefix}.gate_proj.weight`), 'gate', M, d, h);
-    const up = this.mm(x, this.w(`${prefix}.up_proj.weight`), 'up', M, d, h);
-    for (let i = 0; i < M * h; i++) g[i] = silu(g[i]) * up[i];
-    return this.mm(g, this.w(`${prefix}.down_proj.weight`), out, M, h, d);
+    const y = this.buf(out, M * d);
+    this.k.ffn(x, this.w(`${prefix}.gate_proj.weight`), this.w(`${prefix}.up_proj.weight`), this.w(`${prefix}.down_proj.weight`), y, M, d, h);
+    return y;
   }
 
   /** The up projection as [h, d] (a kept channel's weights are one contiguous row). */
@@ -403,20 +407,29 @@ export class HostDecoder {
     }
     const route = selectExperts(probs.subarray(0, M * E), this.m.biases[l], M, E, K, N);
     // Each FFN expert runs once on the rows routed to it; its output row for slot s goes to
-    // slotOut[s]. Zero experts run nothing.
-    const slotOut: (Float32Array | null)[] = new Array(M * K).fill(null);
+    // row slotRow[s] of slotOut. Zero experts run nothing (slotRow −1).
+    const slotRow = this.slotRow.length >= M * K ? this.slotRow : (this.slotRow = new Int32Array(2 * M * K));
+    slotRow.fill(-1, 0, M * K);
+    const slotOut = this.buf('slotOut', M * K * d);
+    const slots = this.slots.length >= M * K ? this.slots : (this.slots = new Int32Array(2 * M * K));
+    let filled = 0;
     for (let e = 0; e < N; e++) {
       const n = route.ffnCounts[e];
       if (!n) continue;
-      const slots: number[] = [];
-      for (let s = 0; s < M * K; s++) if (route.idx[s] === e) slots.push(s);
+      let m = 0;
+      for (let s = 0; s < M * K && m < n; s++) if (route.idx[s] === e) slots[m++] = s;
       const xin = this.buf('expertIn', n * d);
-      slots.forEach((s, i) => xin.set(u.subarray(Math.floor(s / K) * d, (Math.floor(s / K) + 1) * d), i * d));
+      for (let i = 0; i < n; i++) {
+        const r = Math.floor(slots[i] / K);
+        xin.set(u.subarray(r * d, (r + 1) * d), i * d);
+      }
       const y = this.ffn(`${p}.experts.${e}`, xin, n, c.moe.expertHidden, 'expertOut');
-      slots.forEach((s, i) => {
-        slotOut[s] = y.slice(i * d, (i + 1) * d);
-        ffnRows[Math.floor(s / K)]++;
-      });
+      slotOut.set(y.subarray(0, n * d), filled * d);
+      for (let i = 0; i < n; i++) {
+        slotRow[slots[i]] = filled + i;
+        ffnRows[Math.floor(slots[i] / K)]++;
+      }
+      filled += n;
     }
     const out = this.buf('moe', M * d);
     out.fill(0, 0, M * d);
@@ -426,9 +439,9 @@ export class HostDecoder {
         const s = r * K + k;
         const e = route.idx[s];
         const gate = Math.fround(probs[r * E + e] * c.moe.routedScalingFactor);
-        const y = slotOut[s];
-        if (y) for (let i = 0; i < d; i++) out[o + i] += gate * y[i];
-        else for (let i = 0; i < d; i++) out[o + i] += gate * u[o + i];
+        const y = slotRow[s] >= 0 ? slotOut : u;
+        const yo = slotRow[s] >= 0 ? slotRow[s] * d : o;
+        for (let i = 0; i < d; i++) out[o + i] += gate * y[yo + i];
       }
     }
     return out;
