@@ -30,7 +30,19 @@ const u32 = new Uint32Array(f32.buffer);
 export function descendingOrder(logits: Float32Array): number[] {
   const n = logits.length;
   if (n > 1 << 21) return Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a] || a - b);
-  const keys = new Float64Array(n);
+  const keys = sortedKeys(logits);
+  const order = new Array<number>(n);
+  for (let i = 0; i < n; i++) order[i] = keys[i] % 2097152;
+  return order;
+}
+
+let keyScratch = new Float64Array(0);
+
+/** descendingOrder's sorted keys (n <= 2^21), in a buffer reused by the next call. */
+function sortedKeys(logits: Float32Array): Float64Array {
+  const n = logits.length;
+  if (keyScratch.length !== n) keyScratch = new Float64Array(n);
+  const keys = keyScratch;
   for (let i = 0; i < n; i++) {
     f32[0] = logits[i] + 0; // -0 -> +0
     const u = u32[0];
@@ -38,31 +50,48 @@ export function descendingOrder(logits: Float32Array): number[] {
     keys[i] = (0xffffffff - asc) * 2097152 + i;
   }
   keys.sort();
-  const order = new Array<number>(n);
-  for (let i = 0; i < n; i++) order[i] = keys[i] % 2097152;
-  return order;
+  return keys;
 }
 
-/** Returns the sampled id and its log-probability under the unmodified distribution. */
+let expScratch = new Float64Array(0);
+let weightScratch = new Float64Array(0);
+
+/**
+ * One draw. The numbers are those of the plain formulation (e^(z−max) summed in id order for log
+ * Z; the candidates' weights e^((z−max)/T) in descending order, their sum from the first; top-p
+ * by the running share; a categorical draw over the kept prefix), computed without per-token
+ * arrays: at temperature 1 the weights are the log Z terms themselves (the same doubles), so
+ * each logit's exp runs once.
+ */
 export function sampleToken(logits: Float32Array, p: SamplingParams, position: number): { id: number; logprob: number } {
+  const n = logits.length;
   let max = -Infinity;
-  for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
+  for (let i = 0; i < n; i++) if (logits[i] > max) max = logits[i];
+  if (expScratch.length < n) expScratch = new Float64Array(n);
+  const ex = expScratch;
   let z = 0;
-  for (let i = 0; i < logits.length; i++) z += Math.exp(logits[i] - max);
+  for (let i = 0; i < n; i++) z += ex[i] = Math.exp(logits[i] - max);
   const logZ = max + Math.log(z);
   if (p.temperature <= 0) {
     const id = argmax(logits);
     return { id, logprob: logits[id] - logZ };
   }
-  const order = descendingOrder(logits);
-  const k = p.topK > 0 ? Math.min(p.topK, order.length) : order.length;
-  const cand = order.slice(0, k);
-  const w = cand.map((i) => Math.exp((logits[i] - max) / p.temperature));
-  const total = w.reduce((a, b) => a + b, 0);
-  let keep = cand.length;
+  const k = p.topK > 0 ? Math.min(p.topK, n) : n;
+  const cand = n > 1 << 21 ? Int32Array.from(descendingOrder(logits)) : null;
+  const keys = cand ? null : sortedKeys(logits);
+  const idAt = (j: number) => (cand ? cand[j] : keys![j] % 2097152);
+  if (weightScratch.length < k) weightScratch = new Float64Array(k);
+  const w = weightScratch;
+  let total = 0;
+  for (let j = 0; j < k; j++) {
+    const i = idAt(j);
+    w[j] = p.temperature === 1 ? ex[i] : Math.exp((logits[i] - max) / p.temperature);
+    total += w[j];
+  }
+  let keep = k;
   if (p.topP < 1) {
     let cum = 0;
-    for (let j = 0; j < cand.length; j++) {
+    for (let j = 0; j < k; j++) {
       cum += w[j] / total;
       if (cum >= p.topP) {
         keep = j + 1;
@@ -71,8 +100,7 @@ export function sampleToken(logits: Float32Array, p: SamplingParams, position: n
     }
   }
   const rng = RngStream.of(p.seed, 'sample', position);
-  const j = rng.categorical(w.slice(0, keep));
-  const id = cand[j];
+  const id = idAt(rng.categorical(w.subarray(0, keep)));
   return { id, logprob: logits[id] - logZ };
 }
 
