@@ -34,7 +34,7 @@
 #include "pool.h"
 
 #define DMM_COLS 64      /* output columns per task */
-#define DMM_MAX_ROWS 4   /* more rows than this go to gemm (same bits; its packed tiles win there) */
+#define DMM_MAX_ROWS 8   /* more rows than this go to gemm (same bits; its packed tiles win there) */
 
 typedef struct {
   const float *x, *W;
@@ -43,20 +43,21 @@ typedef struct {
 } DmmJob;
 
 /*
- * Columns [j0, j0+nc) of every row: the accumulators of one row's strip live in registers
- * (DMM_COLS floats), k ascending; the strip of W (K x DMM_COLS) stays in cache for the next row.
+ * Columns [j0, j0+nc) of every row, k ascending. Full strips run in 32-column halves: for each
+ * half, four rows at a time keep 4 x 32 accumulators in registers and load each W row segment
+ * once for the four rows; the half strip of W (K x 32 floats) stays in L1 for the next four rows,
+ * so W is read from memory once for all M rows.
  */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("fma", "default")))
+__attribute__((target_clones("avx512f", "fma", "default")))
 #endif
 static void dmm_cols(const float* restrict x, const float* restrict W, float* restrict y, int64_t M, int64_t K, int64_t N, int64_t j0,
                      int64_t nc) {
-  int64_t r = 0;
-  /* Four rows at a time over 32-column halves of the strip: 4 x 32 accumulators in registers,
-   * each W row segment loaded once for the four rows. */
+  int64_t r0 = 0;
   if (nc == DMM_COLS) {
-    for (; r + 4 <= M; r += 4) {
-      for (int64_t h = 0; h < DMM_COLS; h += 32) {
+    const int64_t M4 = M / 4 * 4;
+    for (int64_t h = 0; h < DMM_COLS; h += 32) {
+      for (int64_t r = 0; r < M4; r += 4) {
         float a0[32], a1[32], a2[32], a3[32];
         for (int j = 0; j < 32; j++) a0[j] = a1[j] = a2[j] = a3[j] = 0.0f;
         const float* x0 = x + r * K;
@@ -79,8 +80,9 @@ static void dmm_cols(const float* restrict x, const float* restrict W, float* re
         memcpy(y + (r + 3) * N + j0 + h, a3, sizeof a3);
       }
     }
+    r0 = M4;
   }
-  for (; r < M; r++) {
+  for (int64_t r = r0; r < M; r++) {
     const float* xr = x + r * K;
     float acc[DMM_COLS];
     if (nc == DMM_COLS) {

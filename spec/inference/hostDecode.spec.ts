@@ -61,7 +61,7 @@ describe('batched host decode path', () => {
     };
     for (const [K, N] of [[33, 70], [192, 512], [7, 3], [20, 128]]) {
       const W = rand(K * N, K + N);
-      for (const M of [1, 3, 4, 17, 40]) {
+      for (const M of [1, 3, 4, 6, 8, 9, 16, 17, 40]) {
         const x = rand(M * K, M);
         const ref = new Float32Array(M * N);
         a.sgemm(x, W, ref, 1, 1, 1, M, N, K, 0, 0, 1);
