@@ -41,6 +41,7 @@ interface DecodeAddon {
   decodeMatmul(x: Float32Array, W: Float32Array, y: Float32Array, M: number, K: number, N: number, threads: number): void;
   decodeFfn(x: Float32Array, Wg: Float32Array, Wu: Float32Array, Wd: Float32Array, y: Float32Array, M: number, d: number, h: number, threads: number): void;
   decodeAttendRows(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, S0: number, n: number, H: number, Hk: number, dk: number, dv: number, scale: number, threads: number): void;
+  decodeTrim(): boolean;
   decodeAttend(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, S: number, H: number, Hk: number, dk: number, dv: number, scale: number): void;
 }
 
@@ -129,7 +130,7 @@ function loadNative(): DecodeAddon | null {
     }
   }
   const d = a as Partial<DecodeAddon>;
-  return typeof d.decodeMatmul === 'function' && typeof d.decodeSparseFfn === 'function' && typeof d.decodeFfn === 'function' && typeof d.decodeAttendRows === 'function' ? (d as DecodeAddon) : null;
+  return typeof d.decodeMatmul === 'function' && typeof d.decodeSparseFfn === 'function' && typeof d.decodeFfn === 'function' && typeof d.decodeAttendRows === 'function' && typeof d.decodeTrim === 'function' ? (d as DecodeAddon) : null;
 }
 
 let chosen: DecodeKernels | null = null;
@@ -158,4 +159,14 @@ export function setDecodeKernels(which: 'native' | 'js'): DecodeKernels {
 /** Restores a kernel set returned by setDecodeKernels. */
 export function restoreDecodeKernels(k: DecodeKernels): void {
   chosen = k;
+}
+
+/**
+ * Hands the C heap's free pages back to the system (the addon's decodeTrim: glibc malloc_trim)
+ * when the addon is built; false otherwise. Typed arrays freed by V8 after a load go back to
+ * glibc's free lists, which keep them (RSS stays at the load's peak) until trimmed.
+ */
+export function trimHostHeap(): boolean {
+  const a = loadNative();
+  return a ? a.decodeTrim() : false;
 }

@@ -159,6 +159,11 @@ export class HostDecoder {
     return v;
   }
 
+  /** Drops the scratch buffers (sized by the largest step so far; the next step allocates what it needs). */
+  releaseScratch(): void {
+    this.scratch.clear();
+  }
+
   private buf(name: string, n: number): Float32Array {
     let b = this.scratch.get(name);
     if (!b || b.length < n) {

@@ -24,6 +24,9 @@
  * FFN or FFN expert instead of three products and a JS loop.
  */
 #include <math.h>
+#if defined(__GLIBC__) || defined(__linux__)
+#include <malloc.h>
+#endif
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -611,6 +614,24 @@ static napi_value decode_sparse_ffn(napi_env env, napi_callback_info info) {
   return r;
 }
 
+/*
+ * decodeTrim() -> boolean: hands the C heap's free pages back to the system (glibc's
+ * malloc_trim over every arena; false where the C library has none). The server calls it when
+ * it goes idle: the buffers of a load's requests (typed arrays, kernel scratch) are freed by
+ * then, but glibc keeps freed pages in its arenas, so without it RSS stays at the load's peak.
+ */
+static napi_value decode_trim(napi_env env, napi_callback_info info) {
+  (void)info;
+  int done = 0;
+#if defined(__GLIBC__)
+  malloc_trim(0);
+  done = 1;
+#endif
+  napi_value r;
+  CHECK(napi_get_boolean(env, done, &r));
+  return r;
+}
+
 /* Called from the module's init (moecat_native.c). */
 int moecat_decode_register(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
@@ -618,6 +639,7 @@ int moecat_decode_register(napi_env env, napi_value exports) {
       {"decodeAttend", NULL, decode_attend, NULL, NULL, NULL, napi_default, NULL},
       {"decodeAttendRows", NULL, decode_attend_rows, NULL, NULL, NULL, napi_default, NULL},
       {"decodeFfn", NULL, decode_ffn, NULL, NULL, NULL, napi_default, NULL},
+      {"decodeTrim", NULL, decode_trim, NULL, NULL, NULL, napi_default, NULL},
       {"decodeSparseRows", NULL, decode_sparse_rows, NULL, NULL, NULL, napi_default, NULL},
       {"decodeSparseFfn", NULL, decode_sparse_ffn, NULL, NULL, NULL, napi_default, NULL},
   };
