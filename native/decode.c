@@ -31,18 +31,27 @@
 #include <stdlib.h>
 #include <string.h>
 #include <node_api.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define DMM_Z 1
+#else
+#define DMM_Z 0
+#endif
 #include "detmath.h"
 #include "gemm.h"
 #include "napi_args.h"
 #include "pool.h"
 
 #define DMM_COLS 64      /* output columns per task */
-#define DMM_MAX_ROWS 8   /* more rows than this go to gemm (same bits; its packed tiles win there) */
+#define DMM_MAX_ROWS 8    /* more rows than this go to gemm (same bits; its packed tiles win there) */
+#define DMM_MAX_ROWS_Z 16 /* the same with the AVX-512 eight-row kernel, for weights up to DMM_MAX_COLS_Z wide */
+#define DMM_MAX_COLS_Z 1024
 
 typedef struct {
   const float *x, *W;
   float* y;
   int64_t M, K, N;
+  int z; /* eight-row AVX-512 blocks */
 } DmmJob;
 
 /*
@@ -107,6 +116,49 @@ static void dmm_cols(const float* restrict x, const float* restrict W, float* re
   }
 }
 
+#if DMM_Z
+/*
+ * Eight rows x 32 columns [j0, j0+32) on AVX-512: 16 accumulator registers, each W row segment
+ * loaded once for the eight rows, each x element broadcast once. _mm512_fmadd_ps rounds once,
+ * as fmaf does: every output is the same fmaf chain from zero, k ascending (gemm's bits).
+ */
+__attribute__((target("avx512f"))) static void dmm8_z(const float* x, const float* W, float* y, int64_t K, int64_t N, int64_t j0) {
+  __m512 a[8][2];
+  for (int r = 0; r < 8; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k++) {
+    const __m512 w0 = _mm512_loadu_ps(W + k * N + j0);
+    const __m512 w1 = _mm512_loadu_ps(W + k * N + j0 + 16);
+    for (int r = 0; r < 8; r++) {
+      const __m512 xr = _mm512_set1_ps(x[r * K + k]);
+      a[r][0] = _mm512_fmadd_ps(xr, w0, a[r][0]);
+      a[r][1] = _mm512_fmadd_ps(xr, w1, a[r][1]);
+    }
+  }
+  for (int r = 0; r < 8; r++) {
+    _mm512_storeu_ps(y + r * N + j0, a[r][0]);
+    _mm512_storeu_ps(y + r * N + j0 + 16, a[r][1]);
+  }
+}
+#endif
+
+/* Whether the AVX-512 eight-row kernel runs (the GEMM's selected variant: MOECAT_ISA applies). */
+static int dmm_use_z(void) { return DMM_Z && gemm_isa() == GEMM_ISA_AVX512; }
+
+/* Columns [j0, j0+nc) of every row: eight-row AVX-512 blocks on full strips where selected, the rest by dmm_cols. */
+static void dmm_strip(const float* x, const float* W, float* y, int64_t M, int64_t K, int64_t N, int64_t j0, int64_t nc, int z) {
+  int64_t r = 0;
+#if DMM_Z
+  if (z && nc == DMM_COLS) {
+    for (int64_t h = 0; h < DMM_COLS; h += 32)
+      for (r = 0; r + 8 <= M; r += 8) dmm8_z(x + r * K, W, y + r * N, K, N, j0 + h);
+    r = M / 8 * 8;
+  }
+#else
+  (void)z;
+#endif
+  if (r < M) dmm_cols(x + r * K, W, y + r * N, M - r, K, N, j0, nc);
+}
+
 /* One row, every column strip (the calling thread). */
 static void dmm_cols_all(const float* x, const float* W, float* y, int64_t K, int64_t N) {
   for (int64_t j0 = 0; j0 < N; j0 += DMM_COLS) dmm_cols(x, W, y, 1, K, N, j0, N - j0 < DMM_COLS ? N - j0 : DMM_COLS);
@@ -117,7 +169,7 @@ static void dmm_task(void* ctx, int64_t t, int slot) {
   const DmmJob* j = (const DmmJob*)ctx;
   const int64_t j0 = t * DMM_COLS;
   const int64_t nc = j->N - j0 < DMM_COLS ? j->N - j0 : DMM_COLS;
-  dmm_cols(j->x, j->W, j->y, j->M, j->K, j->N, j0, nc);
+  dmm_strip(j->x, j->W, j->y, j->M, j->K, j->N, j0, nc, j->z);
 }
 
 /* Weights below this many bytes are read on the calling thread (waking a worker costs more). */
@@ -129,11 +181,12 @@ static void decode_matmul_run(const float* x, const float* W, float* y, int64_t 
     memset(y, 0, sizeof(float) * (size_t)(M * N));
     return;
   }
-  if (M > DMM_MAX_ROWS) {
+  const int z = dmm_use_z();
+  if (M > (z && N <= DMM_MAX_COLS_Z ? DMM_MAX_ROWS_Z : DMM_MAX_ROWS)) {
     gemm_batched(1, 1, 1, M, N, K, 0, 0, x, W, y, threads);
     return;
   }
-  DmmJob j = {x, W, y, M, K, N};
+  DmmJob j = {x, W, y, M, K, N, z};
   const int64_t tasks = (N + DMM_COLS - 1) / DMM_COLS;
   if ((double)K * (double)N * 4.0 < DMM_MT_BYTES) threads = 1;
   pool_run(tasks, dmm_task, &j, threads);

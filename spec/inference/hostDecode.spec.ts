@@ -53,13 +53,30 @@ describe('batched host decode path', () => {
   });
   after(() => m.store.dispose());
 
-  it('decodeMatmul gives the bits of the canonical GEMM (sgemm) for 1..40 rows, and each row its own bits in any batch', function () {
+  it('decodeMatmul gives the bits of the canonical GEMM (sgemm) for 1..40 rows on every GEMM variant, and each row its own bits in any batch', function () {
     if (!nativeBuilt()) this.skip();
     const a = requireAddon(defaultAddonPath()) as unknown as {
       sgemm: (...x: unknown[]) => void;
       decodeMatmul: (x: Float32Array, W: Float32Array, y: Float32Array, M: number, K: number, N: number, t: number) => void;
+      setIsa: (name: string) => boolean;
+      gemmInfo: () => { isa: string };
     };
-    for (const [K, N] of [[33, 70], [192, 512], [7, 3], [20, 128]]) {
+    const isa = a.gemmInfo().isa;
+    // sgemm's bits are the same on every variant; decodeMatmul's eight-row AVX-512 kernel runs
+    // only with avx512 selected, the portable strips otherwise: both must give them.
+    for (const v of ['scalar', 'avx2', 'avx512']) {
+      if (!a.setIsa(v)) continue;
+      try {
+        checkDecodeMatmul(a, v);
+      } finally {
+        a.setIsa(isa);
+      }
+    }
+    assert.throws(() => a.decodeMatmul(new Float32Array(3), new Float32Array(4), new Float32Array(4), 2, 2, 2, 0), /sizes do not match/);
+  });
+
+  function checkDecodeMatmul(a: { sgemm: (...x: unknown[]) => void; decodeMatmul: (x: Float32Array, W: Float32Array, y: Float32Array, M: number, K: number, N: number, t: number) => void }, v: string): void {
+    for (const [K, N] of [[33, 70], [192, 512], [7, 3], [20, 128], [16, 1100]]) {
       const W = rand(K * N, K + N);
       for (const M of [1, 3, 4, 6, 8, 9, 16, 17, 40]) {
         const x = rand(M * K, M);
@@ -67,14 +84,13 @@ describe('batched host decode path', () => {
         a.sgemm(x, W, ref, 1, 1, 1, M, N, K, 0, 0, 1);
         const got = new Float32Array(M * N);
         a.decodeMatmul(x, W, got, M, K, N, 0);
-        assert.deepEqual(got, ref, `M=${M} K=${K} N=${N}`);
+        assert.deepEqual(got, ref, `${v}: M=${M} K=${K} N=${N}`);
         const one = new Float32Array(N);
         a.decodeMatmul(x.subarray((M - 1) * K), W, one, 1, K, N, 0);
-        assert.deepEqual(one, got.subarray((M - 1) * N), `last row alone, M=${M}`);
+        assert.deepEqual(one, got.subarray((M - 1) * N), `${v}: last row alone, M=${M}`);
       }
     }
-    assert.throws(() => a.decodeMatmul(new Float32Array(3), new Float32Array(4), new Float32Array(4), 2, 2, 2, 0), /sizes do not match/);
-  });
+  }
 
   it('decodeAttendRows gives each row the bits of decodeAttend alone (rows of a prompt, any thread count, keys transposed or not)', function () {
     if (!nativeBuilt()) this.skip();
