@@ -250,6 +250,8 @@ export class Engine {
   /** Refuses new requests, cancels the rest and waits until every cache is freed. */
   close(): Promise<void> {
     this.closed = true;
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
     for (const s of [...this.batcher.waiting, ...this.batcher.running]) s.cancelled = true;
     this.schedule();
     return this.whenIdle();
@@ -466,7 +468,7 @@ export class Engine {
     const w = this.idleWaiters;
     this.idleWaiters = [];
     for (const f of w) f();
-    if (this.steps.idle && !this.idleTimer) {
+    if (this.steps.idle && !this.idleTimer && !this.closed) {
       this.idleTimer = setTimeout(() => {
         this.idleTimer = null;
         this.releaseIdleMemory();
@@ -478,10 +480,14 @@ export class Engine {
   /**
    * Returns memory held for the last load (the steps' `idle` hook: the host path drops its
    * scratch and hands freed C-heap pages back); runs by itself idleReleaseMs after the engine
-   * goes idle, and does nothing while requests run.
+   * goes idle, and does nothing while requests run or once the engine is closed.
    */
   releaseIdleMemory(): void {
-    if (!this.batcher.idle || this.scheduled) return;
-    this.steps.idle?.(this.model);
+    if (!this.batcher.idle || this.scheduled || this.closed) return;
+    try {
+      this.steps.idle?.(this.model);
+    } catch {
+      // Returning memory is an optimisation: a failure leaves it held, never stops the server.
+    }
   }
 }

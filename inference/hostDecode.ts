@@ -464,3 +464,8 @@ export function hostDecoder(m: ServingModel): HostDecoder {
   }
   return d;
 }
+
+/** The model's decoder if one was made (the engine's idle release must not make one). */
+export function existingHostDecoder(m: ServingModel): HostDecoder | undefined {
+  return decoders.get(m);
+}

@@ -10,7 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { EngineStepHooks } from './engine';
 import { LayerCaches, StepResult } from './engineStep';
 import { ServingModel } from './loadModel';
-import { DecodeRow, hostDecoder, HostSequence } from './hostDecode';
+import { DecodeRow, existingHostDecoder, hostDecoder, HostSequence } from './hostDecode';
 import { trimHostHeap } from './decodeKernels';
 import { SparsityPlan } from './sparse/thresholds';
 
@@ -79,7 +79,7 @@ export function hostEngineSteps(plan: SparsityPlan | null = null): EngineStepHoo
     decodeBatch: (m, tokens, past, caches) => hostDecodeBatch(m, tokens, past, caches, plan),
     cacheBytes: (c) => held.get(c)?.bytes ?? 0,
     idle: (m) => {
-      hostDecoder(m).releaseScratch();
+      existingHostDecoder(m)?.releaseScratch();
       trimHostHeap();
     },
   };

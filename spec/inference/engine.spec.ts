@@ -51,7 +51,11 @@ describe('inference engine', () => {
     const ref = generate(m, tok.encode(prompts[3]), { ...greedy, maxTokens: 8 });
     assert.deepEqual((await e.submit(req(prompts[3], 8)).result).tokens.map((t) => t.logprob), ref.logprobs);
     assert.equal(typeof trimHostHeap(), 'boolean');
+    // Closing cancels a pending release (the model may be disposed right after close).
+    const n = calls.length;
     await e.close();
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(calls.length, n, 'no release after close');
   });
 
   it('greedy output of a request alone equals generate() token for token', async () => {
