@@ -143,6 +143,9 @@ export class HostDecoder {
   private core: AttentionCore | null = null;
   private readonly upT = new Map<string, Float32Array>();
   private readonly catsTau = new Map<string, Float32Array>();
+  private readonly byPrefix = new Map<string, Map<string, Float32Array>>();
+  /** Each layer's weight-name prefixes, built once. */
+  private readonly names: { layer: string; attn: string[]; mlps: string[]; moe: string; experts: string[] }[];
   private slotRow = new Int32Array(0);
   private slots = new Int32Array(0);
   /** Channels kept and seen under a plan, FFN-expert rows and tokens, since construction. */
@@ -151,6 +154,31 @@ export class HostDecoder {
   constructor(readonly m: ServingModel) {
     this.c = m.config;
     for (const s of m.store.specs) this.weights.set(s.name, m.store.get(s.name).dataSync() as Float32Array);
+    this.names = Array.from({ length: this.c.nLayers }, (_, l) => {
+      const p = `model.layers.${l}`;
+      return {
+        layer: p,
+        attn: [0, 1].map((j) => `${p}.self_attn.${j}`),
+        mlps: [0, 1].map((j) => `${p}.mlps.${j}`),
+        moe: `${p}.mlp`,
+        experts: Array.from({ length: this.c.moe.nExperts }, (_, e) => `${p}.mlp.experts.${e}`),
+      };
+    });
+  }
+
+  /** Weight `${prefix}.${nm}.weight`, looked up once per (prefix, nm): prefixes come from `names`, so the map keys are the same string objects every step (their hashes cached). */
+  private pw(prefix: string, nm: string): Float32Array {
+    let m = this.byPrefix.get(prefix);
+    if (!m) {
+      m = new Map();
+      this.byPrefix.set(prefix, m);
+    }
+    let v = m.get(nm);
+    if (!v) {
+      v = this.w(`${prefix}.${nm}.weight`);
+      m.set(nm, v);
+    }
+    return v;
   }
 
   w(name: string): Float32Array {
@@ -221,11 +249,12 @@ export class HostDecoder {
       return a;
     };
     for (let l = 0; l < c.nLayers; l++) {
-      const p = `model.layers.${l}`;
+      const names = this.names[l];
+      const p = names.layer;
       runLayer<Float32Array, MoeResult<Float32Array>>(c.layerType, x, {
-        norm: (t, name) => rmsRows(t, this.w(`${p}.${name}.weight`), c.rmsEps, M, d, name === 'post_attention_layernorm.0' ? u : n),
-        attention: (t, j) => this.attention(`${p}.self_attn.${j}`, 2 * l + j, rows, t, cos, sin),
-        ffn: (t, j) => this.ffn(`${p}.mlps.${j}`, t, M, c.ffnHidden, 'ffnOut'),
+        norm: (t, name) => rmsRows(t, this.pw(p, name), c.rmsEps, M, d, name === 'post_attention_layernorm.0' ? u : n),
+        attention: (t, j) => this.attention(names.attn[j], 2 * l + j, rows, t, cos, sin),
+        ffn: (t, j) => this.ffn(names.mlps[j], t, M, c.ffnHidden, 'ffnOut'),
         moe: (t) => {
           const before = ffnRows.reduce((a, x) => a + x, 0);
           const out = this.moe(l, t, M, ffnRows);
@@ -253,7 +282,7 @@ export class HostDecoder {
     const a = c.attention;
     const d = c.dModel;
     const M = rows.length;
-    const W = (nm: string) => this.w(`${prefix}.${nm}.weight`);
+    const W = (nm: string) => this.pw(prefix, nm);
     const { Hk, dk, dv } = kvShape(c);
     const H = a.nHeads;
     const half = ropeDim(c) / 2;
@@ -336,7 +365,7 @@ export class HostDecoder {
     const { Hk, dk, dv } = kvShape(c);
     const o = this.buf('o', M * H * dv);
     this.core!.block(block >> 1, (block & 1) as 0 | 1, q.subarray(0, M * H * dk), k.subarray(0, M * Hk * dk), v.subarray(0, M * Hk * dv), o.subarray(0, M * H * dv));
-    return this.linear(prefix, 'o', o, this.w(`${prefix}.o_proj.weight`), 'attnOut', M, H * dv, c.dModel);
+    return this.linear(prefix, 'o', o, this.pw(prefix, 'o_proj'), 'attnOut', M, H * dv, c.dModel);
   }
 
   /** A projection whose input the plan may sparsify (CHESS attention: q and o inputs). */
@@ -358,9 +387,9 @@ export class HostDecoder {
     if (t) {
       const tau = this.plan!.ffn === 'chess' ? t.chess : this.catsTaus(prefix, t.cats, h);
       const y = this.buf(out, M * d);
-      const Wg = this.w(`${prefix}.gate_proj.weight`);
+      const Wg = this.pw(prefix, 'gate_proj');
       const WuT = this.upTransposed(prefix, h);
-      const Wd = this.w(`${prefix}.down_proj.weight`);
+      const Wd = this.pw(prefix, 'down_proj');
       for (let r = 0; r < M; r++) {
         this.counters.ffnKept += this.k.sparseFfn(x.subarray(r * d, (r + 1) * d), Wg, WuT, Wd, tau, y.subarray(r * d, (r + 1) * d), d, h);
         this.counters.ffnTotal += h;
@@ -368,7 +397,7 @@ export class HostDecoder {
       return y;
     }
     const y = this.buf(out, M * d);
-    this.k.ffn(x, this.w(`${prefix}.gate_proj.weight`), this.w(`${prefix}.up_proj.weight`), this.w(`${prefix}.down_proj.weight`), y, M, d, h);
+    this.k.ffn(x, this.pw(prefix, 'gate_proj'), this.pw(prefix, 'up_proj'), this.pw(prefix, 'down_proj'), y, M, d, h);
     return y;
   }
 
@@ -377,7 +406,7 @@ export class HostDecoder {
     let t = this.upT.get(prefix);
     if (!t) {
       const d = this.c.dModel;
-      const W = this.w(`${prefix}.up_proj.weight`);
+      const W = this.pw(prefix, 'up_proj');
       t = new Float32Array(d * h);
       for (let i = 0; i < d; i++) for (let j = 0; j < h; j++) t[j * d + i] = W[i * h + j];
       this.upT.set(prefix, t);
@@ -400,8 +429,7 @@ export class HostDecoder {
     const N = c.moe.nExperts;
     const E = N + c.moe.nZeroExperts;
     const K = c.moe.topK;
-    const p = `model.layers.${l}.mlp`;
-    const probs = this.mm(u, this.w(`${p}.router.classifier.weight`), 'probs', M, d, E);
+    const probs = this.mm(u, this.pw(this.names[l].moe, 'router.classifier'), 'probs', M, d, E);
     for (let r = 0; r < M; r++) {
       const o = r * E;
       let max = -Infinity;
@@ -428,7 +456,7 @@ export class HostDecoder {
         const r = Math.floor(slots[i] / K);
         xin.set(u.subarray(r * d, (r + 1) * d), i * d);
       }
-      const y = this.ffn(`${p}.experts.${e}`, xin, n, c.moe.expertHidden, 'expertOut');
+      const y = this.ffn(this.names[l].experts[e], xin, n, c.moe.expertHidden, 'expertOut');
       slotOut.set(y.subarray(0, n * d), filled * d);
       for (let i = 0; i < n; i++) {
         slotRow[slots[i]] = filled + i;
