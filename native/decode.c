@@ -347,7 +347,13 @@ static inline double silu_exp(double x) {
   x = x < -700.0 ? -700.0 : x > 700.0 ? 700.0 : x;
   const double kd = (x * DM_INV_LN2 + 6755399441055744.0) - 6755399441055744.0;
   const double r = (x - kd * DM_LN2_HI) - kd * DM_LN2_LO;
-  const uint64_t bits = (uint64_t)((int64_t)kd + 1023) << 52;
+  /* 2^k without a double-to-integer conversion (none in AVX-512F, so the loop would not
+   * vectorise): 2^52 + 1023 + k holds k + 1023 in its low mantissa bits, shifted into the
+   * exponent field. */
+  const double biased = kd + (4503599627370496.0 + 1023.0);
+  uint64_t bits;
+  memcpy(&bits, &biased, sizeof bits);
+  bits <<= 52;
   double scale;
   memcpy(&scale, &bits, sizeof scale);
   return dm_exp_reduced(r) * scale;
