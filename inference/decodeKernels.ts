@@ -1,6 +1,6 @@
 /**
- * The two kernels of the batched host decode path (hostDecode.ts): a matmul of a few rows
- * against a weight, and one row's cached attention. They run in the native addon
+ * The kernels of the batched host decode path (hostDecode.ts): a matmul of a few rows against a
+ * weight, a SwiGLU FFN of a few rows, and cached attention of one sequence's rows. They run in the native addon
  * (native/decode.c) when it is present, else in plain JS. The choice is made once per process,
  * so everything that decodes in a process (the engine, `generate`) uses the same kernels and
  * gets the same bits. Both versions are row-independent: an output row depends only on its own
@@ -11,11 +11,22 @@ import { activeByThreshold, ffnScratch, ffnSparse, FfnScratch, matVecRows } from
 
 let jsScratch: FfnScratch = ffnScratch(1);
 let jsIdx = new Int32Array(1);
+let jsGate = new Float32Array(1);
+let jsUp = new Float32Array(1);
+
+const silu = (g: number) => g / (1 + Math.exp(-g));
 
 export interface DecodeKernels {
   readonly name: 'native' | 'js';
   /** y[M,N] = x[M,K]·W[K,N], row-major. */
   matmul(x: Float32Array, W: Float32Array, y: Float32Array, M: number, K: number, N: number): void;
+  /** y[M,d] = (silu(x·Wg) ⊙ (x·Wu))·Wd: the SwiGLU FFN (silu(g)·u in double, rounded once). */
+  ffn(x: Float32Array, Wg: Float32Array, Wu: Float32Array, Wd: Float32Array, y: Float32Array, M: number, d: number, h: number): void;
+  /**
+   * attend for n rows of one sequence at positions S0..S0+n−1 (q [n, H, dk], out [n, H, dv]):
+   * row r attends cached positions 0..S0+r. Each row's bits are attend's for that row alone.
+   */
+  attendRows(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, S0: number, n: number, H: number, Hk: number, dk: number, dv: number, scale: number): void;
   /** Softmax attention of q [H, dk] over S cached positions k [S, Hk, dk], v [S, Hk, dv] into out [H, dv]. */
   attend(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, S: number, H: number, Hk: number, dk: number, dv: number, scale: number): void;
   /** CHESS: y[N] = Σ over inputs with |x_i| >= tau of x_i·W[i, :]; returns the inputs kept. */
@@ -28,6 +39,9 @@ interface DecodeAddon {
   decodeSparseRows(x: Float32Array, W: Float32Array, y: Float32Array, K: number, N: number, tau: number): number;
   decodeSparseFfn(x: Float32Array, Wg: Float32Array, WuT: Float32Array, Wd: Float32Array, tau: Float32Array, y: Float32Array, d: number, h: number): number;
   decodeMatmul(x: Float32Array, W: Float32Array, y: Float32Array, M: number, K: number, N: number, threads: number): void;
+  decodeFfn(x: Float32Array, Wg: Float32Array, Wu: Float32Array, Wd: Float32Array, y: Float32Array, M: number, d: number, h: number, threads: number): void;
+  decodeAttendRows(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, S0: number, n: number, H: number, Hk: number, dk: number, dv: number, scale: number, threads: number): void;
+  decodeTrim(): boolean;
   decodeAttend(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, S: number, H: number, Hk: number, dk: number, dv: number, scale: number): void;
 }
 
@@ -43,6 +57,19 @@ export const jsKernels: DecodeKernels = {
         for (let j = 0; j < N; j++) y[yo + j] += xi * W[row + j];
       }
     }
+  },
+  ffn(x, Wg, Wu, Wd, y, M, d, h) {
+    if (jsGate.length < M * h) {
+      jsGate = new Float32Array(M * h);
+      jsUp = new Float32Array(M * h);
+    }
+    jsKernels.matmul(x, Wg, jsGate, M, d, h);
+    jsKernels.matmul(x, Wu, jsUp, M, d, h);
+    for (let i = 0; i < M * h; i++) jsGate[i] = silu(jsGate[i]) * jsUp[i];
+    jsKernels.matmul(jsGate, Wd, y, M, h, d);
+  },
+  attendRows(q, k, v, out, S0, n, H, Hk, dk, dv, scale) {
+    for (let r = 0; r < n; r++) jsKernels.attend(q.subarray(r * H * dk, (r + 1) * H * dk), k, v, out.subarray(r * H * dv, (r + 1) * H * dv), S0 + r + 1, H, Hk, dk, dv, scale);
   },
   attend(q, k, v, out, S, H, Hk, dk, dv, scale) {
     const g = H / Hk;
@@ -85,6 +112,8 @@ function nativeKernels(a: DecodeAddon): DecodeKernels {
   return {
     name: 'native',
     matmul: (x, W, y, M, K, N) => a.decodeMatmul(x, W, y, M, K, N, 0),
+    ffn: (x, Wg, Wu, Wd, y, M, d, h) => a.decodeFfn(x, Wg, Wu, Wd, y, M, d, h, 0),
+    attendRows: (q, k, v, out, S0, n, H, Hk, dk, dv, scale) => a.decodeAttendRows(q, k, v, out, S0, n, H, Hk, dk, dv, scale, 0),
     attend: (q, k, v, out, S, H, Hk, dk, dv, scale) => a.decodeAttend(q, k, v, out, S, H, Hk, dk, dv, scale),
     sparseRows: (x, W, y, K, N, tau) => a.decodeSparseRows(x, W, y, K, N, tau),
     sparseFfn: (x, Wg, WuT, Wd, tau, y, d, h) => a.decodeSparseFfn(x, Wg, WuT, Wd, tau, y, d, h),
@@ -101,7 +130,7 @@ function loadNative(): DecodeAddon | null {
     }
   }
   const d = a as Partial<DecodeAddon>;
-  return typeof d.decodeMatmul === 'function' && typeof d.decodeSparseFfn === 'function' ? (d as DecodeAddon) : null;
+  return typeof d.decodeMatmul === 'function' && typeof d.decodeSparseFfn === 'function' && typeof d.decodeFfn === 'function' && typeof d.decodeAttendRows === 'function' && typeof d.decodeTrim === 'function' ? (d as DecodeAddon) : null;
 }
 
 let chosen: DecodeKernels | null = null;
@@ -130,4 +159,14 @@ export function setDecodeKernels(which: 'native' | 'js'): DecodeKernels {
 /** Restores a kernel set returned by setDecodeKernels. */
 export function restoreDecodeKernels(k: DecodeKernels): void {
   chosen = k;
+}
+
+/**
+ * Hands the C heap's free pages back to the system (the addon's decodeTrim: glibc malloc_trim)
+ * when the addon is built; false otherwise. Typed arrays freed by V8 after a load go back to
+ * glibc's free lists, which keep them (RSS stays at the load's peak) until trimmed.
+ */
+export function trimHostHeap(): boolean {
+  const a = loadNative();
+  return a ? a.decodeTrim() : false;
 }

@@ -96,6 +96,8 @@ export interface EngineStepHooks {
   cacheBytes?(caches: LayerCaches): number;
   /** Adds the steps' own metrics to the engine's registry (served on /metrics). */
   registerMetrics?(r: Registry): void;
+  /** Called when the engine has had no work for a while (idleReleaseMs): return memory held for the last load. */
+  idle?(m: ServingModel): void;
 }
 
 export interface EngineOptions {
@@ -104,6 +106,8 @@ export interface EngineOptions {
   prefillTokens: number;
   /** Replacement forward passes; default the batched host decode path (hostSteps.ts). */
   steps?: EngineStepHooks;
+  /** Milliseconds without work after which the steps' `idle` hook runs (default 1000). */
+  idleReleaseMs: number;
 }
 
 /** A request the engine cannot take (bad ids, queue full, engine closed). */
@@ -162,9 +166,12 @@ export class Engine {
   };
 
   private readonly steps: EngineStepHooks;
+  private readonly idleReleaseMs: number;
+  private idleTimer: NodeJS.Timeout | null = null;
 
   constructor(readonly model: ServingModel, readonly tokenizer: EngineTokenizer, opts: Partial<EngineOptions> = {}) {
-    const o: EngineOptions = { maxBatch: 8, maxQueue: 256, prefillTokens: 512, ...opts };
+    const o: EngineOptions = { maxBatch: 8, maxQueue: 256, prefillTokens: 512, idleReleaseMs: 1000, ...opts };
+    this.idleReleaseMs = o.idleReleaseMs;
     this.steps = o.steps ?? hostEngineSteps();
     this.batcher = new Batcher<Sequence>(o);
     const r = this.metrics;
@@ -243,6 +250,8 @@ export class Engine {
   /** Refuses new requests, cancels the rest and waits until every cache is freed. */
   close(): Promise<void> {
     this.closed = true;
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
     for (const s of [...this.batcher.waiting, ...this.batcher.running]) s.cancelled = true;
     this.schedule();
     return this.whenIdle();
@@ -260,6 +269,10 @@ export class Engine {
   }
 
   private schedule(): void {
+    if (this.idleTimer) {
+      clearTimeout(this.idleTimer);
+      this.idleTimer = null;
+    }
     if (this.scheduled) return;
     this.scheduled = true;
     setImmediate(() => this.tick());
@@ -455,5 +468,26 @@ export class Engine {
     const w = this.idleWaiters;
     this.idleWaiters = [];
     for (const f of w) f();
+    if (this.steps.idle && !this.idleTimer && !this.closed) {
+      this.idleTimer = setTimeout(() => {
+        this.idleTimer = null;
+        this.releaseIdleMemory();
+      }, this.idleReleaseMs);
+      this.idleTimer.unref();
+    }
+  }
+
+  /**
+   * Returns memory held for the last load (the steps' `idle` hook: the host path drops its
+   * scratch and hands freed C-heap pages back); runs by itself idleReleaseMs after the engine
+   * goes idle, and does nothing while requests run or once the engine is closed.
+   */
+  releaseIdleMemory(): void {
+    if (!this.batcher.idle || this.scheduled || this.closed) return;
+    try {
+      this.steps.idle?.(this.model);
+    } catch {
+      // Returning memory is an optimisation: a failure leaves it held, never stops the server.
+    }
   }
 }

@@ -133,8 +133,6 @@ function rope(v: Float32Array, off: number, dim: number, cos: Float32Array, sin:
   }
 }
 
-const silu = (g: number) => g / (1 + Math.exp(-g));
-
 /** The batched decoder of one model: weights as host arrays, scratch reused across steps. */
 export class HostDecoder {
   readonly c: ModelConfig;
@@ -145,18 +143,53 @@ export class HostDecoder {
   private core: AttentionCore | null = null;
   private readonly upT = new Map<string, Float32Array>();
   private readonly catsTau = new Map<string, Float32Array>();
+  private readonly byPrefix = new Map<string, Map<string, Float32Array>>();
+  /** Each layer's weight-name prefixes, built once. */
+  private readonly names: { layer: string; attn: string[]; mlps: string[]; moe: string; experts: string[] }[];
+  private slotRow = new Int32Array(0);
+  private slots = new Int32Array(0);
   /** Channels kept and seen under a plan, FFN-expert rows and tokens, since construction. */
   readonly counters: SparsityCounters = newCounters();
 
   constructor(readonly m: ServingModel) {
     this.c = m.config;
     for (const s of m.store.specs) this.weights.set(s.name, m.store.get(s.name).dataSync() as Float32Array);
+    this.names = Array.from({ length: this.c.nLayers }, (_, l) => {
+      const p = `model.layers.${l}`;
+      return {
+        layer: p,
+        attn: [0, 1].map((j) => `${p}.self_attn.${j}`),
+        mlps: [0, 1].map((j) => `${p}.mlps.${j}`),
+        moe: `${p}.mlp`,
+        experts: Array.from({ length: this.c.moe.nExperts }, (_, e) => `${p}.mlp.experts.${e}`),
+      };
+    });
+  }
+
+  /** Weight `${prefix}.${nm}.weight`, looked up once per (prefix, nm): prefixes come from `names`, so the map keys are the same string objects every step (their hashes cached). */
+  private pw(prefix: string, nm: string): Float32Array {
+    let m = this.byPrefix.get(prefix);
+    if (!m) {
+      m = new Map();
+      this.byPrefix.set(prefix, m);
+    }
+    let v = m.get(nm);
+    if (!v) {
+      v = this.w(`${prefix}.${nm}.weight`);
+      m.set(nm, v);
+    }
+    return v;
   }
 
   w(name: string): Float32Array {
     const v = this.weights.get(name);
     if (!v) throw new Error(`weight ${name} is missing`);
     return v;
+  }
+
+  /** Drops the scratch buffers (sized by the largest step so far; the next step allocates what it needs). */
+  releaseScratch(): void {
+    this.scratch.clear();
   }
 
   private buf(name: string, n: number): Float32Array {
@@ -216,11 +249,12 @@ export class HostDecoder {
       return a;
     };
     for (let l = 0; l < c.nLayers; l++) {
-      const p = `model.layers.${l}`;
+      const names = this.names[l];
+      const p = names.layer;
       runLayer<Float32Array, MoeResult<Float32Array>>(c.layerType, x, {
-        norm: (t, name) => rmsRows(t, this.w(`${p}.${name}.weight`), c.rmsEps, M, d, name === 'post_attention_layernorm.0' ? u : n),
-        attention: (t, j) => this.attention(`${p}.self_attn.${j}`, 2 * l + j, rows, t, cos, sin),
-        ffn: (t, j) => this.ffn(`${p}.mlps.${j}`, t, M, c.ffnHidden, 'ffnOut'),
+        norm: (t, name) => rmsRows(t, this.pw(p, name), c.rmsEps, M, d, name === 'post_attention_layernorm.0' ? u : n),
+        attention: (t, j) => this.attention(names.attn[j], 2 * l + j, rows, t, cos, sin),
+        ffn: (t, j) => this.ffn(names.mlps[j], t, M, c.ffnHidden, 'ffnOut'),
         moe: (t) => {
           const before = ffnRows.reduce((a, x) => a + x, 0);
           const out = this.moe(l, t, M, ffnRows);
@@ -248,7 +282,7 @@ export class HostDecoder {
     const a = c.attention;
     const d = c.dModel;
     const M = rows.length;
-    const W = (nm: string) => this.w(`${prefix}.${nm}.weight`);
+    const W = (nm: string) => this.pw(prefix, nm);
     const { Hk, dk, dv } = kvShape(c);
     const H = a.nHeads;
     const half = ropeDim(c) / 2;
@@ -313,9 +347,14 @@ export class HostDecoder {
     }
     const o = this.buf('o', M * H * dv);
     const scale = 1 / Math.sqrt(a.type === 'gqa' ? a.headDim : dk);
-    rows.forEach((r, i) => {
-      this.k.attend(q.subarray(i * H * dk, (i + 1) * H * dk), r.seq.k[block], r.seq.v[block], o.subarray(i * H * dv, (i + 1) * H * dv), r.pos + 1, H, Hk, dk, dv, scale);
-    });
+    // One call per run of consecutive rows of one sequence (a prompt's rows, or a decode row).
+    for (let i = 0; i < M; ) {
+      const r = rows[i];
+      let n = 1;
+      while (i + n < M && rows[i + n].seq === r.seq && rows[i + n].pos === r.pos + n) n++;
+      this.k.attendRows(q.subarray(i * H * dk, (i + n) * H * dk), r.seq.k[block], r.seq.v[block], o.subarray(i * H * dv, (i + n) * H * dv), r.pos, n, H, Hk, dk, dv, scale);
+      i += n;
+    }
     return this.linear(prefix, 'o', o, W('o_proj'), 'attnOut', M, H * dv, d);
   }
 
@@ -326,7 +365,7 @@ export class HostDecoder {
     const { Hk, dk, dv } = kvShape(c);
     const o = this.buf('o', M * H * dv);
     this.core!.block(block >> 1, (block & 1) as 0 | 1, q.subarray(0, M * H * dk), k.subarray(0, M * Hk * dk), v.subarray(0, M * Hk * dv), o.subarray(0, M * H * dv));
-    return this.linear(prefix, 'o', o, this.w(`${prefix}.o_proj.weight`), 'attnOut', M, H * dv, c.dModel);
+    return this.linear(prefix, 'o', o, this.pw(prefix, 'o_proj'), 'attnOut', M, H * dv, c.dModel);
   }
 
   /** A projection whose input the plan may sparsify (CHESS attention: q and o inputs). */
@@ -348,19 +387,18 @@ export class HostDecoder {
     if (t) {
       const tau = this.plan!.ffn === 'chess' ? t.chess : this.catsTaus(prefix, t.cats, h);
       const y = this.buf(out, M * d);
-      const Wg = this.w(`${prefix}.gate_proj.weight`);
+      const Wg = this.pw(prefix, 'gate_proj');
       const WuT = this.upTransposed(prefix, h);
-      const Wd = this.w(`${prefix}.down_proj.weight`);
+      const Wd = this.pw(prefix, 'down_proj');
       for (let r = 0; r < M; r++) {
         this.counters.ffnKept += this.k.sparseFfn(x.subarray(r * d, (r + 1) * d), Wg, WuT, Wd, tau, y.subarray(r * d, (r + 1) * d), d, h);
         this.counters.ffnTotal += h;
       }
       return y;
     }
-    const g = this.mm(x, this.w(`${prefix}.gate_proj.weight`), 'gate', M, d, h);
-    const up = this.mm(x, this.w(`${prefix}.up_proj.weight`), 'up', M, d, h);
-    for (let i = 0; i < M * h; i++) g[i] = silu(g[i]) * up[i];
-    return this.mm(g, this.w(`${prefix}.down_proj.weight`), out, M, h, d);
+    const y = this.buf(out, M * d);
+    this.k.ffn(x, this.pw(prefix, 'gate_proj'), this.pw(prefix, 'up_proj'), this.pw(prefix, 'down_proj'), y, M, d, h);
+    return y;
   }
 
   /** The up projection as [h, d] (a kept channel's weights are one contiguous row). */
@@ -368,7 +406,7 @@ export class HostDecoder {
     let t = this.upT.get(prefix);
     if (!t) {
       const d = this.c.dModel;
-      const W = this.w(`${prefix}.up_proj.weight`);
+      const W = this.pw(prefix, 'up_proj');
       t = new Float32Array(d * h);
       for (let i = 0; i < d; i++) for (let j = 0; j < h; j++) t[j * d + i] = W[i * h + j];
       this.upT.set(prefix, t);
@@ -391,8 +429,7 @@ export class HostDecoder {
     const N = c.moe.nExperts;
     const E = N + c.moe.nZeroExperts;
     const K = c.moe.topK;
-    const p = `model.layers.${l}.mlp`;
-    const probs = this.mm(u, this.w(`${p}.router.classifier.weight`), 'probs', M, d, E);
+    const probs = this.mm(u, this.pw(this.names[l].moe, 'router.classifier'), 'probs', M, d, E);
     for (let r = 0; r < M; r++) {
       const o = r * E;
       let max = -Infinity;
@@ -403,20 +440,29 @@ export class HostDecoder {
     }
     const route = selectExperts(probs.subarray(0, M * E), this.m.biases[l], M, E, K, N);
     // Each FFN expert runs once on the rows routed to it; its output row for slot s goes to
-    // slotOut[s]. Zero experts run nothing.
-    const slotOut: (Float32Array | null)[] = new Array(M * K).fill(null);
+    // row slotRow[s] of slotOut. Zero experts run nothing (slotRow −1).
+    const slotRow = this.slotRow.length >= M * K ? this.slotRow : (this.slotRow = new Int32Array(2 * M * K));
+    slotRow.fill(-1, 0, M * K);
+    const slotOut = this.buf('slotOut', M * K * d);
+    const slots = this.slots.length >= M * K ? this.slots : (this.slots = new Int32Array(2 * M * K));
+    let filled = 0;
     for (let e = 0; e < N; e++) {
       const n = route.ffnCounts[e];
       if (!n) continue;
-      const slots: number[] = [];
-      for (let s = 0; s < M * K; s++) if (route.idx[s] === e) slots.push(s);
+      let m = 0;
+      for (let s = 0; s < M * K && m < n; s++) if (route.idx[s] === e) slots[m++] = s;
       const xin = this.buf('expertIn', n * d);
-      slots.forEach((s, i) => xin.set(u.subarray(Math.floor(s / K) * d, (Math.floor(s / K) + 1) * d), i * d));
-      const y = this.ffn(`${p}.experts.${e}`, xin, n, c.moe.expertHidden, 'expertOut');
-      slots.forEach((s, i) => {
-        slotOut[s] = y.slice(i * d, (i + 1) * d);
-        ffnRows[Math.floor(s / K)]++;
-      });
+      for (let i = 0; i < n; i++) {
+        const r = Math.floor(slots[i] / K);
+        xin.set(u.subarray(r * d, (r + 1) * d), i * d);
+      }
+      const y = this.ffn(this.names[l].experts[e], xin, n, c.moe.expertHidden, 'expertOut');
+      slotOut.set(y.subarray(0, n * d), filled * d);
+      for (let i = 0; i < n; i++) {
+        slotRow[slots[i]] = filled + i;
+        ffnRows[Math.floor(slots[i] / K)]++;
+      }
+      filled += n;
     }
     const out = this.buf('moe', M * d);
     out.fill(0, 0, M * d);
@@ -426,9 +472,9 @@ export class HostDecoder {
         const s = r * K + k;
         const e = route.idx[s];
         const gate = Math.fround(probs[r * E + e] * c.moe.routedScalingFactor);
-        const y = slotOut[s];
-        if (y) for (let i = 0; i < d; i++) out[o + i] += gate * y[i];
-        else for (let i = 0; i < d; i++) out[o + i] += gate * u[o + i];
+        const y = slotRow[s] >= 0 ? slotOut : u;
+        const yo = slotRow[s] >= 0 ? slotRow[s] * d : o;
+        for (let i = 0; i < d; i++) out[o + i] += gate * y[yo + i];
       }
     }
     return out;
@@ -445,4 +491,9 @@ export function hostDecoder(m: ServingModel): HostDecoder {
     decoders.set(m, d);
   }
   return d;
+}
+
+/** The model's decoder if one was made (the engine's idle release must not make one). */
+export function existingHostDecoder(m: ServingModel): HostDecoder | undefined {
+  return decoders.get(m);
 }

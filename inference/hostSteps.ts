@@ -10,7 +10,8 @@ import * as tf from '@tensorflow/tfjs';
 import type { EngineStepHooks } from './engine';
 import { LayerCaches, StepResult } from './engineStep';
 import { ServingModel } from './loadModel';
-import { DecodeRow, hostDecoder, HostSequence } from './hostDecode';
+import { DecodeRow, existingHostDecoder, hostDecoder, HostSequence } from './hostDecode';
+import { trimHostHeap } from './decodeKernels';
 import { SparsityPlan } from './sparse/thresholds';
 
 const held = new WeakMap<LayerCaches, HostSequence>();
@@ -77,5 +78,9 @@ export function hostEngineSteps(plan: SparsityPlan | null = null): EngineStepHoo
     prefillBatch: hostPrefillBatch,
     decodeBatch: (m, tokens, past, caches) => hostDecodeBatch(m, tokens, past, caches, plan),
     cacheBytes: (c) => held.get(c)?.bytes ?? 0,
+    idle: (m) => {
+      existingHostDecoder(m)?.releaseScratch();
+      trimHostHeap();
+    },
   };
 }

@@ -23,46 +23,113 @@ const u32 = new Uint32Array(f32.buffer);
 
 /**
  * Ids by descending logit, ties by ascending id: the order `sort((a, b) => z[b] - z[a] || a - b)`
- * gives (-0 ties +0), found with one native numeric sort of a Float64Array instead of a
- * comparator sort. Each key is (the logit's float32 bits mapped so that larger logits sort
- * first) * 2^21 + id, an integer below 2^53, so keys are exact and distinct.
+ * gives (-0 ties +0), found with a radix sort of the logits' bits (sortedIds) instead of a
+ * comparator sort.
  */
 export function descendingOrder(logits: Float32Array): number[] {
   const n = logits.length;
-  if (n > 1 << 21) return Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a] || a - b);
-  const keys = new Float64Array(n);
+  return Array.from(sortedIds(logits).subarray(0, n));
+}
+
+let keyA = new Uint32Array(0);
+let keyB = new Uint32Array(0);
+let idA = new Int32Array(0);
+let idB = new Int32Array(0);
+/** Bucket counts of the three radix digits (11, 11 and 10 bits). */
+const counts = new Int32Array(3 * 2048);
+
+/**
+ * descendingOrder's ids in a buffer reused by the next call: a stable LSD radix sort (three
+ * digits of 11, 11 and 10 bits, counted in one pass) of each logit's float32 bits mapped so that
+ * larger logits come first; ids start ascending and every pass is stable, so ties stay by
+ * ascending id.
+ */
+function sortedIds(logits: Float32Array): Int32Array {
+  const n = logits.length;
+  if (keyA.length < n) {
+    keyA = new Uint32Array(n);
+    keyB = new Uint32Array(n);
+    idA = new Int32Array(n);
+    idB = new Int32Array(n);
+  }
+  let k = keyA;
+  let id = idA;
+  let k2 = keyB;
+  let id2 = idB;
+  counts.fill(0);
   for (let i = 0; i < n; i++) {
     f32[0] = logits[i] + 0; // -0 -> +0
     const u = u32[0];
-    const asc = u & 0x80000000 ? ~u >>> 0 : (u | 0x80000000) >>> 0; // ascending with the float
-    keys[i] = (0xffffffff - asc) * 2097152 + i;
+    const key = u & 0x80000000 ? u : ~(u | 0x80000000) >>> 0; // ascending with -logit
+    k[i] = key;
+    id[i] = i;
+    counts[key & 2047]++;
+    counts[2048 + ((key >>> 11) & 2047)]++;
+    counts[4096 + (key >>> 22)]++;
   }
-  keys.sort();
-  const order = new Array<number>(n);
-  for (let i = 0; i < n; i++) order[i] = keys[i] % 2097152;
-  return order;
+  for (let d = 0; d < 3; d++) {
+    const shift = 11 * d;
+    const base = 2048 * d;
+    if (n === 0 || counts[base + ((k[0] >>> shift) & 2047)] === n) continue; // one bucket: the pass keeps the order
+    let sum = 0;
+    for (let b = base; b < base + 2048; b++) {
+      const c = counts[b];
+      counts[b] = sum;
+      sum += c;
+    }
+    for (let i = 0; i < n; i++) {
+      const key = k[i];
+      const at = counts[base + ((key >>> shift) & 2047)]++;
+      k2[at] = key;
+      id2[at] = id[i];
+    }
+    const tk = k;
+    k = k2;
+    k2 = tk;
+    const ti = id;
+    id = id2;
+    id2 = ti;
+  }
+  return id;
 }
 
-/** Returns the sampled id and its log-probability under the unmodified distribution. */
+let expScratch = new Float64Array(0);
+let weightScratch = new Float64Array(0);
+
+/**
+ * One draw. The numbers are those of the plain formulation (e^(z−max) summed in id order for log
+ * Z; the candidates' weights e^((z−max)/T) in descending order, their sum from the first; top-p
+ * by the running share; a categorical draw over the kept prefix), computed without per-token
+ * arrays (the ids sorted in place): at temperature 1 the weights are the log Z terms themselves (the same doubles), so
+ * each logit's exp runs once.
+ */
 export function sampleToken(logits: Float32Array, p: SamplingParams, position: number): { id: number; logprob: number } {
+  const n = logits.length;
   let max = -Infinity;
-  for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
+  for (let i = 0; i < n; i++) if (logits[i] > max) max = logits[i];
+  if (expScratch.length < n) expScratch = new Float64Array(n);
+  const ex = expScratch;
   let z = 0;
-  for (let i = 0; i < logits.length; i++) z += Math.exp(logits[i] - max);
+  for (let i = 0; i < n; i++) z += ex[i] = Math.exp(logits[i] - max);
   const logZ = max + Math.log(z);
   if (p.temperature <= 0) {
     const id = argmax(logits);
     return { id, logprob: logits[id] - logZ };
   }
-  const order = descendingOrder(logits);
-  const k = p.topK > 0 ? Math.min(p.topK, order.length) : order.length;
-  const cand = order.slice(0, k);
-  const w = cand.map((i) => Math.exp((logits[i] - max) / p.temperature));
-  const total = w.reduce((a, b) => a + b, 0);
-  let keep = cand.length;
+  const k = p.topK > 0 ? Math.min(p.topK, n) : n;
+  const ids = sortedIds(logits);
+  if (weightScratch.length < k) weightScratch = new Float64Array(k);
+  const w = weightScratch;
+  let total = 0;
+  for (let j = 0; j < k; j++) {
+    const i = ids[j];
+    w[j] = p.temperature === 1 ? ex[i] : Math.exp((logits[i] - max) / p.temperature);
+    total += w[j];
+  }
+  let keep = k;
   if (p.topP < 1) {
     let cum = 0;
-    for (let j = 0; j < cand.length; j++) {
+    for (let j = 0; j < k; j++) {
       cum += w[j] / total;
       if (cum >= p.topP) {
         keep = j + 1;
@@ -71,8 +138,7 @@ export function sampleToken(logits: Float32Array, p: SamplingParams, position: n
     }
   }
   const rng = RngStream.of(p.seed, 'sample', position);
-  const j = rng.categorical(w.slice(0, keep));
-  const id = cand[j];
+  const id = ids[rng.categorical(w.subarray(0, keep))];
   return { id, logprob: logits[id] - logZ };
 }
 

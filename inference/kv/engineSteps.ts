@@ -36,7 +36,7 @@ export interface A2ATSStepStats {
   largestBatch: number;
 }
 
-export interface A2ATSEngineSteps extends Required<EngineStepHooks> {
+export interface A2ATSEngineSteps extends Required<Omit<EngineStepHooks, 'idle'>> {
   stats(): A2ATSStepStats;
   /** One line for the server's start-up log. */
   describe(): string;

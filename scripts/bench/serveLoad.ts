@@ -8,8 +8,9 @@
  * under a full queue are expected; anything else, and an error event inside a stream, is an
  * error), p50/p99 time between streamed
  * tokens and time to first token, the KV-cache gauge and running requests after each round,
- * and the server's memory (RSS, JS heap, after a GC) idle before the load and after each of two
- * rounds of seconds/2. The server runs in a child process, the clients in this one.
+ * and the server's memory idle before the load and after each of two rounds of seconds/2: RSS,
+ * V8 heap, ArrayBuffers and the wasm heap after a GC, and again after the engine's idle release
+ * (decoder scratch dropped, glibc's free pages trimmed). The server runs in a child process, the clients in this one.
  *
  * Usage: node dist/scripts/bench/serveLoad.js [--clients 64] [--seconds 60] [--abort-rate 0.2]
  *        [--max-batch 16] [--max-queue 32]
@@ -20,6 +21,7 @@ import * as v8 from 'v8';
 import * as vm from 'vm';
 import { fork } from 'child_process';
 import YAML from 'yaml';
+import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../../core/backend';
 import { parseModelConfig } from '../../model/config';
 import { initParams, paramSpecs, ParamStore } from '../../model/params';
@@ -47,10 +49,38 @@ v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc') as () => void;
 
 
-function memory(): { rss_mib: number; heap_mib: number } {
-  gc();
+/** The server's memory: RSS and what V8 knows of (heap, ArrayBuffers), plus the wasm backend's heap. */
+interface Memory {
+  rss_mib: number;
+  heap_mib: number;
+  heap_total_mib: number;
+  external_mib: number;
+  array_buffers_mib: number;
+  wasm_heap_mib: number;
+}
+
+function memory(): Memory {
   const m = process.memoryUsage();
-  return { rss_mib: round(m.rss / 2 ** 20, 1), heap_mib: round(m.heapUsed / 2 ** 20, 1) };
+  const mib = (b: number) => round(b / 2 ** 20, 1);
+  const wasm = (Reflect.get(tf.backend(), 'wasm') as { HEAPU8?: Uint8Array } | undefined)?.HEAPU8?.buffer.byteLength ?? 0; // the wasm backend's heap (0 on others)
+  return { rss_mib: mib(m.rss), heap_mib: mib(m.heapUsed), heap_total_mib: mib(m.heapTotal), external_mib: mib(m.external), array_buffers_mib: mib(m.arrayBuffers), wasm_heap_mib: mib(wasm) };
+}
+
+/** Two full GCs 200 ms apart (ArrayBuffer backing stores are freed after the GC that finds them dead). */
+async function collect(): Promise<void> {
+  gc();
+  await new Promise((r) => setTimeout(r, 200));
+  gc();
+}
+
+/**
+ * Memory of the idle server: after GC, then after the engine's idle release (what it runs by
+ * itself idleReleaseMs after it goes idle), a GC and the release again (so the pages of the
+ * buffers that GC freed are trimmed too; the figures then do not depend on when V8 collects).
+ */
+interface IdleMemory {
+  gc: Memory;
+  released: Memory;
 }
 
 async function gauge(url: string, name: string): Promise<number> {
@@ -142,7 +172,17 @@ async function serverChild(): Promise<void> {
   const srv = await startServer({ model, tokenizer, port: 0, maxBatch, maxQueue, modelId: 'moecat' });
   process.on('message', (msg: string) => {
     if (msg === 'memory') {
-      void srv.engine.whenIdle().then(() => process.send!({ memory: memory() }));
+      void srv.engine
+        .whenIdle()
+        .then(collect)
+        .then(async () => {
+          const before = memory();
+          // Scratch dropped, then collected, then the C heap trimmed of what the GC freed.
+          srv.engine.releaseIdleMemory();
+          await collect();
+          srv.engine.releaseIdleMemory();
+          process.send!({ memory: { gc: before, released: memory() } });
+        });
     } else if (msg === 'stop') {
       void srv.close().then(() => {
         model.store.dispose();
@@ -166,7 +206,7 @@ async function main(): Promise<void> {
   const ready = new Promise<{ url: string; steps: string }>((resolve) => child.once('message', (m: { url: string; steps: string }) => resolve(m)));
   const { url, steps } = await ready;
   const childMemory = () => {
-    const p = next<{ rss_mib: number; heap_mib: number }>('memory');
+    const p = next<IdleMemory>('memory');
     child.send('memory');
     return p;
   };
@@ -179,7 +219,7 @@ async function main(): Promise<void> {
     // Warm-up: one request, so the idle baseline includes the decoder's weights and scratch.
     await oneRequest(url, rnd, 0, { byStatus: new Map(), aborted: 0, tokens: 0, gaps: [], ttft: [] });
     const idle = await childMemory();
-    const afterRounds: { rss_mib: number; heap_mib: number }[] = [];
+    const afterRounds: IdleMemory[] = [];
     // Two rounds: memory after the second shows whether the first left anything behind.
     for (let round_ = 0; round_ < 2; round_++) {
       const t: Tally = { byStatus: new Map(), aborted: 0, tokens: 0, gaps: [], ttft: [] };
@@ -227,15 +267,11 @@ async function main(): Promise<void> {
       });
       if (errors > 0 || kvAfter !== 0 || runningAfter !== 0) process.exitCode = 1;
     }
-    emit({
-      bench: 'serving load test: server memory (after GC, server idle)',
-      idle_rss_mib: idle.rss_mib,
-      idle_heap_mib: idle.heap_mib,
-      after_round_1_rss_mib: afterRounds[0].rss_mib,
-      after_round_1_heap_mib: afterRounds[0].heap_mib,
-      after_round_2_rss_mib: afterRounds[1].rss_mib,
-      after_round_2_heap_mib: afterRounds[1].heap_mib,
-    });
+    const points: [string, IdleMemory][] = [['idle (after one warm-up request)', idle], ['after round 1', afterRounds[0]], ['after round 2', afterRounds[1]]];
+    for (const [point, m] of points) {
+      emit({ bench: 'serving load test: server memory (idle)', point, when: 'after GC', ...m.gc });
+      emit({ bench: 'serving load test: server memory (idle)', point, when: 'after GC + idle release', ...m.released });
+    }
   } finally {
     child.send('stop');
     await new Promise((r) => child.once('exit', r));

@@ -9,6 +9,8 @@ import { generate } from '../../inference/generate';
 import { Engine, EngineError, GenerationRequest } from '../../inference/engine';
 import { makeModel, testTokenizer, tinyModelConfig } from './fixtures';
 import { ServingModel } from '../../inference/loadModel';
+import { hostEngineSteps } from '../../inference/hostSteps';
+import { trimHostHeap } from '../../inference/decodeKernels';
 
 const tok = testTokenizer();
 const prompts = ['Hello there', 'The quick brown fox jumps', 'a', 'Mixture of experts with zero experts and a long prompt to prefill'];
@@ -25,6 +27,36 @@ describe('inference engine', () => {
     m = makeModel();
   });
   after(() => m.store.dispose());
+
+  it('runs the steps\' idle hook once idleReleaseMs after the last request, never while requests run; the host hook drops scratch and trims', async () => {
+    const calls: number[] = [];
+    const base = hostEngineSteps();
+    let running = 0;
+    const steps = { ...base, idle: (mm: ServingModel) => calls.push(running) && base.idle!(mm) };
+    const e = new Engine(m, tok, { maxBatch: 2, steps, idleReleaseMs: 30 });
+    running = 1;
+    const a = e.submit(req(prompts[0], 12));
+    const b = e.submit(req(prompts[1], 6));
+    await Promise.all([a.result, b.result]);
+    running = 0;
+    assert.deepEqual(calls, [], 'not while requests ran');
+    await new Promise((r) => setTimeout(r, 150));
+    assert.deepEqual(calls, [0], 'once, after the engine went idle');
+    // New work before the timer fires cancels it; the next idle period runs it again.
+    await e.submit(req(prompts[2], 3)).result;
+    await e.submit(req(prompts[2], 3)).result;
+    await new Promise((r) => setTimeout(r, 150));
+    assert.deepEqual(calls, [0, 0]);
+    // After the release the decoder still decodes the same bits.
+    const ref = generate(m, tok.encode(prompts[3]), { ...greedy, maxTokens: 8 });
+    assert.deepEqual((await e.submit(req(prompts[3], 8)).result).tokens.map((t) => t.logprob), ref.logprobs);
+    assert.equal(typeof trimHostHeap(), 'boolean');
+    // Closing cancels a pending release (the model may be disposed right after close).
+    const n = calls.length;
+    await e.close();
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(calls.length, n, 'no release after close');
+  });
 
   it('greedy output of a request alone equals generate() token for token', async () => {
     const e = new Engine(m, tok, { maxBatch: 4 });

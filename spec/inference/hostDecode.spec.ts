@@ -9,7 +9,7 @@ import { useTestBackend } from '../helpers/backend';
 import { makeModel, tinyModelConfig } from './fixtures';
 import { defaultAddonPath, requireAddon } from '../../core/native/addon';
 import { HostDecoder, HostSequence } from '../../inference/hostDecode';
-import { decodeKernels, restoreDecodeKernels, setDecodeKernels } from '../../inference/decodeKernels';
+import { decodeKernels, jsKernels, restoreDecodeKernels, setDecodeKernels } from '../../inference/decodeKernels';
 import { ServingModel } from '../../inference/loadModel';
 import { hostModel, SparsityPlan, zeroThresholds } from '../../inference/sparse';
 
@@ -53,27 +53,106 @@ describe('batched host decode path', () => {
   });
   after(() => m.store.dispose());
 
-  it('decodeMatmul gives the bits of the canonical GEMM (sgemm) for 1..40 rows, and each row its own bits in any batch', function () {
+  it('decodeMatmul gives the bits of the canonical GEMM (sgemm) for 1..40 rows on every GEMM variant, and each row its own bits in any batch', function () {
     if (!nativeBuilt()) this.skip();
     const a = requireAddon(defaultAddonPath()) as unknown as {
       sgemm: (...x: unknown[]) => void;
       decodeMatmul: (x: Float32Array, W: Float32Array, y: Float32Array, M: number, K: number, N: number, t: number) => void;
+      setIsa: (name: string) => boolean;
+      gemmInfo: () => { isa: string };
     };
-    for (const [K, N] of [[33, 70], [192, 512], [7, 3], [20, 128]]) {
+    const isa = a.gemmInfo().isa;
+    // sgemm's bits are the same on every variant; decodeMatmul's eight-row AVX-512 kernel runs
+    // only with avx512 selected, the portable strips otherwise: both must give them.
+    for (const v of ['scalar', 'avx2', 'avx512']) {
+      if (!a.setIsa(v)) continue;
+      try {
+        checkDecodeMatmul(a, v);
+      } finally {
+        a.setIsa(isa);
+      }
+    }
+    assert.throws(() => a.decodeMatmul(new Float32Array(3), new Float32Array(4), new Float32Array(4), 2, 2, 2, 0), /sizes do not match/);
+  });
+
+  function checkDecodeMatmul(a: { sgemm: (...x: unknown[]) => void; decodeMatmul: (x: Float32Array, W: Float32Array, y: Float32Array, M: number, K: number, N: number, t: number) => void }, v: string): void {
+    for (const [K, N] of [[33, 70], [192, 512], [7, 3], [20, 128], [16, 1100]]) {
       const W = rand(K * N, K + N);
-      for (const M of [1, 3, 4, 17, 40]) {
+      for (const M of [1, 3, 4, 6, 8, 9, 16, 17, 40]) {
         const x = rand(M * K, M);
         const ref = new Float32Array(M * N);
         a.sgemm(x, W, ref, 1, 1, 1, M, N, K, 0, 0, 1);
         const got = new Float32Array(M * N);
         a.decodeMatmul(x, W, got, M, K, N, 0);
-        assert.deepEqual(got, ref, `M=${M} K=${K} N=${N}`);
+        assert.deepEqual(got, ref, `${v}: M=${M} K=${K} N=${N}`);
         const one = new Float32Array(N);
         a.decodeMatmul(x.subarray((M - 1) * K), W, one, 1, K, N, 0);
-        assert.deepEqual(one, got.subarray((M - 1) * N), `last row alone, M=${M}`);
+        assert.deepEqual(one, got.subarray((M - 1) * N), `${v}: last row alone, M=${M}`);
       }
     }
-    assert.throws(() => a.decodeMatmul(new Float32Array(3), new Float32Array(4), new Float32Array(4), 2, 2, 2, 0), /sizes do not match/);
+  }
+
+  it('decodeAttendRows gives each row the bits of decodeAttend alone (rows of a prompt, any thread count, keys transposed or not)', function () {
+    if (!nativeBuilt()) this.skip();
+    type Attend = (q: Float32Array, k: Float32Array, v: Float32Array, o: Float32Array, S: number, H: number, Hk: number, dk: number, dv: number, scale: number) => void;
+    type AttendRows = (q: Float32Array, k: Float32Array, v: Float32Array, o: Float32Array, S0: number, n: number, H: number, Hk: number, dk: number, dv: number, scale: number, threads: number) => void;
+    const a = requireAddon(defaultAddonPath()) as unknown as { decodeAttend: Attend; decodeAttendRows: AttendRows };
+    // GQA (4 heads over 2) and MHA shapes; n below and above the transpose threshold; S past 64 lanes.
+    for (const [H, Hk, dk, dv] of [[4, 2, 8, 6], [3, 3, 48, 32]]) {
+      for (const [S0, n] of [[0, 1], [5, 3], [0, 90], [70, 1], [17, 40]]) {
+        const S = S0 + n;
+        const q = rand(n * H * dk, S + n);
+        const k = rand(S * Hk * dk, 7 * S);
+        const v = rand(S * Hk * dv, 11 * S);
+        const ref = new Float32Array(n * H * dv);
+        for (let r = 0; r < n; r++) a.decodeAttend(q.subarray(r * H * dk, (r + 1) * H * dk), k, v, ref.subarray(r * H * dv, (r + 1) * H * dv), S0 + r + 1, H, Hk, dk, dv, 0.3);
+        for (const threads of [1, 2]) {
+          const got = new Float32Array(n * H * dv);
+          a.decodeAttendRows(q, k, v, got, S0, n, H, Hk, dk, dv, 0.3, threads);
+          assert.deepEqual(got, ref, `H=${H} Hk=${Hk} S0=${S0} n=${n} threads=${threads}`);
+        }
+        // Against the JS kernel (JS numbers, Math.exp): the same numbers to rounding.
+        const js = new Float32Array(n * H * dv);
+        jsKernels.attendRows(q, k, v, js, S0, n, H, Hk, dk, dv, 0.3);
+        for (let i = 0; i < js.length; i++) assert.ok(Math.abs(js[i] - ref[i]) < 1e-5, `attention output ${i}: ${js[i]} vs ${ref[i]}`);
+      }
+    }
+    assert.throws(() => a.decodeAttendRows(new Float32Array(6), new Float32Array(12), new Float32Array(8), new Float32Array(4), 3, 2, 2, 1, 3, 2, 0.5, 1), /sizes do not match/);
+  });
+
+  it('decodeFfn: each row its own bits in any batch and thread count, and the JS FFN to rounding', function () {
+    if (!nativeBuilt()) this.skip();
+    type Ffn = (x: Float32Array, Wg: Float32Array, Wu: Float32Array, Wd: Float32Array, y: Float32Array, M: number, d: number, h: number, threads: number) => void;
+    const a = requireAddon(defaultAddonPath()) as unknown as { decodeFfn: Ffn };
+    for (const [d, h] of [[24, 40], [192, 512]]) {
+      // Gate weights scaled up so silu sees large negative and positive inputs too.
+      const Wg = rand(d * h, d).map((w) => 8 * w);
+      const Wu = rand(d * h, h);
+      const Wd = rand(h * d, d + h);
+      for (const M of [1, 3, 16, 37]) {
+        const x = rand(M * d, M + d);
+        const y = new Float32Array(M * d);
+        a.decodeFfn(x, Wg, Wu, Wd, y, M, d, h, 1);
+        const y2 = new Float32Array(M * d);
+        a.decodeFfn(x, Wg, Wu, Wd, y2, M, d, h, 2);
+        assert.deepEqual(y2, y, `threads, M=${M}`);
+        for (const r of [0, M - 1]) {
+          const one = new Float32Array(d);
+          a.decodeFfn(x.subarray(r * d, (r + 1) * d), Wg, Wu, Wd, one, 1, d, h, 1);
+          assert.deepEqual(one, y.subarray(r * d, (r + 1) * d), `row ${r} alone, M=${M}`);
+        }
+        const js = new Float32Array(M * d);
+        jsKernels.ffn(x, Wg, Wu, Wd, js, M, d, h);
+        let gap = 0;
+        let top = 0;
+        for (let i = 0; i < js.length; i++) {
+          gap = Math.max(gap, Math.abs(js[i] - y[i]));
+          top = Math.max(top, Math.abs(js[i]));
+        }
+        assert.ok(gap <= 1e-5 * top && top > 0, `M=${M} d=${d}: max |Δ| ${gap} of ${top}`);
+      }
+    }
+    assert.throws(() => a.decodeFfn(new Float32Array(5), new Float32Array(12), new Float32Array(12), new Float32Array(12), new Float32Array(6), 2, 3, 4, 1), /sizes do not match/);
   });
 
   for (const which of ['native', 'js'] as const) {

@@ -239,6 +239,18 @@ const ENTRIES: Entry[] = [
     bad: [shorter(0), shorter(1), shorter(2), shorter(3), outside(4, 1, 4), outside(5, 1, 2), outside(6, 1, 1), outside(7, 1, 3), outside(8, 1, 2)],
   },
   {
+    // two rows of one sequence at positions 2..3 (S = 4 cached), H=2 heads over Hk=1, dk=3, dv=2
+    name: 'decodeAttendRows', kinds: ['f32', 'f32', 'f32', 'f32', 'int', 'int', 'int', 'int', 'int', 'int', 'dbl', 'int'],
+    valid: () => [f32(12), f32(12), f32(8), f32(8), 2, 2, 2, 1, 3, 2, 0.5, 1],
+    bad: [shorter(0), shorter(1), shorter(2), shorter(3), neg(4), grow(4), outside(5, 1, 2), grow(5), outside(6, 1, 2), outside(7, 1, 1), outside(8, 1, 3), outside(9, 1, 2), outside(11, 0, 1024)],
+  },
+  {
+    // y[2,3] = SwiGLU of x[2,3] with h=4
+    name: 'decodeFfn', kinds: ['f32', 'f32', 'f32', 'f32', 'f32', 'int', 'int', 'int', 'int'],
+    valid: () => [f32(6), f32(12), f32(12), f32(12), f32(6), 2, 3, 4, 1],
+    bad: [shorter(0), shorter(1), shorter(2), shorter(3), shorter(4), outside(5, 1, 2), grow(5), outside(6, 1, 3), grow(6), outside(7, 1, 4), grow(7), outside(8, 0, 1024)],
+  },
+  {
     name: 'decodeSparseRows', kinds: ['f32', 'f32', 'f32', 'int', 'int', 'dbl'],
     valid: () => [f32(3), f32(12), f32(4), 3, 4, 0.1],
     bad: [shorter(0), shorter(1), shorter(2), neg(3), grow(3), neg(4), grow(4)],
@@ -265,9 +277,9 @@ describe(probe.loaded ? 'native entry points refuse bad arguments (fuzz)' : `nat
     if (skipReason) this.skip();
   });
 
-  it('covers every entry point of the addon that takes arguments (gemmInfo takes none)', () => {
+  it('covers every entry point of the addon that takes arguments (gemmInfo and decodeTrim take none)', () => {
     const m = nativeAddon() as unknown as Record<string, unknown>;
-    const exported = Object.getOwnPropertyNames(m).filter((k) => typeof m[k] === 'function' && k !== 'blasInfo' && k !== 'gemmInfo').sort();
+    const exported = Object.getOwnPropertyNames(m).filter((k) => typeof m[k] === 'function' && k !== 'blasInfo' && k !== 'gemmInfo' && k !== 'decodeTrim').sort();
     assert.deepEqual(ENTRIES.map((e) => e.name).sort(), exported);
   });
 
