@@ -7,10 +7,7 @@
  * input row (and its own cache), so a token decodes to the same bits alone or in any batch.
  */
 import { defaultAddonPath, nativeAddon, requireAddon } from '../core/native/addon';
-import { activeByThreshold, ffnScratch, ffnSparse, FfnScratch, matVecRows } from './sparse/kernels';
-
-let jsScratch: FfnScratch = ffnScratch(1);
-let jsIdx = new Int32Array(1);
+import { jsSparseFfn, jsSparseRows } from './sparse/kernels';
 
 export interface DecodeKernels {
   readonly name: 'native' | 'js';
@@ -18,15 +15,18 @@ export interface DecodeKernels {
   matmul(x: Float32Array, W: Float32Array, y: Float32Array, M: number, K: number, N: number): void;
   /** Softmax attention of q [H, dk] over S cached positions k [S, Hk, dk], v [S, Hk, dv] into out [H, dv]. */
   attend(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, S: number, H: number, Hk: number, dk: number, dv: number, scale: number): void;
-  /** CHESS: y[N] = Σ over inputs with |x_i| >= tau of x_i·W[i, :]; returns the inputs kept. */
-  sparseRows(x: Float32Array, W: Float32Array, y: Float32Array, K: number, N: number, tau: number): number;
-  /** CHESS SwiGLU of one row (WuT: the up projection transposed, [h, d]); returns the channels kept. */
-  sparseFfn(x: Float32Array, Wg: Float32Array, WuT: Float32Array, Wd: Float32Array, tau: Float32Array, y: Float32Array, d: number, h: number): number;
+  /** CHESS, M rows: y[r] = Σ over inputs with |x[r,i]| >= tau of x[r,i]·W[i, :]; returns the (row, input) pairs kept. */
+  sparseRows(x: Float32Array, W: Float32Array, y: Float32Array, M: number, K: number, N: number, tau: number): number;
+  /**
+   * CHESS SwiGLU of M rows after the dense gate g [M, h] (WuT: the up projection transposed,
+   * [h, d]; native/sparse.c); returns the (row, channel) pairs kept.
+   */
+  sparseFfn(x: Float32Array, g: Float32Array, WuT: Float32Array, Wd: Float32Array, tau: Float32Array, y: Float32Array, M: number, d: number, h: number): number;
 }
 
 interface DecodeAddon {
-  decodeSparseRows(x: Float32Array, W: Float32Array, y: Float32Array, K: number, N: number, tau: number): number;
-  decodeSparseFfn(x: Float32Array, Wg: Float32Array, WuT: Float32Array, Wd: Float32Array, tau: Float32Array, y: Float32Array, d: number, h: number): number;
+  sparseRows(x: Float32Array, W: Float32Array, y: Float32Array, M: number, K: number, N: number, tau: number, threads: number): number;
+  sparseFfn(x: Float32Array, g: Float32Array, WuT: Float32Array, Wd: Float32Array, tau: Float32Array, y: Float32Array, M: number, d: number, h: number, threads: number): number;
   decodeMatmul(x: Float32Array, W: Float32Array, y: Float32Array, M: number, K: number, N: number, threads: number): void;
   decodeAttend(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, S: number, H: number, Hk: number, dk: number, dv: number, scale: number): void;
 }
@@ -69,16 +69,8 @@ export const jsKernels: DecodeKernels = {
       }
     }
   },
-  sparseRows(x, W, y, K, N, tau) {
-    if (jsIdx.length < K) jsIdx = new Int32Array(K);
-    const n = activeByThreshold(x, K, tau, jsIdx);
-    matVecRows(x, W, jsIdx, n, N, y);
-    return n;
-  },
-  sparseFfn(x, Wg, WuT, Wd, tau, y, d, h) {
-    if (jsScratch.ag.length < h) jsScratch = ffnScratch(h);
-    return ffnSparse({ gate: Wg, upT: WuT, down: Wd, d, h }, x, tau, jsScratch, y);
-  },
+  sparseRows: jsSparseRows,
+  sparseFfn: jsSparseFfn,
 };
 
 function nativeKernels(a: DecodeAddon): DecodeKernels {
@@ -86,8 +78,8 @@ function nativeKernels(a: DecodeAddon): DecodeKernels {
     name: 'native',
     matmul: (x, W, y, M, K, N) => a.decodeMatmul(x, W, y, M, K, N, 0),
     attend: (q, k, v, out, S, H, Hk, dk, dv, scale) => a.decodeAttend(q, k, v, out, S, H, Hk, dk, dv, scale),
-    sparseRows: (x, W, y, K, N, tau) => a.decodeSparseRows(x, W, y, K, N, tau),
-    sparseFfn: (x, Wg, WuT, Wd, tau, y, d, h) => a.decodeSparseFfn(x, Wg, WuT, Wd, tau, y, d, h),
+    sparseRows: (x, W, y, M, K, N, tau) => a.sparseRows(x, W, y, M, K, N, tau, 0),
+    sparseFfn: (x, g, WuT, Wd, tau, y, M, d, h) => a.sparseFfn(x, g, WuT, Wd, tau, y, M, d, h, 0),
   };
 }
 
@@ -101,7 +93,7 @@ function loadNative(): DecodeAddon | null {
     }
   }
   const d = a as Partial<DecodeAddon>;
-  return typeof d.decodeMatmul === 'function' && typeof d.decodeSparseFfn === 'function' ? (d as DecodeAddon) : null;
+  return typeof d.decodeMatmul === 'function' && typeof d.sparseFfn === 'function' ? (d as DecodeAddon) : null;
 }
 
 let chosen: DecodeKernels | null = null;

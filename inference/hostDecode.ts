@@ -25,8 +25,9 @@
  * FFN experts run the thresholded SwiGLU (gate densely, then only the kept channels' up and
  * down rows), and with `attention` each row's q-projection and o_proj inputs below their
  * layer threshold are skipped along with their weight rows (decodeKernels.ts sparseFfn /
- * sparseRows). These run per row (the kept channels differ by row); everything else stays
- * batched. With zero thresholds every channel is kept and the result is the dense one.
+ * sparseRows, native/sparse.c: each kept weight row is read once per step for all rows that
+ * keep it, and each row's sums run over its own kept channels only, so a row's bits do not
+ * depend on the batch). With zero thresholds every channel is kept.
  */
 import { latentNormEps, ModelConfig } from '../model/config';
 import { ropeDim } from '../model/attention';
@@ -334,10 +335,8 @@ export class HostDecoder {
     const th = this.plan?.attention ? this.plan.thresholds.attention.get(prefix) : undefined;
     if (!th) return this.mm(x, W, out, M, K, N);
     const y = this.buf(out, M * N);
-    for (let r = 0; r < M; r++) {
-      this.counters.attnKept += this.k.sparseRows(x.subarray(r * K, (r + 1) * K), W, y.subarray(r * N, (r + 1) * N), K, N, th[which]);
-      this.counters.attnTotal += K;
-    }
+    this.counters.attnKept += this.k.sparseRows(x, W, y, M, K, N, th[which]);
+    this.counters.attnTotal += M * K;
     return y;
   }
 
@@ -347,14 +346,12 @@ export class HostDecoder {
     const t = this.plan?.ffn ? this.plan.thresholds.ffn.get(prefix) : undefined;
     if (t) {
       const tau = this.plan!.ffn === 'chess' ? t.chess : this.catsTaus(prefix, t.cats, h);
+      // The gate densely for all rows (CHESS thresholds its activation), then only the kept
+      // channels' up and down rows (native/sparse.c).
+      const g = this.mm(x, this.w(`${prefix}.gate_proj.weight`), 'gate', M, d, h);
       const y = this.buf(out, M * d);
-      const Wg = this.w(`${prefix}.gate_proj.weight`);
-      const WuT = this.upTransposed(prefix, h);
-      const Wd = this.w(`${prefix}.down_proj.weight`);
-      for (let r = 0; r < M; r++) {
-        this.counters.ffnKept += this.k.sparseFfn(x.subarray(r * d, (r + 1) * d), Wg, WuT, Wd, tau, y.subarray(r * d, (r + 1) * d), d, h);
-        this.counters.ffnTotal += h;
-      }
+      this.counters.ffnKept += this.k.sparseFfn(x, g, this.upTransposed(prefix, h), this.w(`${prefix}.down_proj.weight`), tau, y, M, d, h);
+      this.counters.ffnTotal += M * h;
       return y;
     }
     const g = this.mm(x, this.w(`${prefix}.gate_proj.weight`), 'gate', M, d, h);

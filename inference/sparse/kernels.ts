@@ -124,3 +124,46 @@ export function ffnSparse(w: FfnWeights, x: Float32Array, tau: Float32Array, s: 
   matVecRows(s.act, w.down, s.idx, n, w.d, y);
   return n;
 }
+
+let jsIdx = new Int32Array(1);
+let jsUp = new Float32Array(1);
+let jsAct = new Float32Array(1);
+
+/**
+ * The JS twin of native/sparse.c's sparseRows (decodeKernels.ts uses it where the addon is not
+ * built): y[r] = Σ over inputs with |x[r,i]| >= tau of x[r,i]·W[i, :], row by row; returns the
+ * (row, input) pairs kept.
+ */
+export function jsSparseRows(x: Float32Array, W: Float32Array, y: Float32Array, M: number, K: number, N: number, tau: number): number {
+  if (jsIdx.length < K) jsIdx = new Int32Array(K);
+  let kept = 0;
+  for (let r = 0; r < M; r++) {
+    const xr = x.subarray(r * K, (r + 1) * K);
+    const n = activeByThreshold(xr, K, tau, jsIdx);
+    matVecRows(xr, W, jsIdx, n, N, y.subarray(r * N, (r + 1) * N));
+    kept += n;
+  }
+  return kept;
+}
+
+/**
+ * The JS twin of native/sparse.c's sparseFfn: the SwiGLU of M rows after the dense gate
+ * g [M, h]; row r keeps channel c iff |silu(g[r,c])| >= tau[c] and runs the up projection (WuT,
+ * [h, d]) and the down projection (Wd, [h, d]) for kept channels only. Returns the (row,
+ * channel) pairs kept.
+ */
+export function jsSparseFfn(x: Float32Array, g: Float32Array, WuT: Float32Array, Wd: Float32Array, tau: Float32Array, y: Float32Array, M: number, d: number, h: number): number {
+  if (jsIdx.length < h) jsIdx = new Int32Array(h);
+  if (jsUp.length < h) [jsUp, jsAct] = [new Float32Array(h), new Float32Array(h)];
+  let kept = 0;
+  for (let r = 0; r < M; r++) {
+    const xr = x.subarray(r * d, (r + 1) * d);
+    let n = 0;
+    for (let c = 0; c < h; c++) if (Math.abs(Math.fround(silu(g[r * h + c]))) >= tau[c]) jsIdx[n++] = c;
+    rowDotsSparse(xr, WuT, d, h, jsIdx, n, jsUp);
+    for (let k = 0; k < n; k++) jsAct[jsIdx[k]] = silu(g[r * h + jsIdx[k]]) * jsUp[jsIdx[k]];
+    matVecRows(jsAct, Wd, jsIdx, n, d, y.subarray(r * d, (r + 1) * d));
+    kept += n;
+  }
+  return kept;
+}
