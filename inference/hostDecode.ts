@@ -17,9 +17,8 @@
  * Each layer is model/layer.ts's `runLayer` over [M, d] row blocks; the hooks mirror
  * model/attention.ts, model/ops.ts and model/moe/layer.ts (RMSNorm with eps inside the root,
  * rotate-half RoPE, MLA latents and scales, GQA head groups, softmax router over N+Z experts
- * with the expert bias used for selection only, zero experts as identity), like
- * inference/sparse/decode.ts does for one row; spec/model/layerPaths checks the logits against
- * the training forward.
+ * with the expert bias used for selection only, zero experts as identity);
+ * spec/model/layerPaths checks the logits against the training forward.
  *
  * With a SparsityPlan (CHESS, arXiv 2409.01366: `serve --sparsity`), each row's dense FFNs and
  * FFN experts run the thresholded SwiGLU (gate densely, then only the kept channels' up and
@@ -35,7 +34,7 @@ import { selectExperts } from '../model/moe/router';
 import { MoeResult, runLayer } from '../model/layer';
 import { ServingModel } from './loadModel';
 import { decodeKernels, DecodeKernels } from './decodeKernels';
-import { newCounters, SparsityCounters } from './sparse/decode';
+import { ActivationObserver, newCounters, SparsityCounters } from './sparse/observer';
 import { SparsityPlan } from './sparse/thresholds';
 
 /** Cache geometry: KV heads and key/value widths per head (MLA caches expanded heads). */
@@ -144,6 +143,7 @@ export class HostDecoder {
   private k: DecodeKernels = decodeKernels();
   private plan: SparsityPlan | null = null;
   private core: AttentionCore | null = null;
+  private obs: ActivationObserver | null = null;
   private readonly upT = new Map<string, Float32Array>();
   private readonly catsTau = new Map<string, Float32Array>();
   /** Channels kept and seen under a plan, FFN-expert rows and tokens, since construction. */
@@ -178,11 +178,13 @@ export class HostDecoder {
   /**
    * Runs the rows; `want[i]` asks for row i's logits. Rows of one sequence must be in position
    * order, starting at its length. Each sequence's length advances past its last row.
+   * `observer` sees each row's FFN and attention-input activations (calibration).
    */
-  run(rows: DecodeRow[], want: boolean[], plan: SparsityPlan | null = null, core: AttentionCore | null = null): RunResult {
+  run(rows: DecodeRow[], want: boolean[], plan: SparsityPlan | null = null, core: AttentionCore | null = null, observer: ActivationObserver | null = null): RunResult {
     this.k = decodeKernels();
     this.plan = plan;
     this.core = core;
+    this.obs = observer;
     const c = this.c;
     const d = c.dModel;
     const M = rows.length;
@@ -332,6 +334,7 @@ export class HostDecoder {
 
   /** A projection whose input the plan may sparsify (CHESS attention: q and o inputs). */
   private linear(prefix: string, which: 'q' | 'o', x: Float32Array, W: Float32Array, out: string, M: number, K: number, N: number): Float32Array {
+    if (this.obs?.attention) for (let r = 0; r < M; r++) this.obs.attention(prefix, which, x.subarray(r * K, (r + 1) * K));
     const th = this.plan?.attention ? this.plan.thresholds.attention.get(prefix) : undefined;
     if (!th) return this.mm(x, W, out, M, K, N);
     const y = this.buf(out, M * N);
@@ -356,8 +359,17 @@ export class HostDecoder {
     }
     const g = this.mm(x, this.w(`${prefix}.gate_proj.weight`), 'gate', M, d, h);
     const up = this.mm(x, this.w(`${prefix}.up_proj.weight`), 'up', M, d, h);
+    if (this.obs?.ffn) this.observeFfn(prefix, g, up, M, h);
     for (let i = 0; i < M * h; i++) g[i] = silu(g[i]) * up[i];
     return this.mm(g, this.w(`${prefix}.down_proj.weight`), out, M, h, d);
+  }
+
+  private observeFfn(prefix: string, g: Float32Array, up: Float32Array, M: number, h: number): void {
+    const ag = new Float32Array(h);
+    for (let r = 0; r < M; r++) {
+      for (let i = 0; i < h; i++) ag[i] = silu(g[r * h + i]);
+      this.obs!.ffn!(prefix, ag, up.subarray(r * h, (r + 1) * h));
+    }
   }
 
   /** The up projection as [h, d] (a kept channel's weights are one contiguous row). */
