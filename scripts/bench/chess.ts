@@ -31,7 +31,7 @@ import { hostDecodeBatch, hostPrefill } from '../../inference/hostSteps';
 import { hostDecoder } from '../../inference/hostDecode';
 import { decodeKernels } from '../../inference/decodeKernels';
 import { LayerCaches } from '../../inference/engineStep';
-import { collectStats, corpusWindows, thresholdsAt, SparsityPlan, ffnPrefixes } from '../../inference/sparse';
+import { collectStats, corpusWindows, thresholdsAt, SparsityPlan } from '../../inference/sparse';
 import { ModelConfig, parseModelConfig } from '../../model/config';
 import { initParams, paramSpecs, ParamStore } from '../../model/params';
 import { initialBiases } from '../../model/transformer';
@@ -172,7 +172,8 @@ function benchModel(name: string, m: ServingModel, data: PreparedData, o: { roun
     { name: 'chess (FFN + attention)', plan: { ffn: 'chess', attention: true, thresholds } },
   ];
   const perWindow = seqLen - PREFILL;
-  const heldOut = (tokens: number) => corpusWindows(data, Math.ceil(tokens / perWindow) * seqLen, seqLen, 'tail', c.vocabSize);
+  /** Held-out windows: enough for `tokens` decode steps of each of B sequences. */
+  const heldOut = (tokens: number, B = 1) => corpusWindows(data, B * Math.ceil(tokens / perWindow) * seqLen, seqLen, 'tail', c.vocabSize);
   const probe = decodeRun(m, null, heldOut(perWindow), 1);
   const w = weightMiB(c, probe.ffnExpertsPerToken);
   emit({
@@ -192,7 +193,7 @@ function benchModel(name: string, m: ServingModel, data: PreparedData, o: { roun
     }
   }
   for (const B of [1, 4]) {
-    const windows = heldOut(o.decodeTokens * B);
+    const windows = heldOut(o.decodeTokens, B);
     const best = variants.map(() => ({ ms: Infinity, cpu: Infinity, r: probe }));
     const loads: number[] = [];
     for (let round = 0; round < o.rounds; round++) {
@@ -231,7 +232,6 @@ async function main(): Promise<void> {
     m.store.dispose();
   }
   tf.disposeVariables();
-  void ffnPrefixes;
 }
 
 main().catch((e: Error) => {
