@@ -119,9 +119,26 @@ __attribute__((target("avx2,fma"))) static void acc_strip64_avx2(const float* a,
 }
 #endif
 
+#if SPARSE_X86
+/* A last strip of nc < ACC_COLS columns, nc a multiple of 8. */
+__attribute__((target("avx2,fma"))) static void acc_strip8_avx2(const float* a, const int32_t* idx, int64_t n, const float* W, int64_t N,
+                                                              int64_t j0, int64_t nc, float* out) {
+  __m256 c[ACC_COLS / 8];
+  const int nb = (int)(nc / 8);
+  for (int b = 0; b < nb; b++) c[b] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < n; k++) {
+    const __m256 av = _mm256_set1_ps(a[idx[k]]);
+    const float* w = W + (int64_t)idx[k] * N + j0;
+    for (int b = 0; b < nb; b++) c[b] = _mm256_fmadd_ps(av, _mm256_loadu_ps(w + 8 * b), c[b]);
+  }
+  for (int b = 0; b < nb; b++) _mm256_storeu_ps(out + 8 * b, c[b]);
+}
+#endif
+
 static void acc_strip(const float* a, const int32_t* idx, int64_t n, const float* W, int64_t N, int64_t j0, int64_t nc, float* out) {
 #if SPARSE_X86
-  if (nc == ACC_COLS && has_avx2_fma()) return acc_strip64_avx2(a, idx, n, W, N, j0, out);
+  if (has_avx2_fma() && nc == ACC_COLS) return acc_strip64_avx2(a, idx, n, W, N, j0, out);
+  if (has_avx2_fma() && nc % 8 == 0) return acc_strip8_avx2(a, idx, n, W, N, j0, nc, out);
 #endif
   acc_strip_c(a, idx, n, W, N, j0, nc, out);
 }
