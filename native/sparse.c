@@ -6,8 +6,9 @@
  * rows with decodeMatmul: CHESS thresholds the gate activation, so the gate cannot be skipped).
  * Row r keeps channel c iff |silu(g[r,c])| >= tau[c]. The up projection is stored transposed
  * ([h, d]) and the down projection is [h, d], so a channel is one contiguous row in each: a
- * skipped channel's rows are never read. Each kept channel's two rows are read once per step for
- * every row that keeps it (the union of the rows' kept sets, ascending).
+ * skipped channel's rows are never read. Work is split by blocks of kept channels (up) and of
+ * output columns (down), and inside a block every row of the step is served, so a kept weight row
+ * comes from memory once per step and from cache for the other rows that keep it.
  *
  * sparseRows: y[r] = sum over inputs i with |x[r,i]| >= tau of x[r,i] * W[i, :] (the q-projection
  * and o_proj inputs of CHESS's selective attention sparsification); W is [in, out], so a skipped
@@ -32,14 +33,11 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #define SPARSE_X86 1
 #include <immintrin.h>
-/* AVX2 + FMA lanes compute exactly what the portable fmaf loops compute (same bits). */
+/* AVX2 + FMA lanes compute exactly what the portable fmaf loops compute (same bits). Set once by
+ * moecat_sparse_register, before any kernel runs on any thread. */
+static int avx2_fma = 0;
 static int has_avx2_fma(void) {
-  static int v = -1;
-  if (v < 0) {
-    __builtin_cpu_init();
-    v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }
-  return v;
+  return avx2_fma;
 }
 #else
 #define SPARSE_X86 0
@@ -369,6 +367,10 @@ static napi_value sparse_rows(napi_env env, napi_callback_info info) {
 
 /* Called from the module's init (moecat_native.c). */
 int moecat_sparse_register(napi_env env, napi_value exports) {
+#if SPARSE_X86
+  __builtin_cpu_init();
+  avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
   napi_property_descriptor props[] = {
       {"sparseFfn", NULL, sparse_ffn, NULL, NULL, NULL, napi_default, NULL},
       {"sparseRows", NULL, sparse_rows, NULL, NULL, NULL, napi_default, NULL},

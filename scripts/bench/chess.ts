@@ -17,7 +17,8 @@
  * calibrated on real text, so its realised sparsity is real while its perplexity means nothing).
  *
  * Usage: node dist/scripts/bench/chess.js [--checkpoint DIR] [--data data/prepared/demo]
- *        [--train-steps 60] [--rounds 3] [--decode-tokens 48] [--models small,wide]
+ *        [--train-steps 60] [--rounds 5] [--decode-tokens 192] [--models small,wide]
+ * (--decode-tokens per round and sequence for small; wide decodes a quarter of it.)
  */
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
@@ -218,7 +219,7 @@ async function main(): Promise<void> {
   const dataDir = arg('data', 'data/prepared/demo');
   const data = loadPrepared(dataDir);
   const models = arg('models', 'small,wide').split(',');
-  const o = { rounds: Number(arg('rounds', '3')), decodeTokens: Number(arg('decode-tokens', '48')) };
+  const o = { rounds: Number(arg('rounds', '5')), decodeTokens: Number(arg('decode-tokens', '192')) };
   if (models.includes('small')) {
     const given = arg('checkpoint', '');
     const steps = Number(arg('train-steps', '60'));
@@ -228,7 +229,7 @@ async function main(): Promise<void> {
   }
   if (models.includes('wide')) {
     const m = wideModel();
-    benchModel('wide', m, data, { ...o, quality: false, trainSteps: null });
+    benchModel('wide', m, data, { ...o, decodeTokens: Math.ceil(o.decodeTokens / 4), quality: false, trainSteps: null });
     m.store.dispose();
   }
   tf.disposeVariables();
