@@ -1,7 +1,7 @@
 /**
- * The two kernels of the batched host decode path (hostDecode.ts): a matmul of a few rows
- * against a weight, and one row's cached attention. They run in the native addon
- * (native/decode.c) when it is present, else in plain JS. The choice is made once per process,
+ * The kernels of the batched host decode path (hostDecode.ts): a matmul of a few rows against a
+ * weight, one row's cached attention, and CHESS's selective sparse kernels. They run in the
+ * native addon (native/decode.c, native/sparse.c) when it is present, else in plain JS. The choice is made once per process,
  * so everything that decodes in a process (the engine, `generate`) uses the same kernels and
  * gets the same bits. Both versions are row-independent: an output row depends only on its own
  * input row (and its own cache), so a token decodes to the same bits alone or in any batch.
