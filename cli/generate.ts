@@ -40,7 +40,7 @@ export const command: CommandModule<object, GenerateArgs> = {
       .option('chat', { type: 'boolean', default: false, describe: 'wrap the prompt in the chat template as a user message' })
       .option('kv', { type: 'string', default: 'full', choices: ['full', 'a2ats'], describe: 'attention over the KV cache: full, or a2ats (retrieval over calibrated key codebooks, batch 1; run `moecat calibrate --method a2ats` first)' })
       .option('kv-ratio', { type: 'number', default: 0.06, describe: 'A2ATS: share of the context retrieved per query head, in (0, 1]' })
-      .option('sparsity', { type: 'string', describe: 'batch-1 activation sparsity from `moecat calibrate` thresholds: chess, chess-ffn, cats' })
+      .option('sparsity', { type: 'string', describe: 'activation sparsity from `moecat calibrate` thresholds on the decode steps: chess, chess-ffn, cats' })
       .options(backendOption) as Argv<GenerateArgs>,
   handler: handle(async (a: GenerateArgs) => {
     const positiveInt = (v: number, flag: string) => {

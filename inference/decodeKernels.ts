@@ -1,16 +1,15 @@
 /**
  * The kernels of the batched host decode path (hostDecode.ts): a matmul of a few rows against a
- * weight, a SwiGLU FFN of a few rows, and cached attention of one sequence's rows. They run in the native addon
- * (native/decode.c) when it is present, else in plain JS. The choice is made once per process,
+ * weight, a SwiGLU FFN of a few rows, cached attention of one sequence's rows, and CHESS's
+ * selective sparse kernels. They run in the native addon (native/decode.c, native/sparse.c)
+ * when it is present, else in plain JS. The choice is made once per process,
  * so everything that decodes in a process (the engine, `generate`) uses the same kernels and
  * gets the same bits. Both versions are row-independent: an output row depends only on its own
  * input row (and its own cache), so a token decodes to the same bits alone or in any batch.
  */
 import { defaultAddonPath, nativeAddon, requireAddon } from '../core/native/addon';
-import { activeByThreshold, ffnScratch, ffnSparse, FfnScratch, matVecRows } from './sparse/kernels';
+import { jsSparseFfn, jsSparseRows } from './sparse/kernels';
 
-let jsScratch: FfnScratch = ffnScratch(1);
-let jsIdx = new Int32Array(1);
 let jsGate = new Float32Array(1);
 let jsUp = new Float32Array(1);
 
@@ -29,15 +28,18 @@ export interface DecodeKernels {
   attendRows(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, S0: number, n: number, H: number, Hk: number, dk: number, dv: number, scale: number): void;
   /** Softmax attention of q [H, dk] over S cached positions k [S, Hk, dk], v [S, Hk, dv] into out [H, dv]. */
   attend(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, S: number, H: number, Hk: number, dk: number, dv: number, scale: number): void;
-  /** CHESS: y[N] = Σ over inputs with |x_i| >= tau of x_i·W[i, :]; returns the inputs kept. */
-  sparseRows(x: Float32Array, W: Float32Array, y: Float32Array, K: number, N: number, tau: number): number;
-  /** CHESS SwiGLU of one row (WuT: the up projection transposed, [h, d]); returns the channels kept. */
-  sparseFfn(x: Float32Array, Wg: Float32Array, WuT: Float32Array, Wd: Float32Array, tau: Float32Array, y: Float32Array, d: number, h: number): number;
+  /** CHESS, M rows: y[r] = Σ over inputs with |x[r,i]| >= tau of x[r,i]·W[i, :]; returns the (row, input) pairs kept. */
+  sparseRows(x: Float32Array, W: Float32Array, y: Float32Array, M: number, K: number, N: number, tau: number): number;
+  /**
+   * CHESS SwiGLU of M rows after the dense gate g [M, h] (WuT: the up projection transposed,
+   * [h, d]; native/sparse.c); returns the (row, channel) pairs kept.
+   */
+  sparseFfn(x: Float32Array, g: Float32Array, WuT: Float32Array, Wd: Float32Array, tau: Float32Array, y: Float32Array, M: number, d: number, h: number): number;
 }
 
 interface DecodeAddon {
-  decodeSparseRows(x: Float32Array, W: Float32Array, y: Float32Array, K: number, N: number, tau: number): number;
-  decodeSparseFfn(x: Float32Array, Wg: Float32Array, WuT: Float32Array, Wd: Float32Array, tau: Float32Array, y: Float32Array, d: number, h: number): number;
+  sparseRows(x: Float32Array, W: Float32Array, y: Float32Array, M: number, K: number, N: number, tau: number, threads: number): number;
+  sparseFfn(x: Float32Array, g: Float32Array, WuT: Float32Array, Wd: Float32Array, tau: Float32Array, y: Float32Array, M: number, d: number, h: number, threads: number): number;
   decodeMatmul(x: Float32Array, W: Float32Array, y: Float32Array, M: number, K: number, N: number, threads: number): void;
   decodeFfn(x: Float32Array, Wg: Float32Array, Wu: Float32Array, Wd: Float32Array, y: Float32Array, M: number, d: number, h: number, threads: number): void;
   decodeAttendRows(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, S0: number, n: number, H: number, Hk: number, dk: number, dv: number, scale: number, threads: number): void;
@@ -96,16 +98,8 @@ export const jsKernels: DecodeKernels = {
       }
     }
   },
-  sparseRows(x, W, y, K, N, tau) {
-    if (jsIdx.length < K) jsIdx = new Int32Array(K);
-    const n = activeByThreshold(x, K, tau, jsIdx);
-    matVecRows(x, W, jsIdx, n, N, y);
-    return n;
-  },
-  sparseFfn(x, Wg, WuT, Wd, tau, y, d, h) {
-    if (jsScratch.ag.length < h) jsScratch = ffnScratch(h);
-    return ffnSparse({ gate: Wg, upT: WuT, down: Wd, d, h }, x, tau, jsScratch, y);
-  },
+  sparseRows: jsSparseRows,
+  sparseFfn: jsSparseFfn,
 };
 
 function nativeKernels(a: DecodeAddon): DecodeKernels {
@@ -115,8 +109,8 @@ function nativeKernels(a: DecodeAddon): DecodeKernels {
     ffn: (x, Wg, Wu, Wd, y, M, d, h) => a.decodeFfn(x, Wg, Wu, Wd, y, M, d, h, 0),
     attendRows: (q, k, v, out, S0, n, H, Hk, dk, dv, scale) => a.decodeAttendRows(q, k, v, out, S0, n, H, Hk, dk, dv, scale, 0),
     attend: (q, k, v, out, S, H, Hk, dk, dv, scale) => a.decodeAttend(q, k, v, out, S, H, Hk, dk, dv, scale),
-    sparseRows: (x, W, y, K, N, tau) => a.decodeSparseRows(x, W, y, K, N, tau),
-    sparseFfn: (x, Wg, WuT, Wd, tau, y, d, h) => a.decodeSparseFfn(x, Wg, WuT, Wd, tau, y, d, h),
+    sparseRows: (x, W, y, M, K, N, tau) => a.sparseRows(x, W, y, M, K, N, tau, 0),
+    sparseFfn: (x, g, WuT, Wd, tau, y, M, d, h) => a.sparseFfn(x, g, WuT, Wd, tau, y, M, d, h, 0),
   };
 }
 
@@ -130,7 +124,7 @@ function loadNative(): DecodeAddon | null {
     }
   }
   const d = a as Partial<DecodeAddon>;
-  return typeof d.decodeMatmul === 'function' && typeof d.decodeSparseFfn === 'function' && typeof d.decodeFfn === 'function' && typeof d.decodeAttendRows === 'function' && typeof d.decodeTrim === 'function' ? (d as DecodeAddon) : null;
+  return typeof d.decodeMatmul === 'function' && typeof d.sparseFfn === 'function' && typeof d.decodeFfn === 'function' && typeof d.decodeAttendRows === 'function' && typeof d.decodeTrim === 'function' ? (d as DecodeAddon) : null;
 }
 
 let chosen: DecodeKernels | null = null;

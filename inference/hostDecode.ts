@@ -17,16 +17,16 @@
  * Each layer is model/layer.ts's `runLayer` over [M, d] row blocks; the hooks mirror
  * model/attention.ts, model/ops.ts and model/moe/layer.ts (RMSNorm with eps inside the root,
  * rotate-half RoPE, MLA latents and scales, GQA head groups, softmax router over N+Z experts
- * with the expert bias used for selection only, zero experts as identity), like
- * inference/sparse/decode.ts does for one row; spec/model/layerPaths checks the logits against
- * the training forward.
+ * with the expert bias used for selection only, zero experts as identity);
+ * spec/model/layerPaths checks the logits against the training forward.
  *
  * With a SparsityPlan (CHESS, arXiv 2409.01366: `serve --sparsity`), each row's dense FFNs and
  * FFN experts run the thresholded SwiGLU (gate densely, then only the kept channels' up and
  * down rows), and with `attention` each row's q-projection and o_proj inputs below their
  * layer threshold are skipped along with their weight rows (decodeKernels.ts sparseFfn /
- * sparseRows). These run per row (the kept channels differ by row); everything else stays
- * batched. With zero thresholds every channel is kept and the result is the dense one.
+ * sparseRows, native/sparse.c: each kept weight row is read once per step for all rows that
+ * keep it, and each row's sums run over its own kept channels only, so a row's bits do not
+ * depend on the batch). With zero thresholds every channel is kept.
  */
 import { latentNormEps, ModelConfig } from '../model/config';
 import { ropeDim } from '../model/attention';
@@ -34,8 +34,11 @@ import { selectExperts } from '../model/moe/router';
 import { MoeResult, runLayer } from '../model/layer';
 import { ServingModel } from './loadModel';
 import { decodeKernels, DecodeKernels } from './decodeKernels';
-import { newCounters, SparsityCounters } from './sparse/decode';
+import { ActivationObserver, newCounters, SparsityCounters } from './sparse/observer';
 import { SparsityPlan } from './sparse/thresholds';
+
+/** silu in double (the calibration observer's activation, as CHESS thresholds it). */
+const silu = (g: number): number => g / (1 + Math.exp(-g));
 
 /** Cache geometry: KV heads and key/value widths per head (MLA caches expanded heads). */
 export function kvShape(c: ModelConfig): { Hk: number; dk: number; dv: number } {
@@ -141,6 +144,7 @@ export class HostDecoder {
   private k: DecodeKernels = decodeKernels();
   private plan: SparsityPlan | null = null;
   private core: AttentionCore | null = null;
+  private obs: ActivationObserver | null = null;
   private readonly upT = new Map<string, Float32Array>();
   private readonly catsTau = new Map<string, Float32Array>();
   private readonly byPrefix = new Map<string, Map<string, Float32Array>>();
@@ -210,11 +214,13 @@ export class HostDecoder {
   /**
    * Runs the rows; `want[i]` asks for row i's logits. Rows of one sequence must be in position
    * order, starting at its length. Each sequence's length advances past its last row.
+   * `observer` sees each row's FFN and attention-input activations (calibration).
    */
-  run(rows: DecodeRow[], want: boolean[], plan: SparsityPlan | null = null, core: AttentionCore | null = null): RunResult {
+  run(rows: DecodeRow[], want: boolean[], plan: SparsityPlan | null = null, core: AttentionCore | null = null, observer: ActivationObserver | null = null): RunResult {
     this.k = decodeKernels();
     this.plan = plan;
     this.core = core;
+    this.obs = observer;
     const c = this.c;
     const d = c.dModel;
     const M = rows.length;
@@ -370,13 +376,12 @@ export class HostDecoder {
 
   /** A projection whose input the plan may sparsify (CHESS attention: q and o inputs). */
   private linear(prefix: string, which: 'q' | 'o', x: Float32Array, W: Float32Array, out: string, M: number, K: number, N: number): Float32Array {
+    if (this.obs?.attention) for (let r = 0; r < M; r++) this.obs.attention(prefix, which, x.subarray(r * K, (r + 1) * K));
     const th = this.plan?.attention ? this.plan.thresholds.attention.get(prefix) : undefined;
     if (!th) return this.mm(x, W, out, M, K, N);
     const y = this.buf(out, M * N);
-    for (let r = 0; r < M; r++) {
-      this.counters.attnKept += this.k.sparseRows(x.subarray(r * K, (r + 1) * K), W, y.subarray(r * N, (r + 1) * N), K, N, th[which]);
-      this.counters.attnTotal += K;
-    }
+    this.counters.attnKept += this.k.sparseRows(x, W, y, M, K, N, th[which]);
+    this.counters.attnTotal += M * K;
     return y;
   }
 
@@ -386,19 +391,30 @@ export class HostDecoder {
     const t = this.plan?.ffn ? this.plan.thresholds.ffn.get(prefix) : undefined;
     if (t) {
       const tau = this.plan!.ffn === 'chess' ? t.chess : this.catsTaus(prefix, t.cats, h);
+      // The gate densely for all rows (CHESS thresholds its activation), then only the kept
+      // channels' up and down rows (native/sparse.c).
+      const g = this.mm(x, this.w(`${prefix}.gate_proj.weight`), 'gate', M, d, h);
       const y = this.buf(out, M * d);
-      const Wg = this.pw(prefix, 'gate_proj');
-      const WuT = this.upTransposed(prefix, h);
-      const Wd = this.pw(prefix, 'down_proj');
-      for (let r = 0; r < M; r++) {
-        this.counters.ffnKept += this.k.sparseFfn(x.subarray(r * d, (r + 1) * d), Wg, WuT, Wd, tau, y.subarray(r * d, (r + 1) * d), d, h);
-        this.counters.ffnTotal += h;
-      }
+      this.counters.ffnKept += this.k.sparseFfn(x, g, this.upTransposed(prefix, h), this.pw(prefix, 'down_proj'), tau, y, M, d, h);
+      this.counters.ffnTotal += M * h;
       return y;
     }
     const y = this.buf(out, M * d);
-    this.k.ffn(x, this.pw(prefix, 'gate_proj'), this.pw(prefix, 'up_proj'), this.pw(prefix, 'down_proj'), y, M, d, h);
+    const Wg = this.pw(prefix, 'gate_proj');
+    const Wu = this.pw(prefix, 'up_proj');
+    // Calibration sees the gate and up activations; the output still comes from the one FFN
+    // kernel, so an observed decode has the bits of an unobserved one.
+    if (this.obs?.ffn) this.observeFfn(prefix, this.mm(x, Wg, 'gate', M, d, h), this.mm(x, Wu, 'up', M, d, h), M, h);
+    this.k.ffn(x, Wg, Wu, this.pw(prefix, 'down_proj'), y, M, d, h);
     return y;
+  }
+
+  private observeFfn(prefix: string, g: Float32Array, up: Float32Array, M: number, h: number): void {
+    const ag = new Float32Array(h);
+    for (let r = 0; r < M; r++) {
+      for (let i = 0; i < h; i++) ag[i] = silu(g[r * h + i]);
+      this.obs!.ffn!(prefix, ag, up.subarray(r * h, (r + 1) * h));
+    }
   }
 
   /** The up projection as [h, d] (a kept channel's weights are one contiguous row). */

@@ -9,8 +9,7 @@
  * every row), which is what a memory-bound step needs; many rows (prefill) go to gemm itself.
  * Threads split the output columns, never k.
  *
- * decodeSparseRows / decodeSparseFfn: CHESS (arXiv 2409.01366) on one row: inputs or FFN
- * channels below their threshold are skipped, and so are the weight rows they would read.
+ * CHESS's sparse kernels for the same path are in sparse.c.
  *
  * decodeAttend / decodeAttendRows: query rows against one sequence's cache, all heads: scores
  * q·k (fmaf chain over the head dimension), scaled, softmax (max, exp in double, sum in double in
@@ -157,11 +156,6 @@ static void dmm_strip(const float* x, const float* W, float* y, int64_t M, int64
   (void)z;
 #endif
   if (r < M) dmm_cols(x + r * K, W, y + r * N, M - r, K, N, j0, nc);
-}
-
-/* One row, every column strip (the calling thread). */
-static void dmm_cols_all(const float* x, const float* W, float* y, int64_t K, int64_t N) {
-  for (int64_t j0 = 0; j0 < N; j0 += DMM_COLS) dmm_cols(x, W, y, 1, K, N, j0, N - j0 < DMM_COLS ? N - j0 : DMM_COLS);
 }
 
 static void dmm_task(void* ctx, int64_t t, int slot) {
@@ -381,98 +375,6 @@ static void ffn_run(const float* x, const float* Wg, const float* Wu, const floa
   decode_matmul_run(g, Wd, y, M, h, d, threads);
 }
 
-/* ------------------------------------------------------------------ CHESS: activation-sparse rows */
-
-/*
- * y[N] = sum over inputs i with |x_i| >= tau (ascending) of x_i * W[i, :], one fmaf chain per
- * output from zero. With every input kept it is decodeMatmul's chain for one row (same bits).
- * Returns the inputs kept.
- */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("fma", "default")))
-#endif
-static int64_t sparse_rows(const float* restrict x, const float* restrict W, float* restrict y, int64_t K, int64_t N, float tau) {
-  int32_t* idx = (int32_t*)malloc(sizeof(int32_t) * (size_t)(K > 0 ? K : 1));
-  if (!idx) abort(); /* a few KiB: nothing sensible remains */
-  int64_t kept = 0;
-  for (int64_t i = 0; i < K; i++)
-    if (fabsf(x[i]) >= tau) idx[kept++] = (int32_t)i;
-  /* Column strips with their accumulators in registers, as decodeMatmul's. */
-  for (int64_t j0 = 0; j0 < N; j0 += DMM_COLS) {
-    const int64_t nc = N - j0 < DMM_COLS ? N - j0 : DMM_COLS;
-    float acc[DMM_COLS];
-    for (int64_t j = 0; j < nc; j++) acc[j] = 0.0f;
-    if (nc == DMM_COLS) {
-      for (int64_t r = 0; r < kept; r++) {
-        const float xi = x[idx[r]];
-        const float* w = W + (int64_t)idx[r] * N + j0;
-        for (int j = 0; j < DMM_COLS; j++) acc[j] = fmaf(xi, w[j], acc[j]);
-      }
-    } else {
-      for (int64_t r = 0; r < kept; r++) {
-        const float xi = x[idx[r]];
-        const float* w = W + (int64_t)idx[r] * N + j0;
-        for (int64_t j = 0; j < nc; j++) acc[j] = fmaf(xi, w[j], acc[j]);
-      }
-    }
-    memcpy(y + j0, acc, sizeof(float) * (size_t)nc);
-  }
-  free(idx);
-  return kept;
-}
-
-/*
- * CHESS SwiGLU for one row: a_g = silu(x·Wg) densely (rounded to float), keep channel j iff
- * |a_g,j| >= tau_j; the up projection runs only for kept channels (rows of WuT, an eight-lane dot
- * product over the input), act_j = a_g,j * a_u,j (the product in double, rounded once, as the dense JS
- * path does), and the down projection adds only kept rows. ag is scratch of h floats. Returns
- * the channels kept.
- */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("fma", "default")))
-#endif
-static int64_t sparse_ffn(const float* restrict x, const float* restrict Wg, const float* restrict WuT, const float* restrict Wd,
-                          const float* restrict tau, float* restrict y, float* restrict ag, int64_t d, int64_t h) {
-  dmm_cols_all(x, Wg, ag, d, h);
-  /* Kept channels (ascending) with their silu(gate) in double; ag's slots 0..kept hold the indices. */
-  int64_t kept = 0;
-  double* sg = (double*)malloc(sizeof(double) * (size_t)h);
-  int32_t* idx = (int32_t*)malloc(sizeof(int32_t) * (size_t)h);
-  if (!sg || !idx) abort(); /* a few KiB: nothing sensible remains */
-  for (int64_t c = 0; c < h; c++) {
-    const double g = (double)ag[c];
-    const double s = g / (1.0 + exp(-g));
-    if (!(fabsf((float)s) >= tau[c])) continue;
-    sg[kept] = s;
-    idx[kept++] = (int32_t)c;
-  }
-  /* Up projection of each kept channel: a dot product of x with the channel's row of WuT in
-   * eight lanes (lane l sums inputs i = l mod 8, ascending), the lanes added in a fixed tree.
-   * Vectorised where a single chain would wait on each fma; deterministic and row-local, but
-   * rounded differently from the dense path's single chain (CHESS need not equal dense). */
-  for (int64_t r = 0; r < kept; r++) {
-    const float* u = WuT + (int64_t)idx[r] * d;
-    float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t i = 0;
-    for (; i + 8 <= d; i += 8)
-      for (int l = 0; l < 8; l++) lane[l] = fmaf(x[i + l], u[i + l], lane[l]);
-    for (int l = 0; i < d; i++, l++) lane[l] = fmaf(x[i], u[i], lane[l]);
-    const float au = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
-    ag[r] = (float)(sg[r] * (double)au);
-  }
-  /* Down projection: the kept rows of Wd (ascending) gathered into one block, then
-   * decodeMatmul's kernel on it (one fmaf chain per output over the kept rows). */
-  float* Wk = (float*)malloc(sizeof(float) * (size_t)((kept > 0 ? kept : 1) * d));
-  if (!Wk) abort();
-  for (int64_t r = 0; r < kept; r++) memcpy(Wk + r * d, Wd + (int64_t)idx[r] * d, sizeof(float) * (size_t)d);
-  if (kept > 0) dmm_cols_all(ag, Wk, y, kept, d);
-  else memset(y, 0, sizeof(float) * (size_t)d);
-  free(Wk);
-  free(sg);
-  free(idx);
-  return kept;
-}
-
 /* ------------------------------------------------------------------ N-API */
 
 /* decodeMatmul(x, W, y, M, K, N, threads) */
@@ -623,56 +525,6 @@ static napi_value decode_ffn(napi_env env, napi_callback_info info) {
   return undef(env);
 }
 
-/* decodeSparseRows(x, W, y, K, N, tau) -> inputs kept */
-static napi_value decode_sparse_rows(napi_env env, napi_callback_info info) {
-  ARGS(6);
-  F32(0, x, nx);
-  F32(1, W, nw);
-  F32(2, y, ny);
-  INT(3, K);
-  INT(4, N);
-  DBL(5, tau);
-  SIZE("decodeSparseRows", kn, K, N);
-  NEED("decodeSparseRows", nx, K, "sizes do not match the arrays");
-  NEED("decodeSparseRows", nw, kn, "sizes do not match the arrays");
-  NEED("decodeSparseRows", ny, N, "sizes do not match the arrays");
-  napi_value r;
-  CHECK(napi_create_int64(env, sparse_rows(x, W, y, K, N, (float)tau), &r));
-  return r;
-}
-
-/* decodeSparseFfn(x, Wg, WuT, Wd, tau, y, d, h) -> channels kept */
-static napi_value decode_sparse_ffn(napi_env env, napi_callback_info info) {
-  ARGS(8);
-  F32(0, x, nx);
-  F32(1, wg, ng);
-  F32(2, wu, nu);
-  F32(3, wd, nd);
-  F32(4, tau, nt);
-  F32(5, y, ny);
-  INT(6, d);
-  INT(7, h);
-  RANGE("decodeSparseFfn", d, 1, INT64_MAX, "d must be >= 1");
-  RANGE("decodeSparseFfn", h, 1, INT64_MAX, "h must be >= 1");
-  SIZE("decodeSparseFfn", dh, d, h);
-  NEED("decodeSparseFfn", nx, d, "sizes do not match the arrays");
-  NEED("decodeSparseFfn", ng, dh, "sizes do not match the arrays");
-  NEED("decodeSparseFfn", nu, dh, "sizes do not match the arrays");
-  NEED("decodeSparseFfn", nd, dh, "sizes do not match the arrays");
-  NEED("decodeSparseFfn", nt, h, "sizes do not match the arrays");
-  NEED("decodeSparseFfn", ny, d, "sizes do not match the arrays");
-  float* ag = (float*)malloc(sizeof(float) * (size_t)h);
-  if (!ag) {
-    napi_throw_error(env, NULL, "moecat_native.decodeSparseFfn: out of memory");
-    return NULL;
-  }
-  const int64_t kept = sparse_ffn(x, wg, wu, wd, tau, y, ag, d, h);
-  free(ag);
-  napi_value r;
-  CHECK(napi_create_int64(env, kept, &r));
-  return r;
-}
-
 /*
  * decodeTrim() -> boolean: hands the C heap's free pages back to the system (glibc's
  * malloc_trim over every arena; false where the C library has none). The server calls it when
@@ -699,8 +551,6 @@ int moecat_decode_register(napi_env env, napi_value exports) {
       {"decodeAttendRows", NULL, decode_attend_rows, NULL, NULL, NULL, napi_default, NULL},
       {"decodeFfn", NULL, decode_ffn, NULL, NULL, NULL, napi_default, NULL},
       {"decodeTrim", NULL, decode_trim, NULL, NULL, NULL, napi_default, NULL},
-      {"decodeSparseRows", NULL, decode_sparse_rows, NULL, NULL, NULL, napi_default, NULL},
-      {"decodeSparseFfn", NULL, decode_sparse_ffn, NULL, NULL, NULL, napi_default, NULL},
   };
   return napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) == napi_ok;
 }

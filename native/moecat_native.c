@@ -1177,6 +1177,8 @@ static napi_value tune_malloc(napi_env env, napi_callback_info info) {
 
 /* The serving engine's decode kernels (decode.c). */
 int moecat_decode_register(napi_env env, napi_value exports);
+/* CHESS's selective sparse kernels (sparse.c). */
+int moecat_sparse_register(napi_env env, napi_value exports);
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
@@ -1207,6 +1209,7 @@ static napi_value init(napi_env env, napi_value exports) {
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
   if (!moecat_decode_register(env, exports)) return NULL;
+  if (!moecat_sparse_register(env, exports)) return NULL;
   return exports;
 }
 

@@ -1,6 +1,6 @@
 /*
- * Argument helpers shared by the addon's entry points (moecat_native.c, decode.c): typed-array
- * and number getters that refuse what they cannot take exactly, and the validation macros every
+ * Argument helpers shared by the addon's entry points (moecat_native.c, decode.c, sparse.c):
+ * typed-array and number getters that refuse what they cannot take exactly, and the validation macros every
  * entry point runs at its top. Errors start with `moecat_native` (spec/native/fuzz.spec.ts).
  */
 #ifndef MOECAT_NAPI_ARGS_H

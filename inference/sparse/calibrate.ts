@@ -1,6 +1,6 @@
 /**
  * CHESS calibration (arXiv 2409.01366, section 3): run the model densely over calibration
- * tokens, collect per-FFN gate/up activations and per-attention-block projection inputs, and
+ * tokens on the serving decoder (inference/hostDecode.ts, with an activation observer), collect per-FFN gate/up activations and per-attention-block projection inputs, and
  * turn them into thresholds at a target sparsity s (thresholds.ts says what each one is).
  *
  * Why channel-wise: dropping a_g,i changes the FFN output by a_g,i · a_u,i · W_down[i, :], so
@@ -10,9 +10,10 @@
  */
 import { DataError } from '../../core/errors';
 import { PreparedData } from '../../data/prepared';
-import { ActivationObserver, HostKvCache, SparseDecoder } from './decode';
 import { ServingModel } from '../loadModel';
-import { HostModel, hostModel } from './hostModel';
+import { hostDecoder, HostSequence } from '../hostDecode';
+import { ActivationObserver } from './observer';
+import { attentionPrefixes, ffnPrefixes } from './blocks';
 import { AttentionThresholds, FfnThresholds, SparsityThresholds, THRESHOLDS_FORMAT, writeThresholds } from './thresholds';
 
 /** Growable float buffer. */
@@ -48,11 +49,14 @@ export function quantile(values: Float32Array, s: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(s * sorted.length))];
 }
 
-/** Runs `windows` densely through the JS decoder, recording activations. */
-export function collectStats(m: HostModel, windows: Int32Array[]): CalibrationStats {
+/**
+ * Runs each window densely through the serving decoder (one run per window: its tokens are rows
+ * of one sequence, as a prompt's are), recording activations.
+ */
+export function collectStats(m: ServingModel, windows: Int32Array[]): CalibrationStats {
   const stats: CalibrationStats = { tokens: 0, ffn: new Map(), attention: new Map() };
-  for (const [p, h] of m.ffnHidden) stats.ffn.set(p, { h, ag: new Floats(), sumAu2: new Float64Array(h), rows: 0 });
-  for (const p of m.attentionBlocks) stats.attention.set(p, { q: new Floats(), o: new Floats() });
+  for (const [p, h] of ffnPrefixes(m.config)) stats.ffn.set(p, { h, ag: new Floats(), sumAu2: new Float64Array(h), rows: 0 });
+  for (const p of attentionPrefixes(m.config)) stats.attention.set(p, { q: new Floats(), o: new Floats() });
   const obs: ActivationObserver = {
     ffn(prefix, ag, au) {
       const s = stats.ffn.get(prefix)!;
@@ -64,10 +68,10 @@ export function collectStats(m: HostModel, windows: Int32Array[]): CalibrationSt
       stats.attention.get(prefix)![which].push(x);
     },
   };
-  const dec = new SparseDecoder(m);
+  const dec = hostDecoder(m);
   for (const w of windows) {
-    const cache = new HostKvCache(m.config);
-    for (const id of w) dec.step(id, cache, null, obs);
+    const seq = new HostSequence(m.config, w.length);
+    dec.run(Array.from(w, (token, pos) => ({ seq, token, pos })), Array.from(w, () => false), null, null, obs);
     stats.tokens += w.length;
   }
   return stats;
@@ -138,11 +142,10 @@ export interface CalibrationOptions {
 
 /** `--method chess`: statistics over calibration tokens, thresholds at s, chess.json beside the checkpoint. */
 export function calibrateChess(m: ServingModel, data: PreparedData, o: CalibrationOptions): { file: string; thresholds: SparsityThresholds; summary: Record<string, unknown> } {
-  const host = hostModel(m);
   const seqLen = Math.min(o.seqLen ?? 64, m.config.maxSeqLen);
   const windows = corpusWindows(data, o.tokens, seqLen, 'head', m.config.vocabSize);
   const t0 = performance.now();
-  const stats = collectStats(host, windows);
+  const stats = collectStats(m, windows);
   o.log?.(`calibration: ${stats.tokens} tokens in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   const thresholds = thresholdsAt(stats, o.sparsity, m.step);
   const file = writeThresholds(m.dir, thresholds);

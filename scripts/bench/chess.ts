@@ -1,172 +1,241 @@
 /**
- * CHESS benchmark (arXiv 2409.01366) on a trained checkpoint. Prints JSON lines; `bench` names
- * the table:
- *  - chess.perplexity: held-out perplexity (tail of each prepared source, never calibrated on)
- *    of the dense JS decode and of CATS, CHESS w/o and CHESS w/ attention sparsification at
- *    s = 0.3, 0.5, 0.7, with the realised sparsity. Every position runs through the decode path.
- *  - chess.decode: decode CPU ms/token (process user + system time), teacher-forced over held-out windows after a dense prefill,
- *    for the dense JS kernels, the default engine path (engineStep prefill + decodeBatch at
- *    B = 1 on the selected tfjs backend) and each sparse variant. Timing rounds interleave all
- *    variants (best of the rounds), so load from other processes on a shared machine hits all.
- *  - chess.kernel: one SwiGLU FFN, dense vs sparse JS kernel, at the model's width and at a
- *    7B-like width, so the kernel's own speedup is visible apart from the model's overheads.
- * Thresholds are calibrated in memory on the head of the corpus (no file is written).
+ * CHESS benchmark (arXiv 2409.01366) on the serving engine's native decode path
+ * (inference/hostSteps.ts `hostDecodeBatch`, the engine's decode step; native/sparse.c's
+ * kernels under a plan). Prints JSON lines; `bench` names the table:
+ *  - chess.setup: the models, their weight bytes (all, and read per decode token) and the
+ *    machine's cache sizes, so it is plain whether the weights fit in cache.
+ *  - chess.calibration: calibration tokens and time (real text: the head of the prepared corpus).
+ *  - chess.quality: held-out perplexity (the tail of each source, never calibrated on) of dense
+ *    decode and CHESS at s = 0.5, every position through the decode step, with realised sparsity.
+ *  - chess.decode: decode tokens/s, teacher-forced over held-out text after a dense prefill, for
+ *    dense, CHESS FFN only and CHESS FFN + attention at s = 0.5, at batch 1 and 4. Rounds
+ *    interleave the variants (best of the rounds), so load from other processes hits all alike;
+ *    the 1-minute load average is reported with each row.
+ * Models: `small` (configs/small.yaml, trained here for --train-steps on the prepared corpus
+ * unless --checkpoint names one) and `wide` (small's layout at dModel 1024, FFN 4096, experts
+ * 1024, random init: its weights read per token exceed the caches; thresholds are still
+ * calibrated on real text, so its realised sparsity is real while its perplexity means nothing).
  *
- * Usage: node dist/scripts/bench/chess.js [--checkpoint runs/demo] [--data data/prepared/demo]
- *        [--calib-tokens 2048] [--eval-tokens 1024] [--decode-tokens 192] [--rounds 5] [--backend auto]
+ * Usage: node dist/scripts/bench/chess.js [--checkpoint DIR] [--data data/prepared/demo]
+ *        [--train-steps 60] [--rounds 5] [--decode-tokens 192] [--models small,wide]
+ * (--decode-tokens per round and sequence for small; wide decodes a quarter of it.)
  */
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs';
-import { BackendChoice, selectBackend } from '../../core/backend';
-import { RngStream } from '../../core/rng';
-import { loadPrepared } from '../../data/prepared';
+import { selectBackend } from '../../core/backend';
+import { loadPrepared, PreparedData } from '../../data/prepared';
 import { loadServingModel, ServingModel } from '../../inference/loadModel';
-import { decodeBatch, disposeCaches, prefill } from '../../inference/engineStep';
-import { collectStats, corpusWindows, hostModel, HostKvCache, SparseDecoder, SparsityPlan, thresholdsAt, windowNll, HostModel } from '../../inference/sparse';
-import { ffnDense, ffnScratch, ffnSparse, FfnWeights } from '../../inference/sparse/kernels';
+import { hostDecodeBatch, hostPrefill } from '../../inference/hostSteps';
+import { hostDecoder } from '../../inference/hostDecode';
+import { decodeKernels } from '../../inference/decodeKernels';
+import { LayerCaches } from '../../inference/engineStep';
+import { collectStats, corpusWindows, thresholdsAt, SparsityPlan } from '../../inference/sparse';
+import { ModelConfig, parseModelConfig } from '../../model/config';
+import { initParams, paramSpecs, ParamStore } from '../../model/params';
+import { initialBiases } from '../../model/transformer';
+import YAML from 'yaml';
 
+const root = path.resolve(__dirname, '..', '..', '..');
 function arg(name: string, dflt: string): string {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : dflt;
 }
 const emit = (row: Record<string, unknown>) => process.stdout.write(JSON.stringify(row) + '\n');
 const r4 = (x: number) => Math.round(x * 1e4) / 1e4;
-const PREFILL = 16;
-/** CPU milliseconds of this process (user + system): steadier than wall time on a shared, loaded machine. */
+const load = () => r4(os.loadavg()[0]);
 const cpuMs = () => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
 };
+const PREFILL = 16;
+const SPARSITY = 0.5;
 
-const VARIANTS = [
-  { name: 'cats', ffn: 'cats' as const, attention: false },
-  { name: 'chess-w/o-attn', ffn: 'chess' as const, attention: false },
-  { name: 'chess-w/-attn', ffn: 'chess' as const, attention: true },
-];
-
-/** Decode ms/token of the JS decoder, teacher-forced over windows after a dense prefill; best of `reps`. */
-function jsDecodeMs(host: HostModel, plan: SparsityPlan | null, windows: Int32Array[], reps: number): number {
-  let best = Infinity;
-  for (let r = 0; r < reps; r++) {
-    const dec = new SparseDecoder(host);
-    let ms = 0;
-    let n = 0;
-    for (const w of windows) {
-      const cache = new HostKvCache(host.config);
-      for (let t = 0; t < PREFILL; t++) dec.step(w[t], cache, null);
-      const t0 = cpuMs();
-      for (let t = PREFILL; t < w.length; t++) dec.step(w[t], cache, plan);
-      ms += cpuMs() - t0;
-      n += w.length - PREFILL;
+function cacheSize(level: number): string {
+  const dir = '/sys/devices/system/cpu/cpu0/cache';
+  try {
+    for (const e of fs.readdirSync(dir)) {
+      if (!e.startsWith('index')) continue;
+      const lv = fs.readFileSync(path.join(dir, e, 'level'), 'utf8').trim();
+      const type = fs.readFileSync(path.join(dir, e, 'type'), 'utf8').trim();
+      if (Number(lv) === level && type !== 'Instruction') return fs.readFileSync(path.join(dir, e, 'size'), 'utf8').trim();
     }
-    best = Math.min(best, ms / n);
+  } catch {
+    // not Linux: unknown
   }
-  return best;
+  return 'unknown';
 }
 
-function engineDecodeMs(m: ServingModel, windows: Int32Array[], reps: number): number {
-  let best = Infinity;
-  for (let r = 0; r < reps; r++) {
-    let ms = 0;
-    let n = 0;
-    for (const w of windows) {
-      const p = prefill(m, Array.from(w.subarray(0, PREFILL)));
+/** Trains configs/small.yaml briefly on the prepared corpus (the CLI, as a user would) and returns the run dir. */
+function trainSmall(dataDir: string, steps: number): string {
+  const out = path.join(root, 'bench-results', 'tmp', 'chess-small');
+  fs.rmSync(out, { recursive: true, force: true });
+  const warm = Math.max(1, Math.floor(steps / 6));
+  const args = ['train', '--config', 'configs/small.yaml', '--out', out, '--set', `train.steps=${steps}`, '--set', `train.checkpointEvery=${steps}`,
+    '--set', `data.dir=${dataDir}`, '--set', `optim.schedule.warmupSteps=${warm}`, '--set', `optim.schedule.decaySteps=${Math.floor(steps / 3)}`];
+  const r = spawnSync(process.execPath, [path.join(root, 'dist', 'cli', 'main.js'), ...args], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
+  if (r.status !== 0) throw new Error(`moecat ${args.join(' ')} failed with exit ${r.status}`);
+  return out;
+}
+
+/** small.yaml's layout, wide: weights read per decode token far beyond the caches. Random init. */
+function wideModel(): ServingModel {
+  const raw = (YAML.parse(fs.readFileSync(path.join(root, 'configs', 'small.yaml'), 'utf8')) as { model: Record<string, unknown> }).model;
+  const config = parseModelConfig({
+    ...raw, dModel: 1024, nLayers: 4, ffnHidden: 4096, maxSeqLen: 128,
+    attention: { type: 'mla', nHeads: 8, qLoraRank: 256, kvLoraRank: 128, nopeHeadDim: 64, ropeHeadDim: 32, vHeadDim: 64 },
+    moe: { ...(raw.moe as Record<string, unknown>), nExperts: 8, nZeroExperts: 4, topK: 4, expertHidden: 1024, targetFfnPerToken: 3 },
+  });
+  return { dir: '(memory)', step: 0, config, store: new ParamStore(paramSpecs(config), initParams(config, 11)), biases: initialBiases(config), tokenizerJson: null };
+}
+
+/** MiB of weights: all, and read by one decode token (dense layers, top-K experts at the measured FFN-expert rate, lm_head). */
+function weightMiB(c: ModelConfig, ffnExpertsPerToken: number): { all: number; perToken: number } {
+  let all = 0;
+  let expert = 0;
+  for (const s of paramSpecs(c)) {
+    const n = s.shape.reduce((a, b) => a * b, 1);
+    all += n;
+    if (/\.mlp\.experts\./.test(s.name)) expert += n;
+  }
+  const embed = c.vocabSize * c.dModel;
+  const perToken = all - embed - expert + (expert / (c.moe.nExperts * c.nLayers)) * ffnExpertsPerToken * c.nLayers;
+  return { all: r4((4 * all) / 2 ** 20), perToken: r4((4 * perToken) / 2 ** 20) };
+}
+
+interface Variant {
+  name: string;
+  plan: SparsityPlan | null;
+}
+
+/** Decodes `windows` teacher-forced (B sequences at a time) after a dense prefill; ms/token wall and CPU, realised sparsity. */
+function decodeRun(m: ServingModel, plan: SparsityPlan | null, windows: Int32Array[], B: number, nll?: { sum: number; n: number }) {
+  const dec = hostDecoder(m);
+  const c0 = { ...dec.counters };
+  let ms = 0;
+  let cpu = 0;
+  let tokens = 0;
+  const V = m.config.vocabSize;
+  for (let w0 = 0; w0 + B <= windows.length; w0 += B) {
+    const ws = windows.slice(w0, w0 + B);
+    let caches: LayerCaches[] = ws.map((w) => {
+      const p = hostPrefill(m, Array.from(w.subarray(0, PREFILL)));
       p.logits.dispose();
-      let caches = p.caches[0];
-      const t0 = cpuMs();
-      for (let t = PREFILL; t < w.length; t++) {
-        const s = decodeBatch(m, [w[t]], [t], [caches]);
-        s.logits.dataSync();
-        s.logits.dispose();
-        disposeCaches(caches);
-        caches = s.caches[0];
+      return p.caches[0];
+    });
+    const len = Math.min(...ws.map((w) => w.length));
+    const t0 = performance.now();
+    const u0 = cpuMs();
+    for (let t = PREFILL; t < len; t++) {
+      const s = hostDecodeBatch(m, ws.map((w) => w[t]), ws.map(() => t), caches, plan);
+      if (nll && t + 1 < len) {
+        const z = s.logits.dataSync() as Float32Array;
+        ws.forEach((w, b) => {
+          let max = -Infinity;
+          for (let i = 0; i < V; i++) max = Math.max(max, z[b * V + i]);
+          let e = 0;
+          for (let i = 0; i < V; i++) e += Math.exp(z[b * V + i] - max);
+          nll.sum += max + Math.log(e) - z[b * V + w[t + 1]];
+          nll.n++;
+        });
       }
-      ms += cpuMs() - t0;
-      n += w.length - PREFILL;
-      disposeCaches(caches);
+      s.logits.dispose();
+      caches = s.caches;
+      tokens += B;
     }
-    best = Math.min(best, ms / n);
+    ms += performance.now() - t0;
+    cpu += cpuMs() - u0;
   }
-  return best;
+  const k = dec.counters;
+  const ffnTotal = k.ffnTotal - c0.ffnTotal;
+  const attnTotal = k.attnTotal - c0.attnTotal;
+  return {
+    msPerToken: ms / tokens, cpuMsPerToken: cpu / tokens, tokens,
+    realisedFfn: ffnTotal ? 1 - (k.ffnKept - c0.ffnKept) / ffnTotal : 0,
+    realisedAttn: attnTotal ? 1 - (k.attnKept - c0.attnKept) / attnTotal : 0,
+    ffnExpertsPerToken: (k.ffnExpertRows - c0.ffnExpertRows) / (k.tokens - c0.tokens) / m.config.nLayers,
+  };
 }
 
-function kernelRows(): void {
-  for (const [d, h, calls] of [[64, 128, 5000], [1024, 4096, 10]] as const) {
-    const rng = RngStream.of(1, `k${d}`);
-    const w: FfnWeights = { gate: rng.normalArray(d * h, 0.05), upT: rng.normalArray(d * h, 0.05), down: rng.normalArray(h * d, 0.05), d, h };
-    const x = rng.normalArray(d, 1);
-    const s = ffnScratch(h);
-    const y = new Float32Array(d);
-    const time = (f: () => void) => {
-      const t0 = cpuMs();
-      for (let i = 0; i < calls; i++) f();
-      return (cpuMs() - t0) / calls;
-    };
-    // Gate magnitudes of this input; thresholds at each quantile (one per layer, CATS-style).
-    ffnDense(w, x, s, y);
-    const mags = Float32Array.from(s.ag.subarray(0, h), Math.abs).sort();
-    const sps = [0.3, 0.5, 0.7];
-    const taus = sps.map((sp) => new Float32Array(h).fill(mags[Math.floor(sp * h)]));
-    let dense = Infinity;
-    const sparse = sps.map(() => Infinity);
-    for (let r = 0; r < 5; r++) {
-      dense = Math.min(dense, time(() => ffnDense(w, x, s, y)));
-      taus.forEach((tau, i) => (sparse[i] = Math.min(sparse[i], time(() => ffnSparse(w, x, tau, s, y)))));
+function benchModel(name: string, m: ServingModel, data: PreparedData, o: { rounds: number; decodeTokens: number; quality: boolean; trainSteps: number | null }): void {
+  const c = m.config;
+  const seqLen = Math.min(64, c.maxSeqLen);
+  const calib = corpusWindows(data, name === 'wide' ? 512 : 2048, seqLen, 'head', c.vocabSize);
+  const t0 = performance.now();
+  const stats = collectStats(m, calib);
+  const thresholds = thresholdsAt(stats, SPARSITY, m.step);
+  emit({ bench: 'chess.calibration', model: name, tokens: stats.tokens, seconds: r4((performance.now() - t0) / 1000), sparsity: SPARSITY });
+  const variants: Variant[] = [
+    { name: 'dense', plan: null },
+    { name: 'chess-ffn', plan: { ffn: 'chess', attention: false, thresholds } },
+    { name: 'chess (FFN + attention)', plan: { ffn: 'chess', attention: true, thresholds } },
+  ];
+  const perWindow = seqLen - PREFILL;
+  /** Held-out windows: enough for `tokens` decode steps of each of B sequences. */
+  const heldOut = (tokens: number, B = 1) => corpusWindows(data, B * Math.ceil(tokens / perWindow) * seqLen, seqLen, 'tail', c.vocabSize);
+  const probe = decodeRun(m, null, heldOut(perWindow), 1);
+  const w = weightMiB(c, probe.ffnExpertsPerToken);
+  emit({
+    bench: 'chess.setup', model: name, checkpoint: m.dir === '(memory)' ? 'random init' : path.relative(root, m.dir), trainSteps: o.trainSteps, step: m.step,
+    dModel: c.dModel, nLayers: c.nLayers, ffnHidden: c.ffnHidden, expertHidden: c.moe.expertHidden, experts: `${c.moe.nExperts}+${c.moe.nZeroExperts} zero, top-${c.moe.topK}`,
+    weightsMiB: w.all, readPerTokenMiB: w.perToken, ffnExpertsPerToken: r4(probe.ffnExpertsPerToken), l2: cacheSize(2), l3: cacheSize(3), kernels: decodeKernels().name,
+  });
+  if (o.quality) {
+    const evalW = heldOut(1024);
+    let dense = 0;
+    for (const v of variants) {
+      const nll = { sum: 0, n: 0 };
+      const r = decodeRun(m, v.plan, evalW, 1, nll);
+      const ppl = Math.exp(nll.sum / nll.n);
+      if (!v.plan) dense = ppl;
+      emit({ bench: 'chess.quality', model: name, variant: v.name, sparsity: v.plan ? SPARSITY : 0, ppl: r4(ppl), dPpl: r4(ppl - dense), tokens: nll.n, realisedFfn: r4(r.realisedFfn), realisedAttn: r4(r.realisedAttn) });
     }
-    sps.forEach((sp, i) => emit({ bench: 'chess.kernel', d, hidden: h, sparsity: sp, denseMs: r4(dense), sparseMs: r4(sparse[i]), speedup: r4(dense / sparse[i]), ideal: r4(3 / (1 + 2 * (1 - sp))) }));
+  }
+  for (const B of [1, 4]) {
+    const windows = heldOut(o.decodeTokens, B);
+    const best = variants.map(() => ({ ms: Infinity, cpu: Infinity, r: probe }));
+    const loads: number[] = [];
+    for (let round = 0; round < o.rounds; round++) {
+      loads.push(load());
+      variants.forEach((v, i) => {
+        const r = decodeRun(m, v.plan, windows, B);
+        best[i] = { ms: Math.min(best[i].ms, r.msPerToken), cpu: Math.min(best[i].cpu, r.cpuMsPerToken), r };
+      });
+    }
+    variants.forEach((v, i) =>
+      emit({
+        bench: 'chess.decode', model: name, batch: B, variant: v.name, sparsity: v.plan ? SPARSITY : 0, tokens_per_s: r4(1000 / best[i].ms), ms_per_token: r4(best[i].ms),
+        cpu_ms_per_token: r4(best[i].cpu), speedup_vs_dense: r4(best[0].ms / best[i].ms), speedup_vs_dense_cpu: r4(best[0].cpu / best[i].cpu),
+        realisedFfn: r4(best[i].r.realisedFfn), realisedAttn: r4(best[i].r.realisedAttn), rounds: o.rounds, load_avg_1m: r4(loads.reduce((a, x) => a + x, 0) / loads.length),
+      }),
+    );
   }
 }
 
 async function main(): Promise<void> {
-  const backend = await selectBackend(arg('backend', 'auto') as BackendChoice);
-  const m = loadServingModel(arg('checkpoint', 'runs/demo'));
-  const data = loadPrepared(arg('data', 'data/prepared/demo'));
-  const c = m.config;
-  const seqLen = Math.min(64, c.maxSeqLen);
-  const calib = corpusWindows(data, Number(arg('calib-tokens', '2048')), seqLen, 'head', c.vocabSize);
-  const evalW = corpusWindows(data, Number(arg('eval-tokens', '1024')), seqLen, 'tail', c.vocabSize);
-  const decodeTokens = Number(arg('decode-tokens', '192'));
-  const decW = corpusWindows(data, Math.ceil(decodeTokens / (seqLen - PREFILL)) * seqLen, seqLen, 'tail', c.vocabSize);
-  const host = hostModel(m);
-  emit({ bench: 'chess.setup', checkpoint: path.relative(process.cwd(), m.dir), step: m.step, backend: backend.name, dModel: c.dModel, ffnHidden: c.ffnHidden, expertHidden: c.moe.expertHidden, nLayers: c.nLayers, calibTokens: calib.length * seqLen, evalTokens: evalW.length * seqLen });
-  const t0 = performance.now();
-  const stats = collectStats(host, calib);
-  emit({ bench: 'chess.calibration', tokens: stats.tokens, seconds: r4((performance.now() - t0) / 1000) });
-
-  const dense = windowNll(new SparseDecoder(host), null, evalW);
-  emit({ bench: 'chess.perplexity', variant: 'dense-js', sparsity: 0, ppl: r4(Math.exp(dense.nll)), dPpl: 0, tokens: dense.tokens });
-  const plans: { name: string; sparsity: number; plan: SparsityPlan | null }[] = [{ name: 'dense-js', sparsity: 0, plan: null }];
-  for (const s of [0.3, 0.5, 0.7]) {
-    const thresholds = thresholdsAt(stats, s, m.step);
-    for (const v of VARIANTS) {
-      const plan: SparsityPlan = { ffn: v.ffn, attention: v.attention, thresholds };
-      plans.push({ name: v.name, sparsity: s, plan });
-      const dec = new SparseDecoder(host);
-      const r = windowNll(dec, plan, evalW);
-      const k = dec.counters;
-      emit({
-        bench: 'chess.perplexity', variant: v.name, sparsity: s, ppl: r4(Math.exp(r.nll)), dPpl: r4(Math.exp(r.nll) - Math.exp(dense.nll)),
-        realisedFfn: r4(1 - k.ffnKept / k.ffnTotal), realisedAttn: k.attnTotal ? r4(1 - k.attnKept / k.attnTotal) : null, tokens: r.tokens,
-      });
-    }
+  await selectBackend('auto');
+  const dataDir = arg('data', 'data/prepared/demo');
+  const data = loadPrepared(dataDir);
+  const models = arg('models', 'small,wide').split(',');
+  const o = { rounds: Number(arg('rounds', '5')), decodeTokens: Number(arg('decode-tokens', '192')) };
+  if (models.includes('small')) {
+    const given = arg('checkpoint', '');
+    const steps = Number(arg('train-steps', '60'));
+    const m = loadServingModel(given || trainSmall(dataDir, steps));
+    benchModel('small', m, data, { ...o, quality: true, trainSteps: given ? null : steps });
+    m.store.dispose();
   }
-  // Timing rounds interleave every variant, so load from other processes hits all alike; best of the rounds.
-  const rounds = Number(arg('rounds', '5'));
-  const best = new Array<number>(plans.length).fill(Infinity);
-  let engineMs = Infinity;
-  for (let r = 0; r < rounds; r++) {
-    engineMs = Math.min(engineMs, engineDecodeMs(m, decW, 1));
-    plans.forEach((p, i) => (best[i] = Math.min(best[i], jsDecodeMs(host, p.plan, decW, 1))));
+  if (models.includes('wide')) {
+    const m = wideModel();
+    benchModel('wide', m, data, { ...o, decodeTokens: Math.ceil(o.decodeTokens / 4), quality: false, trainSteps: null });
+    m.store.dispose();
   }
-  const denseMs = best[0];
-  emit({ bench: 'chess.decode', variant: `engine(${backend.name})`, sparsity: 0, msPerToken: r4(engineMs), vsDenseJs: r4(denseMs / engineMs), vsEngine: 1 });
-  plans.forEach((p, i) => emit({ bench: 'chess.decode', variant: p.name, sparsity: p.sparsity, msPerToken: r4(best[i]), vsDenseJs: r4(denseMs / best[i]), vsEngine: r4(engineMs / best[i]) }));
-  kernelRows();
-  m.store.dispose();
   tf.disposeVariables();
 }
 
 main().catch((e: Error) => {
-  process.stderr.write(`chess bench: ${e.message}\n(needs a trained checkpoint and its prepared data: run \`npm run demo\` or pass --checkpoint and --data)\n`);
+  process.stderr.write(`chess bench: ${e.message}\n(needs the prepared demo corpus: run \`npm run demo\`, or pass --data and --checkpoint)\n`);
   process.exit(1);
 });

@@ -32,7 +32,7 @@ import * as tfjsSteps from '../../inference/engineStep';
 import { disposeCaches, LayerCaches } from '../../inference/engineStep';
 import { hostDecodeBatch, hostPrefill } from '../../inference/hostSteps';
 import { decodeKernels } from '../../inference/decodeKernels';
-import { collectStats, hostModel, SparsityPlan, thresholdsAt } from '../../inference/sparse';
+import { collectStats, SparsityPlan, thresholdsAt } from '../../inference/sparse';
 
 function arg(name: string, dflt: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -264,9 +264,8 @@ async function main(): Promise<void> {
   // activations over random token windows (a random init: the realised sparsity, not the
   // quality, is what this row shows), batch-1 decode with and without the plan, interleaved.
   if (STEPS !== 'tfjs') {
-    const host = hostModel(m);
     const windows = Array.from({ length: 8 }, (_, i) => Int32Array.from(promptOf(c, 64, 200 + i)));
-    const thresholds = thresholdsAt(collectStats(host, windows), 0.5);
+    const thresholds = thresholdsAt(collectStats(m, windows), 0.5);
     const variants: { name: string; plan: SparsityPlan | null }[] = [
       { name: 'dense', plan: null },
       { name: 'chess (FFN + attention)', plan: { ffn: 'chess', attention: true, thresholds } },

@@ -11,7 +11,7 @@ import { defaultAddonPath, requireAddon } from '../../core/native/addon';
 import { HostDecoder, HostSequence } from '../../inference/hostDecode';
 import { decodeKernels, jsKernels, restoreDecodeKernels, setDecodeKernels } from '../../inference/decodeKernels';
 import { ServingModel } from '../../inference/loadModel';
-import { hostModel, SparsityPlan, zeroThresholds } from '../../inference/sparse';
+import { attentionPrefixes, ffnPrefixes, SparsityPlan, zeroThresholds } from '../../inference/sparse';
 
 function nativeBuilt(): boolean {
   try {
@@ -226,8 +226,7 @@ describe('batched host decode path with CHESS sparsity', () => {
 
   /** Thresholds at `tau` on every FFN channel and attention input (zero: keep everything). */
   function plan(tau: number): SparsityPlan {
-    const host = hostModel(m);
-    const t = zeroThresholds(host.ffnHidden, host.attentionBlocks);
+    const t = zeroThresholds(ffnPrefixes(m.config), attentionPrefixes(m.config));
     for (const f of t.ffn.values()) f.chess.fill(tau);
     for (const a of t.attention.values()) {
       a.q = tau;

@@ -1,7 +1,7 @@
 /**
  * `model.attention.latentNormEps` (transformers fixes the MLA latent-norm eps at 1e-6): the
  * model uses it, and every inference path that recomputes MLA (the batched engine, the A2ATS
- * host tier, the sparse JS decoder) agrees with the model when it differs from rmsEps.
+ * host tier, the serving decoder) agrees with the model when it differs from rmsEps.
  */
 import { strict as assert } from 'assert';
 import * as tf from '@tensorflow/tfjs';
@@ -11,7 +11,7 @@ import { forward } from '../../model/transformer';
 import { generate } from '../../inference/generate';
 import { Engine } from '../../inference/engine';
 import { A2ATSCache, hostForward } from '../../inference/kv/model';
-import { hostModel, HostKvCache, SparseDecoder } from '../../inference/sparse';
+import { hostDecoder, HostSequence } from '../../inference/hostDecode';
 import { ServingModel } from '../../inference/loadModel';
 import { ModelConfigInput } from '../../model/config';
 
@@ -54,17 +54,16 @@ describe('model.attention.latentNormEps', () => {
     assert.deepEqual(got.tokens.map((t) => t.logprob), ref.logprobs);
   });
 
-  it('the A2ATS host tier and the sparse JS decoder match the model (abs 2e-4)', () => {
+  it('the A2ATS host tier and the serving decoder match the model (abs 2e-4)', () => {
     const ref = logits(m);
     const V = m.config.vocabSize;
     const host = hostForward(m, new A2ATSCache(m.config, null, { window: 4, sinks: 2, b: 2048, ratio: 1 }), ids, false).logits;
     const last = ref.subarray((ids.length - 1) * V);
     for (let i = 0; i < V; i++) assert.ok(Math.abs(host[i] - last[i]) < 2e-4, `A2ATS logit ${i}: ${host[i]} vs ${last[i]}`);
-    const dec = new SparseDecoder(hostModel(m));
-    const cache = new HostKvCache(m.config);
-    ids.forEach((id, t) => {
-      const z = dec.step(id, cache, null);
-      for (let i = 0; i < V; i++) assert.ok(Math.abs(z[i] - ref[t * V + i]) < 2e-4, `sparse decoder position ${t} logit ${i}`);
+    const seq = new HostSequence(m.config);
+    ids.forEach((token, pos) => {
+      const z = hostDecoder(m).run([{ seq, token, pos }], [true]).logits;
+      for (let i = 0; i < V; i++) assert.ok(Math.abs(z[i] - ref[pos * V + i]) < 2e-4, `serving decoder position ${pos} logit ${i}`);
     });
   });
 });

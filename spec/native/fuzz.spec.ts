@@ -251,14 +251,22 @@ const ENTRIES: Entry[] = [
     bad: [shorter(0), shorter(1), shorter(2), shorter(3), shorter(4), outside(5, 1, 2), grow(5), outside(6, 1, 3), grow(6), outside(7, 1, 4), grow(7), outside(8, 0, 1024)],
   },
   {
-    name: 'decodeSparseRows', kinds: ['f32', 'f32', 'f32', 'int', 'int', 'dbl'],
-    valid: () => [f32(3), f32(12), f32(4), 3, 4, 0.1],
-    bad: [shorter(0), shorter(1), shorter(2), neg(3), grow(3), neg(4), grow(4)],
+    // y[2,4] = x[2,3] · W[3,4] over the inputs with |x| >= 0.1 (native/sparse.c)
+    name: 'sparseRows', kinds: ['f32', 'f32', 'f32', 'int', 'int', 'int', 'dbl', 'int'],
+    valid: () => [f32(6), f32(12), f32(8), 2, 3, 4, 0.1, 1],
+    bad: [
+      shorter(0), shorter(1), shorter(2), outside(3, 1, 2), grow(3), outside(4, 1, 3), grow(4), outside(5, 1, 4), grow(5), outside(7, 0, 1024),
+      (a, r) => void (a[6] = [-1 - r.next(), NaN, Infinity, -Infinity][r.int(4)]),
+    ],
   },
   {
-    name: 'decodeSparseFfn', kinds: ['f32', 'f32', 'f32', 'f32', 'f32', 'f32', 'int', 'int'],
-    valid: () => [f32(3), f32(12), f32(12), f32(12), f32(4), f32(3), 3, 4],
-    bad: [shorter(0), shorter(1), shorter(2), shorter(3), shorter(4), shorter(5), outside(6, 1, 3), outside(7, 1, 4)],
+    // SwiGLU of M=2 rows, d=3, h=4 after the dense gate g [2,4] (native/sparse.c)
+    name: 'sparseFfn', kinds: ['f32', 'f32', 'f32', 'f32', 'f32', 'f32', 'int', 'int', 'int', 'int'],
+    valid: () => [f32(6), f32(8), f32(12), f32(12), f32(4), f32(6), 2, 3, 4, 1],
+    bad: [
+      shorter(0), shorter(1), shorter(2), shorter(3), shorter(4), shorter(5), outside(6, 1, 2), grow(6), outside(7, 1, 3), grow(7), outside(8, 1, 4), grow(8),
+      outside(9, 0, 1024),
+    ],
   },
   {
     name: 'adamw', kinds: ['f32', 'f32', 'f32', 'f32', 'i32', 'i32', 'f64', 'f64', 'dbl', 'dbl', 'dbl', 'dbl', 'dbl', 'dbl', 'int'],
