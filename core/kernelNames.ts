@@ -7,3 +7,6 @@ export const EXPERTS_KERNEL = 'MoecatExperts';
 export const EXPERTS_GRAD_KERNEL = 'MoecatExpertsGrad';
 export const COMBINE_KERNEL = 'MoecatCombine';
 export const COMBINE_GRAD_KERNEL = 'MoecatCombineGrad';
+/** Rotate-half RoPE on [B, S, H, dim] and its gradient (fused on webgpu only). */
+export const ROPE_KERNEL = 'MoecatRope';
+export const ROPE_GRAD_KERNEL = 'MoecatRopeGrad';

@@ -8,6 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import { attrMap, customGradVariadic } from '../core/tfjsInternals';
 import { CE_GRAD_KERNEL, CE_KERNEL, RMS_GRAD_KERNEL, RMS_KERNEL, SILU_MUL_GRAD_KERNEL, SILU_MUL_KERNEL, SOFTMAX_GRAD_KERNEL, SOFTMAX_KERNEL } from '../core/native';
 import { COMBINE_GRAD_KERNEL, COMBINE_KERNEL, EXPERTS_GRAD_KERNEL, EXPERTS_KERNEL } from './moe/nativeKernels';
+import { ROPE_GRAD_KERNEL, ROPE_KERNEL } from '../core/kernelNames';
 
 type GradFn = (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[];
 
@@ -210,6 +211,17 @@ export function ropeTables(S: number, dim: number, base: number, offset = 0): { 
  * be given per batch row as [B, S, dim/2] (continuous batching in inference).
  */
 export function applyRope(x: tf.Tensor4D, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor4D {
+  if (hasKernels(ROPE_KERNEL, ROPE_GRAD_KERNEL)) {
+    // One kernel each way on webgpu (core/webgpu/ropeKernels.ts); the tables get no gradient.
+    const f = customGradN(([xi], save) => {
+      save([cos, sin]);
+      return {
+        value: tf.engine().runKernel(ROPE_KERNEL, { x: xi, cos, sin }, {}) as tf.Tensor,
+        gradFunc: (dy, saved) => [tf.engine().runKernel(ROPE_GRAD_KERNEL, { dy, cos: saved[0], sin: saved[1] }, {}) as tf.Tensor],
+      };
+    });
+    return f(x) as tf.Tensor4D;
+  }
   const [B, S, , D] = x.shape;
   const half = D / 2;
   const c = cos.rank === 2 ? tf.reshape(cos, [1, S, 1, half]) : tf.reshape(cos, [B, S, 1, half]);

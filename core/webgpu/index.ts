@@ -15,6 +15,7 @@ import { installMatMulGuard } from './matmulGuard';
 import { installProgramTrace } from './trace';
 import { registerFusedKernels } from './fusedKernels';
 import { registerExpertKernels } from './expertKernels';
+import { registerRopeKernels } from './ropeKernels';
 import { GpuAdapter } from './gpuTypes';
 import { webgpuBackendInternals } from '../tfjsInternals';
 
@@ -113,6 +114,7 @@ export async function loadWebgpuBackend(opts: { allowSoftware: boolean }): Promi
     installMatMulGuard();
     registerFusedKernels();
     registerExpertKernels();
+    registerRopeKernels();
     // Small tensors that already live on the host run there (tfjs' default); keep it explicit.
     tf.env().set('WEBGPU_CPU_FORWARD', true);
     // The package registers its own factory on import when navigator.gpu exists; ours replaces it.
