@@ -10,3 +10,6 @@ export const COMBINE_GRAD_KERNEL = 'MoecatCombineGrad';
 /** Rotate-half RoPE on [B, S, H, dim] and its gradient (fused on webgpu only). */
 export const ROPE_KERNEL = 'MoecatRope';
 export const ROPE_GRAD_KERNEL = 'MoecatRopeGrad';
+/** concat([a [B, S, H, da], broadcast of r [B, S, 1, dr] over H], 3) and its gradient (webgpu). */
+export const CONCAT_SHARED_KERNEL = 'MoecatConcatShared';
+export const CONCAT_SHARED_GRAD_KERNEL = 'MoecatConcatSharedGrad';
