@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { latentNormEps, ModelConfig } from './config';
-import { applyRope, concatShared, rmsNorm, ropeTail, softmaxLast } from './ops';
+import { applyRope, concatShared, fusedAttention, hasFusedAttention, rmsNorm, ropeTail, softmaxLast } from './ops';
 
 export type ParamGetter = (name: string) => tf.Tensor;
 
@@ -126,6 +126,12 @@ export function attention(c: ModelConfig, P: ParamGetter, prefix: string, x: tf.
   const { B, S } = ctx;
   const { q, k, v } = projectQkv(c, P, prefix, x, B, S, ctx);
   const { scale, groups, nHeads, dv } = attentionShape(c);
+  if (!cache && hasFusedAttention()) {
+    // One kernel each way on token-major q, k, v (webgpu); the head-major k, v are only the cache.
+    const o = fusedAttention(q, k, v, scale, ctx.mask);
+    const flatO = tf.reshape(o, [B * S, nHeads * dv]) as tf.Tensor2D;
+    return { out: tf.matMul(flatO, P(`${prefix}.o_proj.weight`) as tf.Tensor2D) as tf.Tensor2D, cache: { k: toHeadMajor(k), v: toHeadMajor(v) } };
+  }
   // (The transposes keep the op order the tape has always had: MLA's query first, GQA's last.)
   const qMla = c.attention.type === 'mla' ? toHeadMajor(q) : null;
   const kv = withCache(toHeadMajor(k), toHeadMajor(v), cache);

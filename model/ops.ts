@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import { attrMap, customGradVariadic } from '../core/tfjsInternals';
 import { CE_GRAD_KERNEL, CE_KERNEL, RMS_GRAD_KERNEL, RMS_KERNEL, SILU_MUL_GRAD_KERNEL, SILU_MUL_KERNEL, SOFTMAX_GRAD_KERNEL, SOFTMAX_KERNEL } from '../core/native';
 import { COMBINE_GRAD_KERNEL, COMBINE_KERNEL, EXPERTS_GRAD_KERNEL, EXPERTS_KERNEL } from './moe/nativeKernels';
-import { CONCAT_SHARED_GRAD_KERNEL, CONCAT_SHARED_KERNEL, ROPE_GRAD_KERNEL, ROPE_KERNEL } from '../core/kernelNames';
+import { ATTENTION_GRAD_KERNEL, ATTENTION_KERNEL, CONCAT_SHARED_GRAD_KERNEL, CONCAT_SHARED_KERNEL, ROPE_GRAD_KERNEL, ROPE_KERNEL } from '../core/kernelNames';
 
 type GradFn = (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[];
 
@@ -262,4 +262,25 @@ export function concatShared(a: tf.Tensor4D, r: tf.Tensor4D): tf.Tensor4D {
   }
   const [B, S, H] = a.shape;
   return tf.concat([a, tf.broadcastTo(r, [B, S, H, r.shape[3]])], 3) as tf.Tensor4D;
+}
+
+/** True where the backend runs scaled dot-product attention as one kernel each way (webgpu). */
+export const hasFusedAttention = (): boolean => hasKernels(ATTENTION_KERNEL, ATTENTION_GRAD_KERNEL);
+
+/**
+ * softmax(q·kᵀ·scale + mask)·v on token-major q [B, S, H, dq], k [B, Sk, Hk, dq], v [B, Sk, Hk, dv]
+ * (query head h reads KV head h / (H / Hk)); returns token-major [B, S, H, dv]. Only where
+ * hasFusedAttention(); the mask is a constant (no gradient).
+ */
+export function fusedAttention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale: number, mask: tf.Tensor | null): tf.Tensor4D {
+  const attrs = attrMap({ scale });
+  const f = customGradN(([qi, ki, vi], save) => {
+    const [o, p] = tf.engine().runKernel(ATTENTION_KERNEL, mask ? { q: qi, k: ki, v: vi, mask } : { q: qi, k: ki, v: vi }, attrs) as tf.Tensor[];
+    save([qi, ki, vi, p]);
+    return {
+      value: o,
+      gradFunc: (dy, sv) => tf.engine().runKernel(ATTENTION_GRAD_KERNEL, { q: sv[0], k: sv[1], v: sv[2], p: sv[3], dy }, attrs) as tf.Tensor[],
+    };
+  });
+  return f(q, k, v) as tf.Tensor4D;
 }

@@ -16,6 +16,7 @@ import { installProgramTrace } from './trace';
 import { registerFusedKernels } from './fusedKernels';
 import { registerExpertKernels } from './expertKernels';
 import { registerRopeKernels } from './ropeKernels';
+import { registerSdpaKernels } from './sdpaKernels';
 import { GpuAdapter } from './gpuTypes';
 import { webgpuBackendInternals } from '../tfjsInternals';
 
@@ -115,6 +116,7 @@ export async function loadWebgpuBackend(opts: { allowSoftware: boolean }): Promi
     registerFusedKernels();
     registerExpertKernels();
     registerRopeKernels();
+    registerSdpaKernels();
     // Small tensors that already live on the host run there (tfjs' default); keep it explicit.
     tf.env().set('WEBGPU_CPU_FORWARD', true);
     // The package registers its own factory on import when navigator.gpu exists; ours replaces it.
