@@ -3,8 +3,8 @@
  * and training tokens/s with GPU dispatches and synchronous reads per step, three ways: tfjs'
  * composite ops, the fused kernels landed first (cross-entropy, RMSNorm, softmax, SwiGLU
  * activation, MoE combine), and all of moecat's fused kernels (those plus every FFN expert of a
- * layer in a few programs, RoPE and MLA's key). For the last, the programs a step dispatches
- * most. On a software Vulkan driver (lavapipe) these figures measure correctness and overhead,
+ * layer in a few programs, RoPE, MLA's key and scaled dot-product attention). For the last,
+ * the programs a step dispatches most. On a software Vulkan driver (lavapipe) these figures measure correctness and overhead,
  * not GPU speed.
  * Usage: node dist/scripts/bench/webgpu.js [--configs tiny,small] [--steps 3] [--sizes 256,512,1024]
  *        [--kernels composite,fused-first,fused]
@@ -17,6 +17,7 @@ import { programCounter, startProgramTrace } from '../../core/webgpu/trace';
 import { registerFusedKernels, unregisterFusedKernels } from '../../core/webgpu/fusedKernels';
 import { registerExpertKernels, unregisterExpertKernels } from '../../core/webgpu/expertKernels';
 import { registerRopeKernels, unregisterRopeKernels } from '../../core/webgpu/ropeKernels';
+import { registerSdpaKernels, unregisterSdpaKernels } from '../../core/webgpu/sdpaKernels';
 import { syncReadStats } from '../../core/webgpu/syncRead';
 import { loadTrainConfig } from '../../trainer/config';
 import { MarkovSource } from '../../trainer/data';
@@ -93,9 +94,9 @@ async function main(): Promise<void> {
   const steps = Number(arg('steps', '3'));
   // Each config three ways: tfjs' composite ops, the first fused set, all fused kernels (the default).
   const variants = [
-    { kernels: 'composite', setup: () => (unregisterFusedKernels(), unregisterExpertKernels(), unregisterRopeKernels()) },
-    { kernels: 'fused-first', setup: () => (registerFusedKernels(), unregisterExpertKernels(), unregisterRopeKernels()) },
-    { kernels: 'fused', setup: () => (registerFusedKernels(), registerExpertKernels(), registerRopeKernels()) },
+    { kernels: 'composite', setup: () => (unregisterFusedKernels(), unregisterExpertKernels(), unregisterRopeKernels(), unregisterSdpaKernels()) },
+    { kernels: 'fused-first', setup: () => (registerFusedKernels(), unregisterExpertKernels(), unregisterRopeKernels(), unregisterSdpaKernels()) },
+    { kernels: 'fused', setup: () => (registerFusedKernels(), registerExpertKernels(), registerRopeKernels(), registerSdpaKernels()) },
   ].filter((v) => arg('kernels', 'composite,fused-first,fused').split(',').includes(v.kernels));
   for (const name of arg('configs', 'tiny,small').split(',')) {
     const { config } = loadTrainConfig(`configs/${name}.yaml`, ['data.synthetic={}', 'stability.spike={enabled: false}']);
@@ -145,6 +146,7 @@ async function main(): Promise<void> {
   registerFusedKernels();
   registerExpertKernels();
   registerRopeKernels();
+  registerSdpaKernels();
 }
 
 main().catch((e) => {
