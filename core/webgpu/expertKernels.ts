@@ -84,59 +84,140 @@ function packWeights(b: ExpertBackend, ws: tf.TensorInfo[], dh: number): tf.Tens
   return out!;
 }
 
-/** The expert of each row, from the offsets (an upload, no dispatch). */
-function rowExperts(b: ExpertBackend, offsets: number[], R: number): tf.TensorInfo {
-  const ids = new Int32Array(R);
-  for (let e = 0; e + 1 < offsets.length; e++) ids.fill(e, offsets[e], offsets[e + 1]);
-  return b.makeTensorInfo([R], 'int32', ids);
+/**
+ * Row blocks of at most 4 rows that never straddle two experts, as [first row, end row, expert]
+ * triples (an upload, no dispatch): one invocation computes a block of 4 rows x 4 columns.
+ */
+function rowTiles(b: ExpertBackend, offsets: number[]): { tiles: tf.TensorInfo; count: number } {
+  const t: number[] = [];
+  for (let e = 0; e + 1 < offsets.length; e++) {
+    for (let r = offsets[e]; r < offsets[e + 1]; r += 4) t.push(r, Math.min(r + 4, offsets[e + 1]), e);
+  }
+  return { tiles: b.makeTensorInfo([t.length / 3, 3], 'int32', Int32Array.from(t)), count: t.length / 3 };
+}
+
+/** The 16 entries of a 4 x 4 block: `write(row, col, value)` where both are in range. */
+function blockWrites(rows: string, write: (row: string, col: string, v: string) => string): string {
+  const out: string[] = [];
+  for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) out.push(`if (${i} < ${rows} && c0 + ${j} < uniforms.n) { ${write(`r0 + ${i}`, `c0 + ${j}`, `acc${i}[${j}]`)} }`);
+  return out.join('\n          ');
 }
 
 /**
- * out[r, k] = Σ_i x[r, i]·W_e[i, k] (i ascending) with W_e the gate (kind 0) or up (kind 1)
- * weight of row r's expert.
+ * A GEMM over row blocks whose weight is the block's expert's: acc[r, c] = Σ_k A[r·lda + aOff + k]·
+ * W[(3e + kind)·d·h + k·sk + c·sn] (k ascending), for `n` columns; `second` adds a second such
+ * sum (its own A offset and weight kind) into a second accumulator. `epilogue` writes the block.
  */
-function projectIn(b: ExpertBackend, x: tf.TensorInfo, wp: tf.TensorInfo, ids: tf.TensorInfo, kind: number, s: ExpertInputs): tf.TensorInfo {
-  const n = s.R * s.h;
-  const p = new ThreadProgram([s.R, s.h], ['xIn', 'wIn', 'idIn'], n, 'moecatExpertsIn', `
-          let r = index / uniforms.h;
-          let k = index - r * uniforms.h;
-          let wo = (3 * idIn[r] + uniforms.kind) * uniforms.d * uniforms.h + k;
-          let xo = r * uniforms.d;
-          var acc = 0.0;
-          for (var i = 0; i < uniforms.d; i = i + 1) { acc = acc + xIn[xo + i] * wIn[wo + i * uniforms.h]; }
-          setOutputAtIndex(index, acc);`, 'd : i32, h : i32, kind : i32,');
-  return b.runWebGPUProgram(p, [x, wp, ids], 'float32', [int(n), int(s.d), int(s.h), int(kind)]);
+function rowGemmBody(second: boolean, epilogue: string): string {
+  const loads = (acc: string, aOff: string, kind: string) => `
+            let wv${acc} = vec4<f32>(wIn[(3 * e + ${kind}) * uniforms.dh + k * uniforms.sk + cc.x * uniforms.sn], wIn[(3 * e + ${kind}) * uniforms.dh + k * uniforms.sk + cc.y * uniforms.sn],
+                                     wIn[(3 * e + ${kind}) * uniforms.dh + k * uniforms.sk + cc.z * uniforms.sn], wIn[(3 * e + ${kind}) * uniforms.dh + k * uniforms.sk + cc.w * uniforms.sn]);
+            ${acc}0 = ${acc}0 + aIn[rr.x * uniforms.lda + ${aOff} + k] * wv${acc};
+            ${acc}1 = ${acc}1 + aIn[rr.y * uniforms.lda + ${aOff} + k] * wv${acc};
+            ${acc}2 = ${acc}2 + aIn[rr.z * uniforms.lda + ${aOff} + k] * wv${acc};
+            ${acc}3 = ${acc}3 + aIn[rr.w * uniforms.lda + ${aOff} + k] * wv${acc};`;
+  const body = `
+          let tile = index / uniforms.nb;
+          let c0 = (index - tile * uniforms.nb) * 4;
+          let r0 = tilesIn[tile * 3];
+          let rn = tilesIn[tile * 3 + 1] - r0;
+          let e = tilesIn[tile * 3 + 2];
+          // Rows and columns past the block's end read in-range entries and are never written.
+          let rr = vec4<i32>(r0, r0 + min(1, rn - 1), r0 + min(2, rn - 1), r0 + min(3, rn - 1));
+          let cc = vec4<i32>(c0, min(c0 + 1, uniforms.n - 1), min(c0 + 2, uniforms.n - 1), min(c0 + 3, uniforms.n - 1));
+          var acc0 = vec4<f32>(0.0); var acc1 = vec4<f32>(0.0); var acc2 = vec4<f32>(0.0); var acc3 = vec4<f32>(0.0);
+          ${second ? 'var bcc0 = vec4<f32>(0.0); var bcc1 = vec4<f32>(0.0); var bcc2 = vec4<f32>(0.0); var bcc3 = vec4<f32>(0.0);' : ''}
+          for (var k = 0; k < uniforms.kdim; k = k + 1) {${loads('acc', 'uniforms.aOff', 'uniforms.kind')}${second ? loads('bcc', 'uniforms.aOff2', 'uniforms.kind2') : ''}
+          }
+          ${second ? 'acc0 = acc0 + bcc0; acc1 = acc1 + bcc1; acc2 = acc2 + bcc2; acc3 = acc3 + bcc3;' : ''}
+          ${epilogue}`;
+  return body;
 }
 
-/** y[r, j] = Σ_k a[r, k]·Wd_e[k, j] (k ascending), Wd_e the down weight of row r's expert. */
-function projectOut(b: ExpertBackend, a: tf.TensorInfo, wp: tf.TensorInfo, ids: tf.TensorInfo, s: ExpertInputs): tf.TensorInfo {
-  const n = s.R * s.d;
-  const p = new ThreadProgram([s.R, s.d], ['aIn', 'wIn', 'idIn'], n, 'moecatExpertsOut', `
-          let r = index / uniforms.d;
-          let j = index - r * uniforms.d;
-          let wo = (3 * idIn[r] + 2) * uniforms.d * uniforms.h + j;
-          let ao = r * uniforms.h;
-          var acc = 0.0;
-          for (var k = 0; k < uniforms.h; k = k + 1) { acc = acc + aIn[ao + k] * wIn[wo + k * uniforms.d]; }
-          setOutputAtIndex(index, acc);`, 'd : i32, h : i32,');
-  return b.runWebGPUProgram(p, [a, wp, ids], 'float32', [int(n), int(s.d), int(s.h)]);
+interface GemmRun {
+  a: tf.TensorInfo;
+  extra?: tf.TensorInfo[];
+  extraNames?: string[];
+  out: number[];
+  n: number;
+  kdim: number;
+  lda: number;
+  aOff?: number;
+  aOff2?: number;
+  sk: number;
+  sn: number;
+  kind: number;
+  kind2?: number;
+  half?: number;
+}
+
+function runRowGemm(b: ExpertBackend, key: string, body: string, wp: tf.TensorInfo, tiles: { tiles: tf.TensorInfo; count: number }, s: ExpertInputs, g: GemmRun): tf.TensorInfo {
+  const nb = Math.ceil(g.n / 4);
+  const threads = tiles.count * nb;
+  const extra = g.extra ?? [];
+  const names = ['aIn', 'wIn', 'tilesIn', ...(g.extraNames ?? [])];
+  const p = new ThreadProgram(g.out, names, threads, key, body, 'nb : i32, n : i32, kdim : i32, lda : i32, aOff : i32, aOff2 : i32, dh : i32, sk : i32, sn : i32, kind : i32, kind2 : i32, half : i32,');
+  return b.runWebGPUProgram(p, [g.a, wp, tiles.tiles, ...extra], 'float32', [
+    int(threads), int(nb), int(g.n), int(g.kdim), int(g.lda), int(g.aOff ?? 0), int(g.aOff2 ?? 0), int(s.d * s.h), int(g.sk), int(g.sn), int(g.kind), int(g.kind2 ?? 0), int(g.half ?? 0),
+  ]);
+}
+
+const plainWrite = blockWrites('rn', (r, c, v) => `setOutputAtIndex((${r}) * uniforms.n + ${c}, ${v});`);
+const PROJECT_BODY = rowGemmBody(false, plainWrite);
+const DX_BODY = rowGemmBody(true, plainWrite);
+// dA then (dG, dU) into [2, R, h] with the activation gradient's formulas.
+const DGU_BODY = rowGemmBody(false, blockWrites('rn', (r, c, v) => `{ let p = (${r}) * uniforms.n + ${c}; let da = ${v}; let sg = sigIn[p]; setOutputAtIndex(p, da * uIn[p] * sg * (1.0 + gIn[p] * (1.0 - sg))); setOutputAtIndex(uniforms.half + p, da * gIn[p] * sg); }`));
+
+/**
+ * A weight gradient of one expert, 4 x 4 entries per invocation: out[m, c] = Σ over the
+ * expert's rows r (ascending) of P[r·lp + m]·Q[r·lq + qOff + c], for an [mdim, n] output.
+ */
+const WEIGHT_GRAD_BODY = `
+          let mb = index / uniforms.nb;
+          let c0 = (index - mb * uniforms.nb) * 4;
+          let m0 = mb * 4;
+          let mm = vec4<i32>(m0, min(m0 + 1, uniforms.mdim - 1), min(m0 + 2, uniforms.mdim - 1), min(m0 + 3, uniforms.mdim - 1));
+          let cc = vec4<i32>(c0, min(c0 + 1, uniforms.n - 1), min(c0 + 2, uniforms.n - 1), min(c0 + 3, uniforms.n - 1));
+          var acc0 = vec4<f32>(0.0); var acc1 = vec4<f32>(0.0); var acc2 = vec4<f32>(0.0); var acc3 = vec4<f32>(0.0);
+          for (var r = uniforms.lo; r < uniforms.hi; r = r + 1) {
+            let qo = r * uniforms.lq + uniforms.qOff;
+            let qv = vec4<f32>(qIn[qo + cc.x], qIn[qo + cc.y], qIn[qo + cc.z], qIn[qo + cc.w]);
+            let po = r * uniforms.lp;
+            acc0 = acc0 + pIn[po + mm.x] * qv;
+            acc1 = acc1 + pIn[po + mm.y] * qv;
+            acc2 = acc2 + pIn[po + mm.z] * qv;
+            acc3 = acc3 + pIn[po + mm.w] * qv;
+          }
+          let r0 = m0;
+          let rows = uniforms.mdim - m0;
+          ${blockWrites('rows', (r, c, v) => `setOutputAtIndex((${r}) * uniforms.n + ${c}, ${v});`)}`;
+
+function weightGrad(b: ExpertBackend, key: string, P: tf.TensorInfo, Q: tf.TensorInfo, mdim: number, n: number, lp: number, lq: number, qOff: number, lo: number, hi: number): tf.TensorInfo {
+  const nb = Math.ceil(n / 4);
+  const threads = Math.ceil(mdim / 4) * nb;
+  return b.runWebGPUProgram(new ThreadProgram([mdim, n], ['pIn', 'qIn'], threads, key, WEIGHT_GRAD_BODY, 'nb : i32, n : i32, mdim : i32, lp : i32, lq : i32, qOff : i32, lo : i32, hi : i32,'), [P, Q], 'float32', [
+    int(threads), int(nb), int(n), int(mdim), int(lp), int(lq), int(qOff), int(lo), int(hi),
+  ]);
 }
 
 /** Forward: outputs y [R, d] and, for the gradient, g, u, sigmoid(g), a [R, h]. */
 function experts({ inputs, backend, attrs }: Args): tf.TensorInfo[] {
   const b = backend as ExpertBackend;
   const s = expertInputs(inputs, kernelAttrs<{ offsets: number[] }>(attrs).offsets, EXPERTS_KERNEL);
-  const wp = packWeights(b, s.ws, s.d * s.h);
-  const ids = rowExperts(b, s.offsets, s.R);
+  const { R, d, h } = s;
+  const wp = packWeights(b, s.ws, d * h);
+  const tiles = rowTiles(b, s.offsets);
   try {
-    const g = projectIn(b, s.x, wp, ids, 0, s);
-    const u = projectIn(b, s.x, wp, ids, 1, s);
+    // G = X·Wg, U = X·Wu: weight entry (i, c) at i·h + c.
+    const g = runRowGemm(b, 'moecatExpertsIn', PROJECT_BODY, wp, tiles, s, { a: s.x, out: [R, h], n: h, kdim: d, lda: d, sk: h, sn: 1, kind: 0 });
+    const u = runRowGemm(b, 'moecatExpertsIn', PROJECT_BODY, wp, tiles, s, { a: s.x, out: [R, h], n: h, kdim: d, lda: d, sk: h, sn: 1, kind: 1 });
     const [a, sig] = siluMul({ inputs: { g, u }, backend });
-    const y = projectOut(b, a, wp, ids, s);
+    // Y = A·Wd: Wd entry (k, j) at k·d + j.
+    const y = runRowGemm(b, 'moecatExpertsOut', PROJECT_BODY, wp, tiles, s, { a, out: [R, d], n: d, kdim: h, lda: h, sk: d, sn: 1, kind: 2 });
     return [y, g, u, sig, a];
   } finally {
     b.disposeData(wp.dataId);
-    b.disposeData(ids.dataId);
+    b.disposeData(tiles.tiles.dataId);
   }
 }
 
@@ -155,57 +236,24 @@ function expertsGrad({ inputs, backend, attrs }: Args): tf.TensorInfo[] {
     return t;
   });
   const { R, d, h, N } = s;
-  const dh = d * h;
-  const wp = packWeights(b, s.ws, dh);
-  const ids = rowExperts(b, s.offsets, R);
-  // dGU [2, R, h]: dG then dU; each invocation computes dA[r, k] once (j ascending).
-  const gu = b.runWebGPUProgram(new ThreadProgram([2, R, h], ['dyIn', 'wIn', 'idIn', 'gIn', 'uIn', 'sigIn'], R * h, 'moecatExpertsDgu', `
-          let r = index / uniforms.h;
-          let k = index - r * uniforms.h;
-          let wo = (3 * idIn[r] + 2) * uniforms.d * uniforms.h + k * uniforms.d;
-          let yo = r * uniforms.d;
-          var da = 0.0;
-          for (var j = 0; j < uniforms.d; j = j + 1) { da = da + dyIn[yo + j] * wIn[wo + j]; }
-          let sg = sigIn[index];
-          setOutputAtIndex(index, da * uIn[index] * sg * (1.0 + gIn[index] * (1.0 - sg)));
-          setOutputAtIndex(uniforms.threads + index, da * gIn[index] * sg);`, 'd : i32, h : i32,'), [dy, wp, ids, g, u, sig], 'float32', [int(R * h), int(d), int(h)]);
+  const wp = packWeights(b, s.ws, d * h);
+  const tiles = rowTiles(b, s.offsets);
+  // dGU [2, R, h]: dG then dU from dA = dY·Wdᵀ (Wd entry (c, j) at c·d + j).
+  const gu = runRowGemm(b, 'moecatExpertsDgu', DGU_BODY, wp, tiles, s, { a: dy, extra: [g, u, sig], extraNames: ['gIn', 'uIn', 'sigIn'], out: [2, R, h], n: h, kdim: d, lda: d, sk: 1, sn: d, kind: 2, half: R * h });
   try {
-    const dx = b.runWebGPUProgram(new ThreadProgram([R, d], ['guIn', 'wIn', 'idIn'], R * d, 'moecatExpertsDx', `
-          let r = index / uniforms.d;
-          let i = index - r * uniforms.d;
-          let wo = 3 * idIn[r] * uniforms.d * uniforms.h + i * uniforms.h;
-          let go = r * uniforms.h;
-          let uo = uniforms.rows * uniforms.h + go;
-          var sg = 0.0;
-          for (var k = 0; k < uniforms.h; k = k + 1) { sg = sg + guIn[go + k] * wIn[wo + k]; }
-          var su = 0.0;
-          for (var k = 0; k < uniforms.h; k = k + 1) { su = su + guIn[uo + k] * wIn[wo + uniforms.d * uniforms.h + k]; }
-          setOutputAtIndex(index, sg + su);`, 'd : i32, h : i32, rows : i32,'), [gu, wp, ids], 'float32', [int(R * d), int(d), int(h), int(R)]);
+    // dX = dG·Wgᵀ + dU·Wuᵀ (Wg, Wu entry (i, k) at i·h + k).
+    const dx = runRowGemm(b, 'moecatExpertsDx', DX_BODY, wp, tiles, s, { a: gu, out: [R, d], n: d, kdim: h, lda: h, aOff: 0, aOff2: R * h, sk: 1, sn: h, kind: 0, kind2: 1 });
     const dW: tf.TensorInfo[] = [];
     for (let e = 0; e < N; e++) {
-      const lo = s.offsets[e];
-      const hi = s.offsets[e + 1];
-      // dWg, dWu [d, h]: Σ over the expert's rows r (ascending) of x[r, i]·dG|dU[r, k].
-      for (const kind of [0, 1]) {
-        dW.push(b.runWebGPUProgram(new ThreadProgram([d, h], ['xIn', 'guIn'], dh, 'moecatExpertsDwIn', `
-          let i = index / uniforms.h;
-          let k = index - i * uniforms.h;
-          let go = uniforms.kind * uniforms.rows * uniforms.h + k;
-          var acc = 0.0;
-          for (var r = uniforms.lo; r < uniforms.hi; r = r + 1) { acc = acc + xIn[r * uniforms.d + i] * guIn[go + r * uniforms.h]; }
-          setOutputAtIndex(index, acc);`, 'd : i32, h : i32, rows : i32, kind : i32, lo : i32, hi : i32,'), [s.x, gu], 'float32', [int(dh), int(d), int(h), int(R), int(kind), int(lo), int(hi)]));
-      }
-      // dWd [h, d]: Σ over the expert's rows r (ascending) of a[r, k]·dy[r, j].
-      dW.push(b.runWebGPUProgram(new ThreadProgram([h, d], ['aIn', 'dyIn'], dh, 'moecatExpertsDwOut', `
-          let k = index / uniforms.d;
-          let j = index - k * uniforms.d;
-          var acc = 0.0;
-          for (var r = uniforms.lo; r < uniforms.hi; r = r + 1) { acc = acc + aIn[r * uniforms.h + k] * dyIn[r * uniforms.d + j]; }
-          setOutputAtIndex(index, acc);`, 'd : i32, h : i32, lo : i32, hi : i32,'), [a, dy], 'float32', [int(dh), int(d), int(h), int(lo), int(hi)]));
+      const [lo, hi] = [s.offsets[e], s.offsets[e + 1]];
+      // dWg, dWu [d, h] = Xᵀ·dG|dU and dWd [h, d] = Aᵀ·dY over the expert's rows, ascending.
+      dW.push(weightGrad(b, 'moecatExpertsDwIn', s.x, gu, d, h, d, h, 0, lo, hi));
+      dW.push(weightGrad(b, 'moecatExpertsDwIn', s.x, gu, d, h, d, h, R * h, lo, hi));
+      dW.push(weightGrad(b, 'moecatExpertsDwOut', a, dy, h, d, h, d, 0, lo, hi));
     }
     return [dx, ...dW];
   } finally {
-    for (const t of [wp, ids, gu]) b.disposeData(t.dataId);
+    for (const t of [wp, tiles.tiles, gu]) b.disposeData(t.dataId);
   }
 }
 

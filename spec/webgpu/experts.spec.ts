@@ -50,10 +50,12 @@ describe('webgpu: all experts of a MoE layer in a few kernels', function () {
     await useTestBackend();
   });
 
-  // Expert row counts include empty experts; 7 experts (21 weights) pack in more than one
-  // program wherever a program binds fewer than 22 storage buffers.
+  // Expert row counts include empty experts and blocks of fewer than 4 rows; d=10, h=6 leave
+  // partial 4-column blocks; 7 experts (21 weights) pack in more than one program wherever a
+  // program binds fewer than 22 storage buffers.
   for (const [d, h, sizes] of [
     [8, 4, [3, 0, 5, 1]],
+    [10, 6, [6, 2, 0, 7]],
     [48, 32, [40, 17, 0, 9, 63, 2, 1]],
   ] as const) {
     it(`value, dx and every weight gradient equal the composite to float32 rounding, a rerun bit for bit (d=${d}, h=${h}, rows ${sizes.join('/')})`, () => {
