@@ -62,24 +62,34 @@ function expertInputs(inputs: tf.NamedTensorInfoMap, offsets: number[], name: st
 
 /**
  * The 3N weights (each d·h floats) copied into one [3N·d·h] buffer, weight i at i·d·h, so one
- * program can read any expert's block. A program binds at most the device's storage buffers
+ * program can read any expert's block; `transpose` stores each transposed (the backward reads
+ * Wdᵀ and Wgᵀ, Wuᵀ along their rows). A program binds at most the device's storage buffers
  * less one (its output): one program per group, all writing into the same output.
  */
-function packWeights(b: ExpertBackend, ws: tf.TensorInfo[], dh: number): tf.TensorInfo {
+function packWeights(b: ExpertBackend, ws: tf.TensorInfo[], d: number, h: number, transpose: boolean): tf.TensorInfo {
+  const dh = d * h;
   const perProgram = Math.max(1, b.device.limits.maxStorageBuffersPerShaderStage - 1);
   let out: tf.TensorInfo | undefined;
   for (let base = 0; base < ws.length; base += perProgram) {
     const group = ws.slice(base, base + perProgram);
     const names = group.map((_, i) => `w${i}`);
-    const pick = names.map((n, i) => `if (which == ${i}) { v = ${n}[off]; }`).join(' else ');
+    const pick = names.map((n, i) => `if (which == ${i}) { v = ${n}[src]; }`).join(' else ');
     const threads = group.length * dh;
     const p = new ThreadProgram([ws.length * dh], names, threads, `moecatExpertsPack${group.length}`, `
           let which = index / uniforms.dh;
           let off = index - which * uniforms.dh;
+          var src = off;
+          if (uniforms.transpose == 1) {
+            // Entry (r, c) of a [rows, cols] weight goes to c·rows + r: gate and up are [d, h], down [h, d].
+            let down = (uniforms.first + which) % 3 == 2;
+            let rows = select(uniforms.d, uniforms.h, down);
+            let c = off / rows;
+            src = (off - c * rows) * (uniforms.dh / rows) + c;
+          }
           var v = 0.0;
           ${pick}
-          setOutputAtIndex(uniforms.base + index, v);`, 'dh : i32, base : i32,');
-    out = b.runWebGPUProgram(p, group, 'float32', [int(threads), int(dh), int(base * dh)], out);
+          setOutputAtIndex(uniforms.first * uniforms.dh + index, v);`, 'dh : i32, first : i32, d : i32, h : i32, transpose : i32,');
+    out = b.runWebGPUProgram(p, group, 'float32', [int(threads), int(dh), int(base), int(d), int(h), int(transpose ? 1 : 0)], out);
   }
   return out!;
 }
@@ -205,7 +215,7 @@ function experts({ inputs, backend, attrs }: Args): tf.TensorInfo[] {
   const b = backend as ExpertBackend;
   const s = expertInputs(inputs, kernelAttrs<{ offsets: number[] }>(attrs).offsets, EXPERTS_KERNEL);
   const { R, d, h } = s;
-  const wp = packWeights(b, s.ws, d * h);
+  const wp = packWeights(b, s.ws, d, h, false);
   const tiles = rowTiles(b, s.offsets);
   try {
     // G = X·Wg, U = X·Wu: weight entry (i, c) at i·h + c.
@@ -236,13 +246,13 @@ function expertsGrad({ inputs, backend, attrs }: Args): tf.TensorInfo[] {
     return t;
   });
   const { R, d, h, N } = s;
-  const wp = packWeights(b, s.ws, d * h);
+  const wp = packWeights(b, s.ws, d, h, true);
   const tiles = rowTiles(b, s.offsets);
-  // dGU [2, R, h]: dG then dU from dA = dY·Wdᵀ (Wd entry (c, j) at c·d + j).
-  const gu = runRowGemm(b, 'moecatExpertsDgu', DGU_BODY, wp, tiles, s, { a: dy, extra: [g, u, sig], extraNames: ['gIn', 'uIn', 'sigIn'], out: [2, R, h], n: h, kdim: d, lda: d, sk: 1, sn: d, kind: 2, half: R * h });
+  // dGU [2, R, h]: dG then dU from dA = dY·Wdᵀ (Wdᵀ entry (j, c) at j·h + c).
+  const gu = runRowGemm(b, 'moecatExpertsDgu', DGU_BODY, wp, tiles, s, { a: dy, extra: [g, u, sig], extraNames: ['gIn', 'uIn', 'sigIn'], out: [2, R, h], n: h, kdim: d, lda: d, sk: h, sn: 1, kind: 2, half: R * h });
   try {
-    // dX = dG·Wgᵀ + dU·Wuᵀ (Wg, Wu entry (i, k) at i·h + k).
-    const dx = runRowGemm(b, 'moecatExpertsDx', DX_BODY, wp, tiles, s, { a: gu, out: [R, d], n: d, kdim: h, lda: h, aOff: 0, aOff2: R * h, sk: 1, sn: h, kind: 0, kind2: 1 });
+    // dX = dG·Wgᵀ + dU·Wuᵀ (Wgᵀ, Wuᵀ entry (k, i) at k·d + i).
+    const dx = runRowGemm(b, 'moecatExpertsDx', DX_BODY, wp, tiles, s, { a: gu, out: [R, d], n: d, kdim: h, lda: h, aOff: 0, aOff2: R * h, sk: d, sn: 1, kind: 0, kind2: 1 });
     const dW: tf.TensorInfo[] = [];
     for (let e = 0; e < N; e++) {
       const [lo, hi] = [s.offsets[e], s.offsets[e + 1]];
