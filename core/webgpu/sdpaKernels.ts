@@ -60,6 +60,72 @@ const rowCoords = `
           let hk = h / uniforms.groups;
           let po = index * uniforms.Sk;`;
 
+/** The 16 writes of a 4 x 4 block (rows r0.., columns c0..) that fall inside `rows` x `dim`. */
+function blockWrites(rows: string, index: (i: string, c: string) => string): string {
+  const out: string[] = [];
+  for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) out.push(`if (r0 + ${i} < ${rows} && c0 + ${j} < uniforms.dim) { setOutputAtIndex(${index(`r0 + ${i}`, `c0 + ${j}`)}, acc${i}[${j}]); }`);
+  return out.join('\n          ');
+}
+
+/** Block coordinates: (b, h, 4 rows from r0, 4 columns from c0) of `rows` rows per (b, h). */
+const blockCoords = (rows: string, heads: string) => `
+          let nb = (uniforms.dim + 3) / 4;
+          let rb = (${rows} + 3) / 4;
+          let cb = index % nb;
+          let t = index / nb;
+          let r0 = (t % rb) * 4;
+          let bh = t / rb;
+          let h = bh % ${heads};
+          let b = bh / ${heads};
+          let c0 = cb * 4;
+          let cc = vec4<i32>(c0, min(c0 + 1, uniforms.dim - 1), min(c0 + 2, uniforms.dim - 1), min(c0 + 3, uniforms.dim - 1));
+          var acc0 = vec4<f32>(0.0); var acc1 = vec4<f32>(0.0); var acc2 = vec4<f32>(0.0); var acc3 = vec4<f32>(0.0);`;
+
+/**
+ * out[b, i, h, c] = Σ_j w[b, h, i, j]·x[b, j, h / groups, c] (j ascending): o = p·v and
+ * dq = dS·k, token-major [B, S, H, dim]; 4 queries x 4 channels per invocation.
+ */
+function rowsTimesKv(b: Backend, key: string, w: tf.TensorInfo, x: tf.TensorInfo, d: Dims, dim: number): tf.TensorInfo {
+  const threads = d.B * d.H * Math.ceil(d.S / 4) * Math.ceil(dim / 4);
+  return b.runWebGPUProgram(new ThreadProgram([d.B, d.S, d.H, dim], ['wIn', 'xIn'], threads, key, `${blockCoords('uniforms.S', 'uniforms.H')}
+          let hk = h / uniforms.groups;
+          let wo = (b * uniforms.H + h) * uniforms.S;
+          let ri = vec4<i32>(r0, min(r0 + 1, uniforms.S - 1), min(r0 + 2, uniforms.S - 1), min(r0 + 3, uniforms.S - 1));
+          for (var j = 0; j < uniforms.Sk; j = j + 1) {
+            let xo = ((b * uniforms.Sk + j) * uniforms.Hk + hk) * uniforms.dim;
+            let xv = vec4<f32>(xIn[xo + cc.x], xIn[xo + cc.y], xIn[xo + cc.z], xIn[xo + cc.w]);
+            acc0 = acc0 + wIn[(wo + ri.x) * uniforms.Sk + j] * xv;
+            acc1 = acc1 + wIn[(wo + ri.y) * uniforms.Sk + j] * xv;
+            acc2 = acc2 + wIn[(wo + ri.z) * uniforms.Sk + j] * xv;
+            acc3 = acc3 + wIn[(wo + ri.w) * uniforms.Sk + j] * xv;
+          }
+          ${blockWrites('uniforms.S', (i, c) => `((b * uniforms.S + ${i}) * uniforms.H + h) * uniforms.dim + ${c}`)}`, `${dimUniforms} dim : i32,`), [w, x], 'float32', [int(threads), ...dimValues(d), int(dim)]);
+}
+
+/**
+ * out[b, j, hk, c] = Σ over the query heads h of KV head hk, then the queries i (ascending) of
+ * w[b, h, i, j]·x[b, i, h, c]: dk = dSᵀ·q and dv = pᵀ·dO, [B, Sk, Hk, dim]; 4 keys x 4 channels
+ * per invocation.
+ */
+function colsTimesQ(b: Backend, key: string, w: tf.TensorInfo, x: tf.TensorInfo, d: Dims, dim: number): tf.TensorInfo {
+  const threads = d.B * d.Hk * Math.ceil(d.Sk / 4) * Math.ceil(dim / 4);
+  return b.runWebGPUProgram(new ThreadProgram([d.B, d.Sk, d.Hk, dim], ['wIn', 'xIn'], threads, key, `${blockCoords('uniforms.Sk', 'uniforms.Hk')}
+          let jj = vec4<i32>(r0, min(r0 + 1, uniforms.Sk - 1), min(r0 + 2, uniforms.Sk - 1), min(r0 + 3, uniforms.Sk - 1));
+          for (var g = 0; g < uniforms.groups; g = g + 1) {
+            let hq = h * uniforms.groups + g;
+            for (var i = 0; i < uniforms.S; i = i + 1) {
+              let xo = ((b * uniforms.S + i) * uniforms.H + hq) * uniforms.dim;
+              let xv = vec4<f32>(xIn[xo + cc.x], xIn[xo + cc.y], xIn[xo + cc.z], xIn[xo + cc.w]);
+              let wo = ((b * uniforms.H + hq) * uniforms.S + i) * uniforms.Sk;
+              acc0 = acc0 + wIn[wo + jj.x] * xv;
+              acc1 = acc1 + wIn[wo + jj.y] * xv;
+              acc2 = acc2 + wIn[wo + jj.z] * xv;
+              acc3 = acc3 + wIn[wo + jj.w] * xv;
+            }
+          }
+          ${blockWrites('uniforms.Sk', (j, c) => `((b * uniforms.Sk + ${j}) * uniforms.Hk + h) * uniforms.dim + ${c}`)}`, `${dimUniforms} dim : i32,`), [w, x], 'float32', [int(threads), ...dimValues(d), int(dim)]);
+}
+
 function attention({ inputs, backend, attrs }: Args): tf.TensorInfo[] {
   const b = backend as Backend;
   const { q, k, v, mask } = inputs;
@@ -82,19 +148,7 @@ function attention({ inputs, backend, attrs }: Args): tf.TensorInfo[] {
           var s = 0.0;
           for (var j = 0; j < uniforms.Sk; j = j + 1) { s = s + exp(result[po + j] - m); }
           for (var j = 0; j < uniforms.Sk; j = j + 1) { result[po + j] = exp(result[po + j] - m) / s; }`, `${dimUniforms} maskMode : i32, scale : f32,`), [q!, k!, mask ?? q!], 'float32', [int(rows), ...dimValues(d), int(d.maskMode), { type: 'float32', data: [scale] }]);
-  const n = d.B * d.S * d.H * d.dv;
-  const o = b.runWebGPUProgram(new ThreadProgram([d.B, d.S, d.H, d.dv], ['pIn', 'vIn'], n, 'moecatAttnOut', `
-          let c = index % uniforms.dv;
-          let t = index / uniforms.dv;
-          let h = t % uniforms.H;
-          let bs = t / uniforms.H;
-          let i = bs % uniforms.S;
-          let b = bs / uniforms.S;
-          let hk = h / uniforms.groups;
-          let po = ((b * uniforms.H + h) * uniforms.S + i) * uniforms.Sk;
-          var acc = 0.0;
-          for (var j = 0; j < uniforms.Sk; j = j + 1) { acc = acc + pIn[po + j] * vIn[((b * uniforms.Sk + j) * uniforms.Hk + hk) * uniforms.dv + c]; }
-          setOutputAtIndex(index, acc);`, dimUniforms), [p, v!], 'float32', [int(n), ...dimValues(d)]);
+  const o = rowsTimesKv(b, 'moecatAttnOut', p, v!, d, d.dv);
   return [o, p];
 }
 
@@ -117,39 +171,9 @@ function attentionGrad({ inputs, backend, attrs }: Args): tf.TensorInfo[] {
           }
           for (var j = 0; j < uniforms.Sk; j = j + 1) { result[po + j] = pIn[po + j] * (result[po + j] - rs) * uniforms.scale; }`, `${dimUniforms} scale : f32,`), [p!, v!, dy!], 'float32', [int(rows), ...dimValues(d), { type: 'float32', data: [scale] }]);
   try {
-    const nq = d.B * d.S * d.H * d.dq;
-    const dq = b.runWebGPUProgram(new ThreadProgram([d.B, d.S, d.H, d.dq], ['dsIn', 'kIn'], nq, 'moecatAttnDq', `
-          let c = index % uniforms.dq;
-          let t = index / uniforms.dq;
-          let h = t % uniforms.H;
-          let bs = t / uniforms.H;
-          let i = bs % uniforms.S;
-          let b = bs / uniforms.S;
-          let hk = h / uniforms.groups;
-          let so = ((b * uniforms.H + h) * uniforms.S + i) * uniforms.Sk;
-          var acc = 0.0;
-          for (var j = 0; j < uniforms.Sk; j = j + 1) { acc = acc + dsIn[so + j] * kIn[((b * uniforms.Sk + j) * uniforms.Hk + hk) * uniforms.dq + c]; }
-          setOutputAtIndex(index, acc);`, dimUniforms), [ds, k!], 'float32', [int(nq), ...dimValues(d)]);
+    const dq = rowsTimesKv(b, 'moecatAttnDq', ds, k!, d, d.dq);
     // dk = dSᵀ·q and dv = pᵀ·dO: over the query heads of KV head hk, then the queries, ascending.
-    const kvGrad = (key: string, w: tf.TensorInfo, x: tf.TensorInfo, dim: number) => {
-      const nk = d.B * d.Sk * d.Hk * dim;
-      return b.runWebGPUProgram(new ThreadProgram([d.B, d.Sk, d.Hk, dim], ['wIn', 'xIn'], nk, key, `
-          let c = index % uniforms.dim;
-          let t = index / uniforms.dim;
-          let hk = t % uniforms.Hk;
-          let bj = t / uniforms.Hk;
-          let j = bj % uniforms.Sk;
-          let b = bj / uniforms.Sk;
-          var acc = 0.0;
-          for (var g = 0; g < uniforms.groups; g = g + 1) {
-            let h = hk * uniforms.groups + g;
-            for (var i = 0; i < uniforms.S; i = i + 1) {
-              acc = acc + wIn[((b * uniforms.H + h) * uniforms.S + i) * uniforms.Sk + j] * xIn[((b * uniforms.S + i) * uniforms.H + h) * uniforms.dim + c];
-            }
-          }
-          setOutputAtIndex(index, acc);`, `${dimUniforms} dim : i32,`), [w, x], 'float32', [int(nk), ...dimValues(d), int(dim)]);
-    };
-    return [dq, kvGrad('moecatAttnDk', ds, q!, d.dq), kvGrad('moecatAttnDv', p!, dy!, d.dv)];
+    return [dq, colsTimesQ(b, 'moecatAttnDk', ds, q!, d, d.dq), colsTimesQ(b, 'moecatAttnDv', p!, dy!, d, d.dv)];
   } finally {
     b.disposeData(ds.dataId);
   }
