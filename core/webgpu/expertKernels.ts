@@ -25,7 +25,7 @@ import { Args, Backend, int, siluMul, ThreadProgram } from './fusedKernels';
 type Uniform = { type: string; data: number[] };
 interface ExpertBackend extends Backend {
   runWebGPUProgram(program: object, inputs: tf.TensorInfo[], dtype: tf.DataType, uniforms?: Uniform[], output?: tf.TensorInfo): tf.TensorInfo;
-  device: { limits: { maxStorageBuffersPerShaderStage: number } };
+  device: { limits: { maxStorageBuffersPerShaderStage: number; maxStorageBufferBindingSize: number } };
 }
 
 interface ExpertInputs {
@@ -68,6 +68,12 @@ function expertInputs(inputs: tf.NamedTensorInfoMap, offsets: number[], name: st
  */
 function packWeights(b: ExpertBackend, ws: tf.TensorInfo[], d: number, h: number, transpose: boolean): tf.TensorInfo {
   const dh = d * h;
+  const bytes = ws.length * dh * 4;
+  const limit = b.device.limits.maxStorageBufferBindingSize;
+  if (bytes > limit) {
+    const mib = (n: number) => (n / 2 ** 20).toFixed(0);
+    throw new Error(`${EXPERTS_KERNEL}: the ${ws.length / 3} experts' packed weights (${mib(bytes)} MiB) exceed this device's storage binding size (${mib(limit)} MiB); use fewer or smaller experts per layer on this adapter`);
+  }
   const perProgram = Math.max(1, b.device.limits.maxStorageBuffersPerShaderStage - 1);
   let out: tf.TensorInfo | undefined;
   for (let base = 0; base < ws.length; base += perProgram) {

@@ -94,6 +94,17 @@ describe('webgpu: all experts of a MoE layer in a few kernels', function () {
     }
   });
 
+  it("experts whose packed weights exceed the device's storage binding size get one clear error", function () {
+    const limit = (tf.backend() as unknown as { device: { limits: { maxStorageBufferBindingSize: number } } }).device.limits.maxStorageBufferBindingSize;
+    // One expert with square d x d weights just past the limit; only where that stays small.
+    if (limit > 256 * 2 ** 20) this.skip();
+    const d = Math.ceil(Math.sqrt(limit / 12)) + 1;
+    tf.tidy(() => {
+      const ws = [tf.zeros([d, d]), tf.zeros([d, d]), tf.zeros([d, d])];
+      assert.throws(() => expertsFfn(tf.zeros([2, d]) as tf.Tensor2D, ws, Int32Array.of(0, 2)), /MoecatExperts: the 1 experts' packed weights \(\d+ MiB\) exceed this device's storage binding size \(\d+ MiB\)/);
+    });
+  });
+
   it('a training step runs the experts kernels, with fewer dispatches than the composite', async () => {
     const { config } = loadTrainConfig('configs/tiny.yaml', ['data.synthetic={}', 'data.seqLen=16', 'data.microBatchSize=2', 'data.microBatches=1', 'stability.spike={enabled: false}']);
     const step = async () => {
