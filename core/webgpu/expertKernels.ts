@@ -6,11 +6,15 @@
  * an add and a slice backward: about 15 dispatches per expert and layer. Here:
  *
  * - forward: pack the 3N weights into one buffer (one program per group of storage bindings),
- *   G = X·Wg and U = X·Wu (one program each, every row reading its own expert's block), the
- *   SwiGLU activation (the fused kernel's two programs), Y = A·Wd: pack + 5 dispatches;
- * - backward: pack again, dA = dY·Wdᵀ with (dG, dU) from the activation gradient in one program,
- *   dX = dG·Wgᵀ + dU·Wuᵀ in one, and one program per weight gradient (each output tensor needs
- *   its own program): pack + 2 + 3N dispatches.
+ *   G = X·Wg and U = X·Wu (one program each, every block of rows reading its own expert's
+ *   weights), the SwiGLU activation (the fused kernel's two programs), Y = A·Wd: pack + 5
+ *   dispatches;
+ * - backward: pack again (transposed), dA = dY·Wdᵀ with (dG, dU) from the activation gradient
+ *   in one program, dX = dG·Wgᵀ + dU·Wuᵀ in one, and one program per weight gradient (each
+ *   output tensor needs its own program): pack + 2 + 3N dispatches.
+ *
+ * Each invocation computes a block of 4 rows x 4 columns (row blocks never straddle two
+ * experts), which reads a quarter of the operands a one-element invocation would.
  *
  * Deterministic without atomics: every output element is summed by one invocation over its
  * inner index in ascending order; a weight gradient sums over its expert's rows (its tokens,

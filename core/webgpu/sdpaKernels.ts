@@ -11,8 +11,8 @@
  * softmax), o[b, i, h, :] = Σ_j p[b, h, i, j]·v[b, j, :] (j ascending).
  * Backward: dS = p·(dP − Σ_j dP·p)·scale with dP = dO·vᵀ (one invocation per row);
  * dq = dS·k; dk = dSᵀ·q and dv = pᵀ·dO, each summed over the heads of the KV head, then the
- * queries, ascending. Naive loops (one output element per invocation): they remove dispatches,
- * they are not tiled for a large GPU.
+ * queries, ascending. o, dq, dk and dv compute a 4 x 4 block per invocation; p and dS one row.
+ * No workgroup-shared-memory tiling: they remove dispatches, they are not tuned for a large GPU.
  * spec/webgpu/sdpa.spec.ts checks both against the composite ops.
  */
 import * as tf from '@tensorflow/tfjs';
