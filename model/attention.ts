@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { latentNormEps, ModelConfig } from './config';
-import { applyRope, rmsNorm, softmaxLast } from './ops';
+import { applyRope, concatShared, fusedAttention, hasFusedAttention, rmsNorm, ropeTail, softmaxLast } from './ops';
 
 export type ParamGetter = (name: string) => tf.Tensor;
 
@@ -99,18 +99,16 @@ export function projectQkv(c: ModelConfig, P: ParamGetter, p: string, x: tf.Tens
   const dr = a.ropeHeadDim;
   const qa = rmsNorm(tf.matMul(x, P(`${p}.q_a_proj.weight`) as tf.Tensor2D), P(`${p}.q_a_layernorm.weight`), latentNormEps(c)) as tf.Tensor2D;
   const q = tf.reshape(tf.mul(tf.matMul(qa, P(`${p}.q_b_proj.weight`) as tf.Tensor2D), Math.sqrt(c.dModel / a.qLoraRank)), [B, S, H, dn + dr]) as tf.Tensor4D;
-  // Splits rather than slices: a split's gradient is one concat, a slice's a padded copy.
-  const [qNope, qPe] = tf.split(q, [dn, dr], 3);
-  const qRope = r(qPe as tf.Tensor4D);
+  // The rope part of each query head (a split, whose gradient is one concat, where no fused kernel).
+  const qAll = rope ? ropeTail(q, dn, rope.cos, rope.sin) : q;
   const kva = tf.matMul(x, P(`${p}.kv_a_proj_with_mqa.weight`) as tf.Tensor2D);
   const [kvLat, kPe] = tf.split(kva, [a.kvLoraRank, dr], 1);
   const latent = tf.mul(rmsNorm(kvLat, P(`${p}.kv_a_layernorm.weight`), latentNormEps(c)), Math.sqrt(c.dModel / a.kvLoraRank)) as tf.Tensor2D;
   const kRope = r(tf.reshape(kPe, [B, S, 1, dr]) as tf.Tensor4D);
   const kvb = tf.reshape(tf.matMul(latent, P(`${p}.kv_b_proj.weight`) as tf.Tensor2D), [B, S, H, dn + a.vHeadDim]);
   const [kNope, v] = tf.split(kvb, [dn, a.vHeadDim], 3);
-  // broadcastTo's gradient is one sum over heads (Tile's: one slice and add per head).
-  const k = tf.concat([kNope, tf.broadcastTo(kRope, [B, S, H, dr])], 3) as tf.Tensor4D;
-  return { q: tf.concat([qNope, qRope], 3) as tf.Tensor4D, k, v: v as tf.Tensor4D };
+  const k = concatShared(kNope as tf.Tensor4D, kRope);
+  return { q: qAll, k, v: v as tf.Tensor4D };
 }
 
 /** Softmax scale 1/sqrt(dq) and query heads per KV head of the block. */
@@ -128,6 +126,12 @@ export function attention(c: ModelConfig, P: ParamGetter, prefix: string, x: tf.
   const { B, S } = ctx;
   const { q, k, v } = projectQkv(c, P, prefix, x, B, S, ctx);
   const { scale, groups, nHeads, dv } = attentionShape(c);
+  if (!cache && hasFusedAttention()) {
+    // One kernel each way on token-major q, k, v (webgpu); the head-major k, v are only the cache.
+    const o = fusedAttention(q, k, v, scale, ctx.mask);
+    const flatO = tf.reshape(o, [B * S, nHeads * dv]) as tf.Tensor2D;
+    return { out: tf.matMul(flatO, P(`${prefix}.o_proj.weight`) as tf.Tensor2D) as tf.Tensor2D, cache: { k: toHeadMajor(k), v: toHeadMajor(v) } };
+  }
   // (The transposes keep the op order the tape has always had: MLA's query first, GQA's last.)
   const qMla = c.attention.type === 'mla' ? toHeadMajor(q) : null;
   const kv = withCache(toHeadMajor(k), toHeadMajor(v), cache);

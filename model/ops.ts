@@ -8,6 +8,7 @@ import * as tf from '@tensorflow/tfjs';
 import { attrMap, customGradVariadic } from '../core/tfjsInternals';
 import { CE_GRAD_KERNEL, CE_KERNEL, RMS_GRAD_KERNEL, RMS_KERNEL, SILU_MUL_GRAD_KERNEL, SILU_MUL_KERNEL, SOFTMAX_GRAD_KERNEL, SOFTMAX_KERNEL } from '../core/native';
 import { COMBINE_GRAD_KERNEL, COMBINE_KERNEL, EXPERTS_GRAD_KERNEL, EXPERTS_KERNEL } from './moe/nativeKernels';
+import { ATTENTION_GRAD_KERNEL, ATTENTION_KERNEL, CONCAT_SHARED_GRAD_KERNEL, CONCAT_SHARED_KERNEL, ROPE_GRAD_KERNEL, ROPE_KERNEL } from '../core/kernelNames';
 
 type GradFn = (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[];
 
@@ -210,10 +211,76 @@ export function ropeTables(S: number, dim: number, base: number, offset = 0): { 
  * be given per batch row as [B, S, dim/2] (continuous batching in inference).
  */
 export function applyRope(x: tf.Tensor4D, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor4D {
+  if (hasKernels(ROPE_KERNEL, ROPE_GRAD_KERNEL)) return fusedRope(x, 0, cos, sin);
   const [B, S, , D] = x.shape;
   const half = D / 2;
   const c = cos.rank === 2 ? tf.reshape(cos, [1, S, 1, half]) : tf.reshape(cos, [B, S, 1, half]);
   const s = sin.rank === 2 ? tf.reshape(sin, [1, S, 1, half]) : tf.reshape(sin, [B, S, 1, half]);
   const [x1, x2] = tf.split(x, 2, 3);
   return tf.concat([tf.sub(tf.mul(x1, c), tf.mul(x2, s)), tf.add(tf.mul(x2, c), tf.mul(x1, s))], 3) as tf.Tensor4D;
+}
+
+/** RoPE on the last dim − keep entries of each head in one kernel each way (webgpu); the tables get no gradient. */
+function fusedRope(x: tf.Tensor4D, keep: number, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor4D {
+  const attrs = attrMap({ keep });
+  const f = customGradN(([xi], save) => {
+    save([cos, sin]);
+    return {
+      value: tf.engine().runKernel(ROPE_KERNEL, { x: xi, cos, sin }, attrs) as tf.Tensor,
+      gradFunc: (dy, saved) => [tf.engine().runKernel(ROPE_GRAD_KERNEL, { dy, cos: saved[0], sin: saved[1] }, attrs) as tf.Tensor],
+    };
+  });
+  return f(x) as tf.Tensor4D;
+}
+
+/**
+ * [x[..., :keep], RoPE(x[..., keep:])] on the last axis (MLA's query: nope part, then rope
+ * part). One kernel each way on webgpu; elsewhere split, applyRope, concat.
+ */
+export function ropeTail(x: tf.Tensor4D, keep: number, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor4D {
+  if (hasKernels(ROPE_KERNEL, ROPE_GRAD_KERNEL)) return fusedRope(x, keep, cos, sin);
+  const [head, tail] = tf.split(x, [keep, x.shape[3] - keep], 3);
+  return tf.concat([head, applyRope(tail as tf.Tensor4D, cos, sin)], 3) as tf.Tensor4D;
+}
+
+/**
+ * concat([a [B, S, H, da], r [B, S, 1, dr] broadcast over the H heads], 3): MLA's key (per-head
+ * nope part, one shared rope part). One kernel each way on webgpu (the gradient sums the heads
+ * in one pass; tfjs' Tile gradient takes a slice and an add per head); elsewhere broadcastTo
+ * and concat.
+ */
+export function concatShared(a: tf.Tensor4D, r: tf.Tensor4D): tf.Tensor4D {
+  if (hasKernels(CONCAT_SHARED_KERNEL, CONCAT_SHARED_GRAD_KERNEL)) {
+    const f = customGradN(([ai, ri], save) => {
+      save([ai, ri]);
+      return {
+        value: tf.engine().runKernel(CONCAT_SHARED_KERNEL, { a: ai, r: ri }, {}) as tf.Tensor,
+        gradFunc: (dy, saved) => tf.engine().runKernel(CONCAT_SHARED_GRAD_KERNEL, { a: saved[0], r: saved[1], dy }, {}) as tf.Tensor[],
+      };
+    });
+    return f(a, r) as tf.Tensor4D;
+  }
+  const [B, S, H] = a.shape;
+  return tf.concat([a, tf.broadcastTo(r, [B, S, H, r.shape[3]])], 3) as tf.Tensor4D;
+}
+
+/** True where the backend runs scaled dot-product attention as one kernel each way (webgpu). */
+export const hasFusedAttention = (): boolean => hasKernels(ATTENTION_KERNEL, ATTENTION_GRAD_KERNEL);
+
+/**
+ * softmax(q·kᵀ·scale + mask)·v on token-major q [B, S, H, dq], k [B, Sk, Hk, dq], v [B, Sk, Hk, dv]
+ * (query head h reads KV head h / (H / Hk)); returns token-major [B, S, H, dv]. Only where
+ * hasFusedAttention(); the mask is a constant (no gradient).
+ */
+export function fusedAttention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale: number, mask: tf.Tensor | null): tf.Tensor4D {
+  const attrs = attrMap({ scale });
+  const f = customGradN(([qi, ki, vi], save) => {
+    const [o, p] = tf.engine().runKernel(ATTENTION_KERNEL, mask ? { q: qi, k: ki, v: vi, mask } : { q: qi, k: ki, v: vi }, attrs) as tf.Tensor[];
+    save([qi, ki, vi, p]);
+    return {
+      value: o,
+      gradFunc: (dy, sv) => tf.engine().runKernel(ATTENTION_GRAD_KERNEL, { q: sv[0], k: sv[1], v: sv[2], p: sv[3], dy }, attrs) as tf.Tensor[],
+    };
+  });
+  return f(q, k, v) as tf.Tensor4D;
 }

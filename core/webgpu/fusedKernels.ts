@@ -11,7 +11,7 @@ import { COMBINE_GRAD_KERNEL, COMBINE_KERNEL } from '../kernelNames';
 import { buildRowLists } from './segmentKernels';
 import { kernelAttrs } from '../tfjsInternals';
 
-interface Backend {
+export interface Backend {
   readSync(dataId: object): unknown;
   makeTensorInfo(shape: number[], dtype: tf.DataType, values?: tf.backend_util.BackendValues): tf.TensorInfo;
   runWebGPUProgram(program: object, inputs: tf.TensorInfo[], dtype: tf.DataType, uniforms?: { type: string; data: number[] }[]): tf.TensorInfo;
@@ -27,7 +27,7 @@ function webgpuUtil(): WebgpuUtil {
 }
 
 /** One thread per item of `threads` (rows or columns); `body` sees `index` and the inputs by name. */
-class ThreadProgram {
+export class ThreadProgram {
   workgroupSize: [number, number, number] = [64, 1, 1];
   size = false;
   dispatchLayout: { x: number[] };
@@ -57,10 +57,10 @@ class ThreadProgram {
   }
 }
 
-type Args = { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap };
+export type Args = { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap };
 const lastDim = (t: tf.TensorInfo) => t.shape[t.shape.length - 1];
-const count = (t: tf.TensorInfo) => t.shape.reduce((a, b) => a * b, 1);
-const int = (v: number) => ({ type: 'int32', data: [v] });
+export const count = (t: tf.TensorInfo) => t.shape.reduce((a, b) => a * b, 1);
+export const int = (v: number) => ({ type: 'int32', data: [v] });
 
 function run(b: Backend, p: ThreadProgram, inputs: tf.TensorInfo[], threads: number, extra: { type: string; data: number[] }[] = []): tf.TensorInfo {
   return b.runWebGPUProgram(p, inputs, 'float32', [int(threads), ...extra]);
@@ -165,7 +165,7 @@ function crossEntropyGrad({ inputs, backend }: Args): tf.TensorInfo {
 }
 
 /** SwiGLU activation: a = g·sigmoid(g)·u, and sigmoid(g) kept for the gradient. */
-function siluMul({ inputs, backend }: Args): tf.TensorInfo[] {
+export function siluMul({ inputs, backend }: Args): tf.TensorInfo[] {
   const b = backend as Backend;
   const { g, u } = inputs as { g: tf.TensorInfo; u: tf.TensorInfo };
   const n = count(g);

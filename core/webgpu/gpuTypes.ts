@@ -17,6 +17,7 @@ export interface GpuLimits {
   maxComputeInvocationsPerWorkgroup: number;
   maxComputeWorkgroupsPerDimension: number;
   maxComputeWorkgroupSizeX: number;
+  maxStorageBuffersPerShaderStage: number;
 }
 
 export interface GpuBuffer {

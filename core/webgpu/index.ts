@@ -14,6 +14,9 @@ import { registerDeterministicKernels } from './segmentKernels';
 import { installMatMulGuard } from './matmulGuard';
 import { installProgramTrace } from './trace';
 import { registerFusedKernels } from './fusedKernels';
+import { registerExpertKernels } from './expertKernels';
+import { registerRopeKernels } from './ropeKernels';
+import { registerSdpaKernels } from './sdpaKernels';
 import { GpuAdapter } from './gpuTypes';
 import { webgpuBackendInternals } from '../tfjsInternals';
 
@@ -100,6 +103,8 @@ export async function loadWebgpuBackend(opts: { allowSoftware: boolean }): Promi
         maxBufferSize: l.maxBufferSize,
         maxComputeWorkgroupSizeX: l.maxComputeWorkgroupSizeX,
         maxComputeInvocationsPerWorkgroup: l.maxComputeInvocationsPerWorkgroup,
+        // The experts kernels pack 3N weights with one program per this many bindings, less one.
+        maxStorageBuffersPerShaderStage: l.maxStorageBuffersPerShaderStage,
       },
     });
     const backend = new pkg.WebGPUBackend(device, adapter.info);
@@ -109,6 +114,9 @@ export async function loadWebgpuBackend(opts: { allowSoftware: boolean }): Promi
     registerDeterministicKernels();
     installMatMulGuard();
     registerFusedKernels();
+    registerExpertKernels();
+    registerRopeKernels();
+    registerSdpaKernels();
     // Small tensors that already live on the host run there (tfjs' default); keep it explicit.
     tf.env().set('WEBGPU_CPU_FORWARD', true);
     // The package registers its own factory on import when navigator.gpu exists; ours replaces it.

@@ -1,17 +1,23 @@
 /**
  * The webgpu backend (`npm run bench -- webgpu`): the adapter, per-op overhead, matMul GFLOP/s
- * and training tokens/s with dispatches and synchronous reads per step, with tfjs' composite ops
- * and with moecat's fused kernels. On a software Vulkan
- * driver (lavapipe) these figures measure correctness and overhead, not GPU speed.
- * Usage: node dist/scripts/bench/webgpu.js [--configs tiny] [--steps 3] [--sizes 256,512,1024]
- *        [--kernels composite,fused]
+ * and training tokens/s with GPU dispatches and synchronous reads per step, three ways: tfjs'
+ * composite ops, the fused kernels landed first (cross-entropy, RMSNorm, softmax, SwiGLU
+ * activation, MoE combine), and all of moecat's fused kernels (those plus every FFN expert of a
+ * layer in a few programs, RoPE, MLA's key and scaled dot-product attention). For the last,
+ * the programs a step dispatches most. On a software Vulkan driver (lavapipe) these figures measure correctness and overhead,
+ * not GPU speed.
+ * Usage: node dist/scripts/bench/webgpu.js [--configs tiny,small] [--steps 3] [--sizes 256,512,1024]
+ *        [--kernels composite,fused-first,fused]
  * Prints one JSON line per result; without an adapter, one line saying why.
  */
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../../core/backend';
 import { describeAdapter } from '../../core/webgpu';
-import { programCounter } from '../../core/webgpu/trace';
+import { programCounter, startProgramTrace } from '../../core/webgpu/trace';
 import { registerFusedKernels, unregisterFusedKernels } from '../../core/webgpu/fusedKernels';
+import { registerExpertKernels, unregisterExpertKernels } from '../../core/webgpu/expertKernels';
+import { registerRopeKernels, unregisterRopeKernels } from '../../core/webgpu/ropeKernels';
+import { registerSdpaKernels, unregisterSdpaKernels } from '../../core/webgpu/sdpaKernels';
 import { syncReadStats } from '../../core/webgpu/syncRead';
 import { loadTrainConfig } from '../../trainer/config';
 import { MarkovSource } from '../../trainer/data';
@@ -86,40 +92,61 @@ async function main(): Promise<void> {
     out({ bench: 'matMul', shape: `${n}x${n}x${n}`, ms: r.ms, gflops: r.gflops });
   }
   const steps = Number(arg('steps', '3'));
-  // Each config twice: tfjs' composite ops, then moecat's fused WGSL kernels (the default).
+  // Each config three ways: tfjs' composite ops, the first fused set, all fused kernels (the default).
   const variants = [
-    { kernels: 'composite', setup: unregisterFusedKernels },
-    { kernels: 'fused', setup: registerFusedKernels },
-  ].filter((v) => arg('kernels', 'composite,fused').split(',').includes(v.kernels));
-  for (const name of arg('configs', 'tiny').split(',')) for (const v of variants) {
-    v.setup();
+    { kernels: 'composite', setup: () => (unregisterFusedKernels(), unregisterExpertKernels(), unregisterRopeKernels(), unregisterSdpaKernels()) },
+    { kernels: 'fused-first', setup: () => (registerFusedKernels(), unregisterExpertKernels(), unregisterRopeKernels(), unregisterSdpaKernels()) },
+    { kernels: 'fused', setup: () => (registerFusedKernels(), registerExpertKernels(), registerRopeKernels(), registerSdpaKernels()) },
+  ].filter((v) => arg('kernels', 'composite,fused-first,fused').split(',').includes(v.kernels));
+  for (const name of arg('configs', 'tiny,small').split(',')) {
     const { config } = loadTrainConfig(`configs/${name}.yaml`, ['data.synthetic={}', 'stability.spike={enabled: false}']);
     const B = config.data.microBatchSize;
     const S = config.data.seqLen;
     const M = config.data.microBatches;
-    const t = new Trainer(config, new MarkovSource(config.seed, config.model.vocabSize, B, S));
-    const times: number[] = [];
-    const dispatches: number[] = [];
-    const reads: number[] = [];
-    const flops: number[] = [];
+    // One trainer per variant, their steps interleaved, so machine load hits all alike.
+    const runs = variants.map((v) => ({
+      v,
+      t: new Trainer(config, new MarkovSource(config.seed, config.model.vocabSize, B, S)),
+      times: [] as number[],
+      dispatches: [] as number[],
+      reads: [] as number[],
+      flops: [] as number[],
+      programs: new Map<string, number>(),
+    }));
     for (let i = 0; i < steps + 1; i++) {
-      const d0 = programCounter.dispatches;
-      const r0 = syncReadStats.reads;
-      const t0 = Date.now();
-      const r = await t.step();
-      if (r.kind !== 'step') throw new Error('unexpected spike');
-      if (i === 0) continue; // shader compilation
-      times.push(Date.now() - t0);
-      // 3 x forward FLOPs (forward + backward), from the routing actually taken (as bench train).
-      const stats = r.metrics.ffn_experts_per_token_by_layer.map((f) => ({ ffnRows: Math.round(f * B * S) }) as MoeStats);
-      flops.push(3 * M * forwardFlops(config.model, B, S, stats).total);
-      dispatches.push(programCounter.dispatches - d0);
-      reads.push(syncReadStats.reads - r0);
+      for (const run of runs) {
+        run.v.setup();
+        const d0 = programCounter.dispatches;
+        const r0 = syncReadStats.reads;
+        const tr = i === 1 ? startProgramTrace() : null;
+        const t0 = Date.now();
+        const r = await run.t.step();
+        if (tr) run.programs = tr.stop().counts;
+        if (r.kind !== 'step') throw new Error('unexpected spike');
+        if (i === 0) continue; // shader compilation
+        run.times.push(Date.now() - t0);
+        // 3 x forward FLOPs (forward + backward), from the routing actually taken (as bench train).
+        const stats = r.metrics.ffn_experts_per_token_by_layer.map((f) => ({ ffnRows: Math.round(f * B * S) }) as MoeStats);
+        run.flops.push(3 * M * forwardFlops(config.model, B, S, stats).total);
+        run.dispatches.push(programCounter.dispatches - d0);
+        run.reads.push(syncReadStats.reads - r0);
+      }
     }
-    t.dispose();
-    const ms = median(times);
-    out({ bench: 'training', config: name, kernels: v.kernels, tokens_per_step: B * S * M, step_ms: ms, tokens_per_s: (B * S * M) / (ms / 1000), achieved_gflop_s: median(flops) / 1e9 / (ms / 1000), gpu_dispatches_per_step: median(dispatches), sync_reads_per_step: median(reads) });
+    for (const run of runs) {
+      run.t.dispose();
+      const ms = median(run.times);
+      out({ bench: 'training', config: name, kernels: run.v.kernels, tokens_per_step: B * S * M, step_ms: ms, tokens_per_s: (B * S * M) / (ms / 1000), achieved_gflop_s: median(run.flops) / 1e9 / (ms / 1000), gpu_dispatches_per_step: median(run.dispatches), sync_reads_per_step: median(run.reads) });
+    }
+    // The programs a step dispatches most with all fused kernels: where the next one would pay.
+    for (const run of runs.filter((r) => r.v.kernels === 'fused')) {
+      const top = [...run.programs.entries()].sort((a, b) => b[1] - a[1]).slice(0, 8);
+      out({ bench: 'dispatches', config: name, kernels: run.v.kernels, per_step: median(run.dispatches), top_programs: top.map(([p, n]) => `${p.replace(/^\w+Program:/, '')} ${n}`).join(', ') });
+    }
   }
+  registerFusedKernels();
+  registerExpertKernels();
+  registerRopeKernels();
+  registerSdpaKernels();
 }
 
 main().catch((e) => {
