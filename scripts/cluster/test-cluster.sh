@@ -62,7 +62,7 @@ exec_ns() {
 # Kills every process in a namespace, then the namespace itself.
 drop_ns() {
   local ns=$1 p
-  if ip netns list 2>/dev/null | grep -qw "^$ns"; then
+  if ip netns list 2>/dev/null | grep -w "^$ns" >/dev/null; then
     for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
     ip netns del "$ns" 2>/dev/null || true
   fi

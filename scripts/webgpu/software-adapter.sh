@@ -35,7 +35,9 @@ find_icd() {
   return 1
 }
 
-have_loader() { ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; }
+# grep reads all of ldconfig's output (grep -q would exit at the first match, and under pipefail
+# ldconfig's SIGPIPE would fail the test at random).
+have_loader() { ldconfig -p 2>/dev/null | grep 'libvulkan\.so\.1' >/dev/null; }
 
 icd=$(find_icd || true)
 if { [ -z "$icd" ] || ! have_loader; } && [ "$install" = 1 ]; then
