@@ -10,6 +10,7 @@ import { CE_GRAD_KERNEL, CE_KERNEL, RMS_GRAD_KERNEL, RMS_KERNEL, SILU_MUL_GRAD_K
 import { COMBINE_GRAD_KERNEL, COMBINE_KERNEL } from '../kernelNames';
 import { buildRowLists } from './segmentKernels';
 import { kernelAttrs } from '../tfjsInternals';
+import { webgpuUtil } from './webgpuUtil';
 
 export interface Backend {
   readSync(dataId: object): unknown;
@@ -17,15 +18,6 @@ export interface Backend {
   runWebGPUProgram(program: object, inputs: tf.TensorInfo[], dtype: tf.DataType, uniforms?: { type: string; data: number[] }[]): tf.TensorInfo;
   disposeData(dataId: object): void;
 }
-interface WebgpuUtil {
-  flatDispatchLayout(shape: number[]): { x: number[] };
-  computeDispatch(layout: { x: number[] }, shape: number[], wg: [number, number, number]): [number, number, number];
-}
-function webgpuUtil(): WebgpuUtil {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  return (require('@tensorflow/tfjs-backend-webgpu') as { webgpu_util: WebgpuUtil }).webgpu_util;
-}
-
 /** One thread per item of `threads` (rows or columns); `body` sees `index` and the inputs by name. */
 export class ThreadProgram {
   workgroupSize: [number, number, number] = [64, 1, 1];

@@ -10,6 +10,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { attrMap, kernelAttrs } from '../tfjsInternals';
+import { ThreadProgram } from './fusedKernels';
 
 export const ADAMW_MOMENTS_KERNEL = 'MoecatAdamwMoments';
 export const ADAMW_PARAM_KERNEL = 'MoecatAdamwParam';
@@ -21,45 +22,6 @@ export const NORM_BLOCK = 256;
 
 interface Backend {
   runWebGPUProgram(program: object, inputs: tf.TensorInfo[], dtype: tf.DataType, uniforms?: { type: string; data: number[] }[]): tf.TensorInfo;
-}
-interface WebgpuUtil {
-  flatDispatchLayout(shape: number[]): { x: number[] };
-  computeDispatch(layout: { x: number[] }, shape: number[], wg: [number, number, number]): [number, number, number];
-}
-function webgpuUtil(): WebgpuUtil {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  return (require('@tensorflow/tfjs-backend-webgpu') as { webgpu_util: WebgpuUtil }).webgpu_util;
-}
-
-/** One thread per item (element, block or expert); `body` sees `index` and the inputs by name. */
-class OptimizerProgram {
-  workgroupSize: [number, number, number] = [64, 1, 1];
-  size = false;
-  dispatchLayout: { x: number[] };
-  dispatch: [number, number, number];
-  uniforms: string;
-  constructor(
-    public outputShape: number[],
-    public variableNames: string[],
-    threads: number,
-    public shaderKey: string,
-    private body: string,
-    uniforms = '',
-  ) {
-    const u = webgpuUtil();
-    this.dispatchLayout = u.flatDispatchLayout([threads]);
-    this.dispatch = u.computeDispatch(this.dispatchLayout, [threads], this.workgroupSize);
-    this.uniforms = `threads : i32, ${uniforms}`;
-  }
-  getUserCode(): string {
-    return `
-      fn main(index : i32) {
-        if (index < uniforms.threads) {
-          ${this.body}
-        }
-      }
-    `;
-  }
 }
 
 type Args = { inputs: tf.NamedTensorInfoMap; backend: unknown; attrs?: tf.NamedAttrMap };
@@ -80,10 +42,10 @@ function adamwMoments({ inputs, backend, attrs }: Args): tf.TensorInfo[] {
   const { g, m, v } = inputs as Record<string, tf.TensorInfo>;
   const a = kernelAttrs<MomentAttrs>(attrs);
   const n = count(g);
-  const m2 = b.runWebGPUProgram(new OptimizerProgram([n], ['gIn', 'mIn'], n, 'moecatAdamwM', `
+  const m2 = b.runWebGPUProgram(new ThreadProgram([n], ['gIn', 'mIn'], n, 'moecatAdamwM', `
           let gi = gIn[index] * uniforms.scale;
           setOutputAtIndex(index, uniforms.b1 * mIn[index] + uniforms.omb1 * gi);`, 'scale : f32, b1 : f32, omb1 : f32,'), [g, m], 'float32', [int(n), f32(a.scale), f32(a.beta1), f32(1 - a.beta1)]);
-  const v2 = b.runWebGPUProgram(new OptimizerProgram([n], ['gIn', 'vIn'], n, 'moecatAdamwV', `
+  const v2 = b.runWebGPUProgram(new ThreadProgram([n], ['gIn', 'vIn'], n, 'moecatAdamwV', `
           let gi = gIn[index] * uniforms.scale;
           setOutputAtIndex(index, uniforms.b2 * vIn[index] + uniforms.omb2 * gi * gi);`, 'scale : f32, b2 : f32, omb2 : f32,'), [g, v], 'float32', [int(n), f32(a.scale), f32(a.beta2), f32(1 - a.beta2)]);
   return [m2, v2];
@@ -105,7 +67,7 @@ function adamwParam({ inputs, backend, attrs }: Args): tf.TensorInfo {
   const { p, m, v } = inputs as Record<string, tf.TensorInfo>;
   const a = kernelAttrs<ParamAttrs>(attrs);
   const n = count(p);
-  return b.runWebGPUProgram(new OptimizerProgram(p.shape.slice(), ['pIn', 'mIn', 'vIn'], n, 'moecatAdamwP', `
+  return b.runWebGPUProgram(new ThreadProgram(p.shape.slice(), ['pIn', 'mIn', 'vIn'], n, 'moecatAdamwP', `
           let pi = pIn[index];
           let k = uniforms.offset + index;
           setOutputAtIndex(index, pi - uniforms.lr * ((mIn[k] / uniforms.c1) / (sqrt(vIn[k] / uniforms.c2) + uniforms.eps) + uniforms.wd * pi));`,
@@ -117,7 +79,7 @@ function blockSquareSums({ inputs, backend }: Args): tf.TensorInfo {
   const b = backend as Backend;
   const { x, start, len } = inputs as Record<string, tf.TensorInfo>;
   const blocks = count(start);
-  return b.runWebGPUProgram(new OptimizerProgram([blocks], ['xIn', 'startIn', 'lenIn'], blocks, 'moecatBlockSquares', `
+  return b.runWebGPUProgram(new ThreadProgram([blocks], ['xIn', 'startIn', 'lenIn'], blocks, 'moecatBlockSquares', `
           let o = startIn[index];
           var s = 0.0;
           for (var j = 0; j < lenIn[index]; j = j + 1) { let g = xIn[o + j]; s = s + g * g; }
@@ -132,7 +94,7 @@ function routerSimilarityPartials({ inputs, backend }: Args): tf.TensorInfo {
   const b = backend as Backend;
   const { w } = inputs as { w: tf.TensorInfo };
   const [d, E] = w.shape;
-  return b.runWebGPUProgram(new OptimizerProgram([E], ['wIn'], E, 'moecatRouterSim', `
+  return b.runWebGPUProgram(new ThreadProgram([E], ['wIn'], E, 'moecatRouterSim', `
           var na = 0.0;
           for (var i = 0; i < uniforms.d; i = i + 1) { let x = wIn[i * uniforms.e + index]; na = na + x * x; }
           na = sqrt(na);

@@ -11,6 +11,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { BackendError } from '../errors';
 import { kernelAttrs } from '../tfjsInternals';
+import { webgpuUtil } from './webgpuUtil';
 
 /** The WebGPUBackend members the kernels use. */
 interface KernelBackend {
@@ -18,16 +19,6 @@ interface KernelBackend {
   makeTensorInfo(shape: number[], dtype: tf.DataType, values?: tf.backend_util.BackendValues): tf.TensorInfo;
   disposeData(dataId: object): void;
   runWebGPUProgram(program: object, inputs: tf.TensorInfo[], dtype: tf.DataType, uniforms?: { type: string; data: number[] }[]): tf.TensorInfo;
-}
-
-interface WebgpuUtil {
-  flatDispatchLayout(shape: number[]): { x: number[] };
-  computeDispatch(layout: { x: number[] }, shape: number[], wg: [number, number, number]): [number, number, number];
-}
-
-function webgpuUtil(): WebgpuUtil {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  return (require('@tensorflow/tfjs-backend-webgpu') as { webgpu_util: WebgpuUtil }).webgpu_util;
 }
 
 /** out[r, c] = sum over k in [offsets[r], offsets[r+1]) of X[rows[k], c], in ascending k. */
