@@ -40,13 +40,24 @@ import { SparsityPlan } from './sparse/thresholds';
 /** silu in double (the calibration observer's activation, as CHESS thresholds it). */
 const silu = (g: number): number => g / (1 + Math.exp(-g));
 
-/** Cache geometry: KV heads and key/value widths per head (MLA caches expanded heads). */
+/** Key/value geometry of the attention heads: KV heads and key/value widths per head (MLA: expanded heads, what an AttentionCore receives). */
 export function kvShape(c: ModelConfig): { Hk: number; dk: number; dv: number } {
   const a = c.attention;
   return a.type === 'mla' ? { Hk: a.nHeads, dk: a.nopeHeadDim + a.ropeHeadDim, dv: a.vHeadDim } : { Hk: a.nKvHeads, dk: a.headDim, dv: a.headDim };
 }
 
-/** One sequence's keys and values, [positions, Hk, d] per attention block; grows by doubling. */
+/**
+ * What a HostSequence caches per position and block. GQA: its KV heads. MLA: the latent of
+ * absorbed attention, one "KV head" shared by every query head: keys [c_kv, k_rope]
+ * (kvLoraRank + ropeHeadDim floats, c_kv the normalised, scaled latent, k_rope after RoPE) and
+ * values c_kv (kvLoraRank floats), instead of nHeads expanded keys and values.
+ */
+export function cacheShape(c: ModelConfig): { Hk: number; dk: number; dv: number } {
+  const a = c.attention;
+  return a.type === 'mla' ? { Hk: 1, dk: a.kvLoraRank + a.ropeHeadDim, dv: a.kvLoraRank } : kvShape(c);
+}
+
+/** One sequence's keys and values, [positions, Hk, d] per attention block (cacheShape); grows by doubling. */
 export class HostSequence {
   k: Float32Array[];
   v: Float32Array[];
@@ -58,7 +69,7 @@ export class HostSequence {
   private readonly vw: number;
   /** initial 0: a position counter only (no keys/values: an AttentionCore keeps them). */
   constructor(readonly c: ModelConfig, initial = 16) {
-    const s = kvShape(c);
+    const s = cacheShape(c);
     this.stores = initial > 0;
     this.kw = this.stores ? s.Hk * s.dk : 0;
     this.vw = this.stores ? s.Hk * s.dv : 0;
@@ -147,6 +158,7 @@ export class HostDecoder {
   private obs: ActivationObserver | null = null;
   private readonly upT = new Map<string, Float32Array>();
   private readonly catsTau = new Map<string, Float32Array>();
+  private readonly absorb = new Map<string, { uk: Float32Array[]; uv: Float32Array[] }>();
   private readonly byPrefix = new Map<string, Map<string, Float32Array>>();
   /** Each layer's weight-name prefixes, built once. */
   private readonly names: { layer: string; attn: string[]; mlps: string[]; moe: string; experts: string[] }[];
@@ -331,28 +343,34 @@ export class HostDecoder {
           lat[i * a.kvLoraRank + j] *= ls;
         }
       }
-      const stride = nope + dv;
-      const kvb = this.mm(lat, W('kv_b_proj'), 'kvb', M, a.kvLoraRank, H * stride);
-      // Keys [k_nope_h, k_rope] and values per head: into the row's cache, or (with an
-      // attention core) into [M, H, d] blocks of pre-RoPE keys and values.
-      const kAll = this.core ? this.buf('kAll', M * H * dk) : null;
-      const vAll = this.core ? this.buf('vAll', M * H * dv) : null;
-      rows.forEach((r, i) => {
-        const K = kAll ?? r.seq.k[block];
-        const V = vAll ?? r.seq.v[block];
-        const ko = (kAll ? i : r.pos) * H * dk;
-        const vo = (vAll ? i : r.pos) * H * dv;
-        for (let h = 0; h < H; h++) {
-          const src = (i * H + h) * stride;
-          for (let j = 0; j < nope; j++) K[ko + h * dk + j] = kvb[src + j];
-          for (let j = 0; j < dr; j++) K[ko + h * dk + nope + j] = kv[i * kvw + a.kvLoraRank + j];
-          for (let j = 0; j < dv; j++) V[vo + h * dv + j] = kvb[src + nope + j];
+      if (this.core) {
+        // Keys [k_nope_h, k_rope] and values per head, pre-RoPE, [M, H, d] blocks for the core.
+        const stride = nope + dv;
+        const kvb = this.mm(lat, W('kv_b_proj'), 'kvb', M, a.kvLoraRank, H * stride);
+        const kAll = this.buf('kAll', M * H * dk);
+        const vAll = this.buf('vAll', M * H * dv);
+        for (let i = 0; i < M; i++) {
+          for (let h = 0; h < H; h++) {
+            const src = (i * H + h) * stride;
+            const ko = (i * H + h) * dk;
+            const vo = (i * H + h) * dv;
+            for (let j = 0; j < nope; j++) kAll[ko + j] = kvb[src + j];
+            for (let j = 0; j < dr; j++) kAll[ko + nope + j] = kv[i * kvw + a.kvLoraRank + j];
+            for (let j = 0; j < dv; j++) vAll[vo + j] = kvb[src + nope + j];
+          }
         }
-      });
-      if (kAll && vAll) return this.coreBlock(prefix, block, M, q, kAll, vAll);
+        return this.coreBlock(prefix, block, M, q, kAll, vAll);
+      }
+      return this.latentAttention(prefix, block, rows, q, kv, lat);
     }
     const o = this.buf('o', M * H * dv);
-    const scale = 1 / Math.sqrt(a.type === 'gqa' ? a.headDim : dk);
+    this.attendCached(rows, block, q, o, H, Hk, dk, dv, 1 / Math.sqrt(dk));
+    return this.linear(prefix, 'o', o, W('o_proj'), 'attnOut', M, H * dv, d);
+  }
+
+  /** Each row's queries q [M, H, dk] against its sequence's cache of `block` into o [M, H, dv]. */
+  private attendCached(rows: DecodeRow[], block: number, q: Float32Array, o: Float32Array, H: number, Hk: number, dk: number, dv: number, scale: number): void {
+    const M = rows.length;
     // One call per run of consecutive rows of one sequence (a prompt's rows, or a decode row).
     for (let i = 0; i < M; ) {
       const r = rows[i];
@@ -361,7 +379,88 @@ export class HostDecoder {
       this.k.attendRows(q.subarray(i * H * dk, (i + n) * H * dk), r.seq.k[block], r.seq.v[block], o.subarray(i * H * dv, (i + n) * H * dv), r.pos, n, H, Hk, dk, dv, scale);
       i += n;
     }
-    return this.linear(prefix, 'o', o, W('o_proj'), 'attnOut', M, H * dv, d);
+  }
+
+  /**
+   * Absorbed MLA over the latent cache (DeepSeek-V2's inference form; cacheShape). Head h's score
+   * q_nope_h·(W_uk_hᵀ c_t) + q_rope_h·k_rope_t equals [W_uk_h q_nope_h, q_rope_h]·[c_t, k_rope_t], and
+   * its output Σ_t p_t (W_uv_hᵀ c_t) equals W_uv_hᵀ (Σ_t p_t c_t): every head attends over the same
+   * cached latent (one shared KV head, keys kvLoraRank + ropeHeadDim wide, values kvLoraRank),
+   * with its query mapped into the latent before and its output mapped out after. q: [M, H,
+   * nope + rope] after RoPE; kv: kv_a_proj's rows (k_rope after RoPE); lat: normalised latents.
+   */
+  private latentAttention(prefix: string, block: number, rows: DecodeRow[], q: Float32Array, kv: Float32Array, lat: Float32Array): Float32Array {
+    const c = this.c;
+    const a = c.attention;
+    if (a.type !== 'mla') throw new Error('latent attention needs an MLA model');
+    const M = rows.length;
+    const H = a.nHeads;
+    const nope = a.nopeHeadDim;
+    const dr = a.ropeHeadDim;
+    const r = a.kvLoraRank;
+    const dq = nope + dr;
+    const dv = a.vHeadDim;
+    const lw = r + dr;
+    const kvw = r + dr;
+    rows.forEach((row, i) => {
+      const K = row.seq.k[block];
+      K.set(lat.subarray(i * r, (i + 1) * r), row.pos * lw);
+      K.set(kv.subarray(i * kvw + r, (i + 1) * kvw), row.pos * lw + r);
+      row.seq.v[block].set(lat.subarray(i * r, (i + 1) * r), row.pos * r);
+    });
+    const { uk, uv } = this.absorbed(prefix);
+    // Queries in the latent: [W_uk_h q_nope_h, q_rope_h] per row and head.
+    const qAbs = this.buf('qAbs', M * H * lw);
+    const qh = this.buf('qHead', M * nope);
+    const qlh = this.buf('qLatHead', M * r);
+    for (let h = 0; h < H; h++) {
+      for (let i = 0; i < M; i++) qh.set(q.subarray((i * H + h) * dq, (i * H + h) * dq + nope), i * nope);
+      this.k.matmul(qh, uk[h], qlh, M, nope, r);
+      for (let i = 0; i < M; i++) {
+        const o = (i * H + h) * lw;
+        qAbs.set(qlh.subarray(i * r, (i + 1) * r), o);
+        qAbs.set(q.subarray((i * H + h) * dq + nope, (i * H + h + 1) * dq), o + r);
+      }
+    }
+    const oLat = this.buf('oLat', M * H * r);
+    this.attendCached(rows, block, qAbs, oLat, H, 1, lw, r, 1 / Math.sqrt(dq));
+    // Outputs out of the latent: W_uv_hᵀ (Σ_t p_t c_t) per row and head, then o_proj.
+    const o = this.buf('o', M * H * dv);
+    const olh = this.buf('oLatHead', M * r);
+    const oh = this.buf('oHead', M * dv);
+    for (let h = 0; h < H; h++) {
+      for (let i = 0; i < M; i++) olh.set(oLat.subarray((i * H + h) * r, (i * H + h + 1) * r), i * r);
+      this.k.matmul(olh, uv[h], oh, M, r, dv);
+      for (let i = 0; i < M; i++) o.set(oh.subarray(i * dv, (i + 1) * dv), (i * H + h) * dv);
+    }
+    return this.linear(prefix, 'o', o, this.pw(prefix, 'o_proj'), 'attnOut', M, H * dv, c.dModel);
+  }
+
+  /** kv_b_proj split per head for absorbed attention: W_uk_hᵀ [nope, kvLoraRank] and W_uv_h [kvLoraRank, vHeadDim], built once per block. */
+  private absorbed(prefix: string): { uk: Float32Array[]; uv: Float32Array[] } {
+    let w = this.absorb.get(prefix);
+    if (!w) {
+      const a = this.c.attention;
+      if (a.type !== 'mla') throw new Error('absorbed weights need an MLA model');
+      const H = a.nHeads;
+      const nope = a.nopeHeadDim;
+      const dv = a.vHeadDim;
+      const r = a.kvLoraRank;
+      const stride = nope + dv;
+      const B = this.pw(prefix, 'kv_b_proj');
+      const uk = Array.from({ length: H }, () => new Float32Array(nope * r));
+      const uv = Array.from({ length: H }, () => new Float32Array(r * dv));
+      for (let ci = 0; ci < r; ci++) {
+        for (let h = 0; h < H; h++) {
+          const src = ci * H * stride + h * stride;
+          for (let j = 0; j < nope; j++) uk[h][j * r + ci] = B[src + j];
+          for (let j = 0; j < dv; j++) uv[h][ci * dv + j] = B[src + nope + j];
+        }
+      }
+      w = { uk, uv };
+      this.absorb.set(prefix, w);
+    }
+    return w;
   }
 
   /** Attention through the core (pre-RoPE q, k, v of every row), then o_proj. */

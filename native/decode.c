@@ -324,7 +324,7 @@ static void att_task(void* ctx, int64_t task, int slot) {
   attend_softmax_v(scores, j->vc + kh * j->dv, j->out + (r * j->H + h) * j->dv, S, j->Hk * j->dv, j->dv);
 }
 
-/* Rows of one call from which the keys are transposed first (each query head then reads them contiguously). */
+/* Query heads per KV head (rows of the call x heads of a group) from which the keys are transposed first (each query head then reads them contiguously). */
 #define ATT_TRANSPOSE_ROWS 4
 
 /* Float multiply-adds below which one call stays on the calling thread (a decode row). */
@@ -473,8 +473,11 @@ static napi_value decode_attend_rows(napi_env env, napi_callback_info info) {
   const double fmas = (double)H * (double)(dk + dv) * ((double)n * (double)S0 + (double)n * (double)(n + 1) / 2.0);
   if (fmas < ATT_MT_FMAS || n * H < 2) nt = 1;
   float* scores = (float*)malloc(sizeof(float) * (size_t)S * (size_t)nt);
-  float* kT = n >= ATT_TRANSPOSE_ROWS ? (float*)malloc(sizeof(float) * (size_t)shdk) : NULL;
-  if (!scores || (n >= ATT_TRANSPOSE_ROWS && !kT)) {
+  /* Query heads that read each KV head in this call (rows x heads per group: absorbed MLA's
+   * shared latent has all H): past a few, transposing the keys once pays. */
+  const int transpose = n * (H / Hk) >= ATT_TRANSPOSE_ROWS;
+  float* kT = transpose ? (float*)malloc(sizeof(float) * (size_t)shdk) : NULL;
+  if (!scores || (transpose && !kT)) {
     free(scores);
     free(kT);
     napi_throw_error(env, NULL, "moecat_native.decodeAttendRows: out of memory");
