@@ -158,7 +158,7 @@ export class HostDecoder {
   private obs: ActivationObserver | null = null;
   private readonly upT = new Map<string, Float32Array>();
   private readonly catsTau = new Map<string, Float32Array>();
-  private readonly absorb = new Map<string, { uk: Float32Array[]; uv: Float32Array[] }>();
+  private readonly absorb = new Map<string, { qb: Float32Array; uv: Float32Array[] }>();
   private readonly byPrefix = new Map<string, Map<string, Float32Array>>();
   /** Each layer's weight-name prefixes, built once. */
   private readonly names: { layer: string; attn: string[]; mlps: string[]; moe: string; experts: string[] }[];
@@ -322,9 +322,12 @@ export class HostDecoder {
       const eps = latentNormEps(c);
       const qa = this.linear(prefix, 'q', x, W('q_a_proj'), 'qa', M, d, a.qLoraRank);
       rmsRows(qa, W('q_a_layernorm'), eps, M, a.qLoraRank, qa);
-      q = this.mm(qa, W('q_b_proj'), 'q', M, a.qLoraRank, H * dk);
+      // With the latent cache, q_b_proj folded with W_uk gives each head's query in the latent
+      // directly ([M, H, kvLoraRank + rope], latentAttention); an attention core gets q as is.
+      const qw = this.core ? dk : a.kvLoraRank + dr;
+      q = this.mm(qa, this.core ? W('q_b_proj') : this.absorbed(prefix).qb, 'q', M, a.qLoraRank, H * qw);
       const qs = Math.fround(Math.sqrt(d / a.qLoraRank));
-      for (let i = 0; i < M * H * dk; i++) q[i] *= qs;
+      for (let i = 0; i < M * H * qw; i++) q[i] *= qs;
       const kvw = a.kvLoraRank + dr;
       const kv = this.mm(x, W('kv_a_proj_with_mqa'), 'kv', M, d, kvw);
       const lat = this.buf('lat', M * a.kvLoraRank);
@@ -332,7 +335,7 @@ export class HostDecoder {
       const ln = W('kv_a_layernorm');
       for (let i = 0; i < M; i++) {
         if (!this.core) {
-          for (let h = 0; h < H; h++) rope(q, (i * H + h) * dk + nope, dr, cos, sin, i * half);
+          for (let h = 0; h < H; h++) rope(q, (i * H + h) * qw + a.kvLoraRank, dr, cos, sin, i * half);
           rope(kv, i * kvw + a.kvLoraRank, dr, cos, sin, i * half);
         }
         let ms = 0;
@@ -386,45 +389,30 @@ export class HostDecoder {
    * q_nope_h·(W_uk_hᵀ c_t) + q_rope_h·k_rope_t equals [W_uk_h q_nope_h, q_rope_h]·[c_t, k_rope_t], and
    * its output Σ_t p_t (W_uv_hᵀ c_t) equals W_uv_hᵀ (Σ_t p_t c_t): every head attends over the same
    * cached latent (one shared KV head, keys kvLoraRank + ropeHeadDim wide, values kvLoraRank),
-   * with its query mapped into the latent before and its output mapped out after. q: [M, H,
-   * nope + rope] after RoPE; kv: kv_a_proj's rows (k_rope after RoPE); lat: normalised latents.
+   * with its query in the latent (q_b_proj folded with W_uk: `absorbed`) and its output mapped
+   * out by W_uv_h before o_proj. qAbs: [M, H, kvLoraRank + rope] after RoPE; kv: kv_a_proj's
+   * rows (k_rope after RoPE); lat: the normalised latents.
    */
-  private latentAttention(prefix: string, block: number, rows: DecodeRow[], q: Float32Array, kv: Float32Array, lat: Float32Array): Float32Array {
+  private latentAttention(prefix: string, block: number, rows: DecodeRow[], qAbs: Float32Array, kv: Float32Array, lat: Float32Array): Float32Array {
     const c = this.c;
     const a = c.attention;
     if (a.type !== 'mla') throw new Error('latent attention needs an MLA model');
     const M = rows.length;
     const H = a.nHeads;
-    const nope = a.nopeHeadDim;
-    const dr = a.ropeHeadDim;
     const r = a.kvLoraRank;
-    const dq = nope + dr;
     const dv = a.vHeadDim;
-    const lw = r + dr;
-    const kvw = r + dr;
+    const lw = r + a.ropeHeadDim;
     rows.forEach((row, i) => {
       const K = row.seq.k[block];
       K.set(lat.subarray(i * r, (i + 1) * r), row.pos * lw);
-      K.set(kv.subarray(i * kvw + r, (i + 1) * kvw), row.pos * lw + r);
+      K.set(kv.subarray(i * lw + r, (i + 1) * lw), row.pos * lw + r);
       row.seq.v[block].set(lat.subarray(i * r, (i + 1) * r), row.pos * r);
     });
-    const { uk, uv } = this.absorbed(prefix);
-    // Queries in the latent: [W_uk_h q_nope_h, q_rope_h] per row and head.
-    const qAbs = this.buf('qAbs', M * H * lw);
-    const qh = this.buf('qHead', M * nope);
-    const qlh = this.buf('qLatHead', M * r);
-    for (let h = 0; h < H; h++) {
-      for (let i = 0; i < M; i++) qh.set(q.subarray((i * H + h) * dq, (i * H + h) * dq + nope), i * nope);
-      this.k.matmul(qh, uk[h], qlh, M, nope, r);
-      for (let i = 0; i < M; i++) {
-        const o = (i * H + h) * lw;
-        qAbs.set(qlh.subarray(i * r, (i + 1) * r), o);
-        qAbs.set(q.subarray((i * H + h) * dq + nope, (i * H + h + 1) * dq), o + r);
-      }
-    }
     const oLat = this.buf('oLat', M * H * r);
-    this.attendCached(rows, block, qAbs, oLat, H, 1, lw, r, 1 / Math.sqrt(dq));
-    // Outputs out of the latent: W_uv_hᵀ (Σ_t p_t c_t) per row and head, then o_proj.
+    this.attendCached(rows, block, qAbs, oLat, H, 1, lw, r, 1 / Math.sqrt(a.nopeHeadDim + a.ropeHeadDim));
+    // Outputs out of the latent: W_uv_hᵀ (Σ_t p_t c_t) per row and head, then o_proj (whose
+    // input CHESS may sparsify and calibration observes, so it stays a product of its own).
+    const { uv } = this.absorbed(prefix);
     const o = this.buf('o', M * H * dv);
     const olh = this.buf('oLatHead', M * r);
     const oh = this.buf('oHead', M * dv);
@@ -436,28 +424,50 @@ export class HostDecoder {
     return this.linear(prefix, 'o', o, this.pw(prefix, 'o_proj'), 'attnOut', M, H * dv, c.dModel);
   }
 
-  /** kv_b_proj split per head for absorbed attention: W_uk_hᵀ [nope, kvLoraRank] and W_uv_h [kvLoraRank, vHeadDim], built once per block. */
-  private absorbed(prefix: string): { uk: Float32Array[]; uv: Float32Array[] } {
+  /**
+   * Absorbed weights of an MLA block, built once: qb, q_b_proj folded with W_uk ([qLoraRank,
+   * H·(kvLoraRank + rope)]: head h's columns are W_qb_h,nope · W_uk_hᵀ, each sum in double and
+   * rounded once, then its rope columns as they are), and W_uv_h [kvLoraRank, vHeadDim] per head,
+   * both cut from kv_b_proj ([kvLoraRank, H·(nope + v)]).
+   */
+  private absorbed(prefix: string): { qb: Float32Array; uv: Float32Array[] } {
     let w = this.absorb.get(prefix);
     if (!w) {
       const a = this.c.attention;
       if (a.type !== 'mla') throw new Error('absorbed weights need an MLA model');
       const H = a.nHeads;
       const nope = a.nopeHeadDim;
+      const dr = a.ropeHeadDim;
       const dv = a.vHeadDim;
       const r = a.kvLoraRank;
+      const R = a.qLoraRank;
+      const dq = nope + dr;
+      const lw = r + dr;
       const stride = nope + dv;
       const B = this.pw(prefix, 'kv_b_proj');
-      const uk = Array.from({ length: H }, () => new Float32Array(nope * r));
+      const Q = this.pw(prefix, 'q_b_proj');
+      const qb = new Float32Array(R * H * lw);
+      for (let i = 0; i < R; i++) {
+        for (let h = 0; h < H; h++) {
+          const qo = i * H * dq + h * dq;
+          const out = i * H * lw + h * lw;
+          for (let ci = 0; ci < r; ci++) {
+            const bo = ci * H * stride + h * stride;
+            let sum = 0;
+            for (let j = 0; j < nope; j++) sum += Q[qo + j] * B[bo + j];
+            qb[out + ci] = sum;
+          }
+          for (let j = 0; j < dr; j++) qb[out + r + j] = Q[qo + nope + j];
+        }
+      }
       const uv = Array.from({ length: H }, () => new Float32Array(r * dv));
       for (let ci = 0; ci < r; ci++) {
         for (let h = 0; h < H; h++) {
-          const src = ci * H * stride + h * stride;
-          for (let j = 0; j < nope; j++) uk[h][j * r + ci] = B[src + j];
-          for (let j = 0; j < dv; j++) uv[h][ci * dv + j] = B[src + nope + j];
+          const src = ci * H * stride + h * stride + nope;
+          for (let j = 0; j < dv; j++) uv[h][ci * dv + j] = B[src + j];
         }
       }
-      w = { uk, uv };
+      w = { qb, uv };
       this.absorb.set(prefix, w);
     }
     return w;

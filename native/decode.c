@@ -46,6 +46,15 @@
 #define DMM_MAX_ROWS_Z 16 /* the same with the AVX-512 eight-row kernel, for weights up to DMM_MAX_COLS_Z wide */
 #define DMM_MAX_COLS_Z 1024
 
+/*
+ * Weight rows read ahead (a hint, no effect on the bits): a task walks a 64-column strip of W
+ * down k, one or two cache lines per row at a stride of N floats, an access pattern the
+ * hardware prefetchers do not follow far enough; without it each row is a cache miss.
+ * Addresses past the end of W are never loaded (a prefetch does not fault).
+ */
+#define DMM_PF 8
+#define DMM_PREFETCH(p) __builtin_prefetch((const void*)(p), 0, 3)
+
 typedef struct {
   const float *x, *W;
   float* y;
@@ -77,6 +86,8 @@ static void dmm_cols(const float* restrict x, const float* restrict W, float* re
         const float* x3 = x2 + K;
         for (int64_t k = 0; k < K; k++) {
           const float* w = W + k * N + j0 + h;
+          DMM_PREFETCH(w + DMM_PF * N);
+          DMM_PREFETCH(w + DMM_PF * N + 16);
           const float v0 = x0[k], v1 = x1[k], v2 = x2[k], v3 = x3[k];
           for (int j = 0; j < 32; j++) {
             a0[j] = fmaf(v0, w[j], a0[j]);
@@ -101,6 +112,7 @@ static void dmm_cols(const float* restrict x, const float* restrict W, float* re
       for (int64_t k = 0; k < K; k++) {
         const float xv = xr[k];
         const float* w = W + k * N + j0;
+        for (int j = 0; j < DMM_COLS; j += 16) DMM_PREFETCH(w + DMM_PF * N + j);
         for (int j = 0; j < DMM_COLS; j++) acc[j] = fmaf(xv, w[j], acc[j]);
       }
     } else {
@@ -125,6 +137,8 @@ __attribute__((target("avx512f"))) static void dmm8_z(const float* x, const floa
   __m512 a[8][2];
   for (int r = 0; r < 8; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
   for (int64_t k = 0; k < K; k++) {
+    DMM_PREFETCH(W + (k + DMM_PF) * N + j0);
+    DMM_PREFETCH(W + (k + DMM_PF) * N + j0 + 16);
     const __m512 w0 = _mm512_loadu_ps(W + k * N + j0);
     const __m512 w1 = _mm512_loadu_ps(W + k * N + j0 + 16);
     for (int r = 0; r < 8; r++) {

@@ -31,6 +31,7 @@ import { Engine, EngineTokenizer } from '../../inference/engine';
 import * as tfjsSteps from '../../inference/engineStep';
 import { disposeCaches, LayerCaches } from '../../inference/engineStep';
 import { hostDecodeBatch, hostPrefill } from '../../inference/hostSteps';
+import { cacheShape, kvShape } from '../../inference/hostDecode';
 import { decodeKernels } from '../../inference/decodeKernels';
 import { collectStats, SparsityPlan, thresholdsAt } from '../../inference/sparse';
 
@@ -80,11 +81,10 @@ function memoryBandwidth(): { gbPerS: number; mib: number } {
   return { gbPerS: (2 * n * 4) / (ms * 1e6), mib: (n * 4) / 2 ** 20 };
 }
 
-/** Floats read from the KV cache per position, summed over every attention block. */
+/** Floats read from the KV cache per position, summed over every attention block (host steps cache MLA's latent, hostDecode's cacheShape; tfjs steps the expanded heads). */
 function kvFloatsPerPosition(c: ModelConfig): number {
-  const a = c.attention;
-  const perBlock = a.type === 'mla' ? a.nHeads * (a.nopeHeadDim + a.ropeHeadDim + a.vHeadDim) : 2 * a.nKvHeads * a.headDim;
-  return 2 * c.nLayers * perBlock;
+  const s = STEPS === 'tfjs' ? kvShape(c) : cacheShape(c);
+  return 2 * c.nLayers * s.Hk * (s.dk + s.dv);
 }
 
 function activeWeightFloats(c: ModelConfig, ffnExpertsPerToken: number): number {
