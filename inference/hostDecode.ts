@@ -18,7 +18,10 @@
  * model/attention.ts, model/ops.ts and model/moe/layer.ts (RMSNorm with eps inside the root,
  * rotate-half RoPE, MLA latents and scales, GQA head groups, softmax router over N+Z experts
  * with the expert bias used for selection only, zero experts as identity);
- * spec/model/layerPaths checks the logits against the training forward.
+ * spec/model/layerPaths checks the logits against the training forward. MLA attends absorbed,
+ * over a latent cache (cacheShape, latentAttention): one shared latent per position and block
+ * instead of nHeads expanded keys and values; with an AttentionCore (A2ATS) the core still gets
+ * the expanded heads.
  *
  * With a SparsityPlan (CHESS, arXiv 2409.01366: `serve --sparsity`), each row's dense FFNs and
  * FFN experts run the thresholded SwiGLU (gate densely, then only the kept channels' up and
