@@ -129,27 +129,46 @@ static void dmm_cols(const float* restrict x, const float* restrict W, float* re
 
 #if DMM_Z
 /*
- * Eight rows x 32 columns [j0, j0+32) on AVX-512: 16 accumulator registers, each W row segment
- * loaded once for the eight rows, each x element broadcast once. _mm512_fmadd_ps rounds once,
- * as fmaf does: every output is the same fmaf chain from zero, k ascending (gemm's bits).
+ * R rows (R <= 8, a constant where it is inlined) x 32 columns [j0, j0+32) on AVX-512: 2R
+ * accumulator registers, each W row segment loaded once for the R rows, each x element
+ * broadcast once. _mm512_fmadd_ps rounds once, as fmaf does: every output is the same fmaf
+ * chain from zero, k ascending (gemm's bits), whatever R.
  */
-__attribute__((target("avx512f"))) static void dmm8_z(const float* x, const float* W, float* y, int64_t K, int64_t N, int64_t j0) {
+__attribute__((target("avx512f"), always_inline)) static inline void dmmr_z(const float* x, const float* W, float* y, int64_t K, int64_t N,
+                                                                           int64_t j0, const int R) {
   __m512 a[8][2];
-  for (int r = 0; r < 8; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
+  for (int r = 0; r < R; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
   for (int64_t k = 0; k < K; k++) {
     DMM_PREFETCH(W + (k + DMM_PF) * N + j0);
     DMM_PREFETCH(W + (k + DMM_PF) * N + j0 + 16);
     const __m512 w0 = _mm512_loadu_ps(W + k * N + j0);
     const __m512 w1 = _mm512_loadu_ps(W + k * N + j0 + 16);
-    for (int r = 0; r < 8; r++) {
+    for (int r = 0; r < R; r++) {
       const __m512 xr = _mm512_set1_ps(x[r * K + k]);
       a[r][0] = _mm512_fmadd_ps(xr, w0, a[r][0]);
       a[r][1] = _mm512_fmadd_ps(xr, w1, a[r][1]);
     }
   }
-  for (int r = 0; r < 8; r++) {
+  for (int r = 0; r < R; r++) {
     _mm512_storeu_ps(y + r * N + j0, a[r][0]);
     _mm512_storeu_ps(y + r * N + j0 + 16, a[r][1]);
+  }
+}
+
+__attribute__((target("avx512f"))) static void dmm8_z(const float* x, const float* W, float* y, int64_t K, int64_t N, int64_t j0) {
+  dmmr_z(x, W, y, K, N, j0, 8);
+}
+
+/* The last R = 2..7 rows of a full strip in one pass over W (one row stays on dmm_cols: its 64-column pass keeps four chains in flight). */
+__attribute__((target("avx512f"))) static void dmm_tail_z(const float* x, const float* W, float* y, int64_t K, int64_t N, int64_t j0, int R) {
+  switch (R) {
+    case 2: dmmr_z(x, W, y, K, N, j0, 2); break;
+    case 3: dmmr_z(x, W, y, K, N, j0, 3); break;
+    case 4: dmmr_z(x, W, y, K, N, j0, 4); break;
+    case 5: dmmr_z(x, W, y, K, N, j0, 5); break;
+    case 6: dmmr_z(x, W, y, K, N, j0, 6); break;
+    case 7: dmmr_z(x, W, y, K, N, j0, 7); break;
+    default: break;
   }
 }
 #endif
@@ -162,9 +181,12 @@ static void dmm_strip(const float* x, const float* W, float* y, int64_t M, int64
   int64_t r = 0;
 #if DMM_Z
   if (z && nc == DMM_COLS) {
-    for (int64_t h = 0; h < DMM_COLS; h += 32)
+    const int64_t tail = M % 8 >= 2 ? M % 8 : 0;
+    for (int64_t h = 0; h < DMM_COLS; h += 32) {
       for (r = 0; r + 8 <= M; r += 8) dmm8_z(x + r * K, W, y + r * N, K, N, j0 + h);
-    r = M / 8 * 8;
+      if (tail) dmm_tail_z(x + r * K, W, y + r * N, K, N, j0 + h, (int)tail);
+    }
+    r = M / 8 * 8 + tail;
   }
 #else
   (void)z;
