@@ -259,8 +259,19 @@ static inline float att_exp(float x) {
 __attribute__((target_clones("avx512f", "fma", "default")))
 #endif
 static void attend_softmax_v(float* restrict scores, const float* restrict vc, float* restrict o, int64_t S, int64_t vs, int64_t dv) {
+  /* The max in 16 lanes (x > m ? x : m is maxps exactly), then over the lanes: the same value
+   * as one running max, up to the sign of a zero maximum or which NaN, neither of which changes
+   * an output (x − ±0 differ only at x = ±0, where att_exp gives 1 either way; a NaN score makes
+   * every output NaN both ways). */
+  float lane[16];
+  for (int l = 0; l < 16; l++) lane[l] = -INFINITY;
+  int64_t t0 = 0;
+  for (; t0 + 16 <= S; t0 += 16)
+    for (int l = 0; l < 16; l++) lane[l] = scores[t0 + l] > lane[l] ? scores[t0 + l] : lane[l];
   float max = -INFINITY;
-  for (int64_t t = 0; t < S; t++)
+  for (int l = 0; l < 16; l++)
+    if (lane[l] > max) max = lane[l];
+  for (int64_t t = t0; t < S; t++)
     if (scores[t] > max) max = scores[t];
   for (int64_t t = 0; t < S; t++) scores[t] = att_exp(scores[t] - max);
   double z = 0.0;
@@ -358,6 +369,36 @@ static void att_task(void* ctx, int64_t task, int slot) {
   if (j->kT) attend_scores(qh, j->kT + kh * j->dk * j->S, 1, j->S, S, j->dk, j->scale, scores);
   else attend_scores(qh, j->kc + kh * j->dk, 0, j->Hk * j->dk, S, j->dk, j->scale, scores);
   attend_softmax_v(scores, j->vc + kh * j->dv, j->out + (r * j->H + h) * j->dv, S, j->Hk * j->dv, j->dv);
+}
+
+/* kT[(kh·dk + i)·S + t] = kc[(t·Hk + kh)·dk + i]: a copy (AVX-512: 16 positions per gather). */
+static void att_transpose_c(const float* kc, float* kT, int64_t S, int64_t Hk, int64_t dk) {
+  for (int64_t t = 0; t < S; t++)
+    for (int64_t kh = 0; kh < Hk; kh++)
+      for (int64_t i = 0; i < dk; i++) kT[(kh * dk + i) * S + t] = kc[(t * Hk + kh) * dk + i];
+}
+
+#if DMM_Z
+__attribute__((target("avx512f"))) static void att_transpose_z(const float* kc, float* kT, int64_t S, int64_t Hk, int64_t dk) {
+  const int64_t ks = Hk * dk;
+  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32((int)ks));
+  int64_t t = 0;
+  for (; t + 16 <= S; t += 16)
+    for (int64_t c = 0; c < ks; c++) _mm512_storeu_ps(kT + c * S + t, _mm512_i32gather_ps(idx, kc + t * ks + c, 4));
+  for (; t < S; t++)
+    for (int64_t c = 0; c < ks; c++) kT[c * S + t] = kc[t * ks + c];
+}
+#endif
+
+static void att_transpose(const float* kc, float* kT, int64_t S, int64_t Hk, int64_t dk) {
+#if DMM_Z
+  /* 16 positions' offsets must fit the gather's 32-bit indices */
+  if (__builtin_cpu_supports("avx512f") && 16 * Hk * dk < INT32_MAX) {
+    att_transpose_z(kc, kT, S, Hk, dk);
+    return;
+  }
+#endif
+  att_transpose_c(kc, kT, S, Hk, dk);
 }
 
 /* Query heads per KV head (rows of the call x heads of a group) from which the keys are transposed first (each query head then reads them contiguously). */
@@ -519,10 +560,7 @@ static napi_value decode_attend_rows(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "moecat_native.decodeAttendRows: out of memory");
     return NULL;
   }
-  if (kT)
-    for (int64_t t = 0; t < S; t++)
-      for (int64_t kh = 0; kh < Hk; kh++)
-        for (int64_t i = 0; i < dk; i++) kT[(kh * dk + i) * S + t] = kc[(t * Hk + kh) * dk + i];
+  if (kT) att_transpose(kc, kT, S, Hk, dk);
   AttJob j = {q, kc, vc, out, kT, S0, S, H, Hk, dk, dv, (float)scale, scores};
   pool_run(n * H, att_task, &j, nt);
   free(kT);
