@@ -18,7 +18,10 @@
  * model/attention.ts, model/ops.ts and model/moe/layer.ts (RMSNorm with eps inside the root,
  * rotate-half RoPE, MLA latents and scales, GQA head groups, softmax router over N+Z experts
  * with the expert bias used for selection only, zero experts as identity);
- * spec/model/layerPaths checks the logits against the training forward.
+ * spec/model/layerPaths checks the logits against the training forward. MLA attends absorbed,
+ * over a latent cache (cacheShape, latentAttention): one shared latent per position and block
+ * instead of nHeads expanded keys and values; with an AttentionCore (A2ATS) the core still gets
+ * the expanded heads.
  *
  * With a SparsityPlan (CHESS, arXiv 2409.01366: `serve --sparsity`), each row's dense FFNs and
  * FFN experts run the thresholded SwiGLU (gate densely, then only the kept channels' up and
@@ -40,13 +43,24 @@ import { SparsityPlan } from './sparse/thresholds';
 /** silu in double (the calibration observer's activation, as CHESS thresholds it). */
 const silu = (g: number): number => g / (1 + Math.exp(-g));
 
-/** Cache geometry: KV heads and key/value widths per head (MLA caches expanded heads). */
+/** Key/value geometry of the attention heads: KV heads and key/value widths per head (MLA: expanded heads, what an AttentionCore receives). */
 export function kvShape(c: ModelConfig): { Hk: number; dk: number; dv: number } {
   const a = c.attention;
   return a.type === 'mla' ? { Hk: a.nHeads, dk: a.nopeHeadDim + a.ropeHeadDim, dv: a.vHeadDim } : { Hk: a.nKvHeads, dk: a.headDim, dv: a.headDim };
 }
 
-/** One sequence's keys and values, [positions, Hk, d] per attention block; grows by doubling. */
+/**
+ * What a HostSequence caches per position and block. GQA: its KV heads. MLA: the latent of
+ * absorbed attention, one "KV head" shared by every query head: keys [c_kv, k_rope]
+ * (kvLoraRank + ropeHeadDim floats, c_kv the normalised, scaled latent, k_rope after RoPE) and
+ * values c_kv (kvLoraRank floats), instead of nHeads expanded keys and values.
+ */
+export function cacheShape(c: ModelConfig): { Hk: number; dk: number; dv: number } {
+  const a = c.attention;
+  return a.type === 'mla' ? { Hk: 1, dk: a.kvLoraRank + a.ropeHeadDim, dv: a.kvLoraRank } : kvShape(c);
+}
+
+/** One sequence's keys and values, [positions, Hk, d] per attention block (cacheShape); grows by doubling. */
 export class HostSequence {
   k: Float32Array[];
   v: Float32Array[];
@@ -58,7 +72,7 @@ export class HostSequence {
   private readonly vw: number;
   /** initial 0: a position counter only (no keys/values: an AttentionCore keeps them). */
   constructor(readonly c: ModelConfig, initial = 16) {
-    const s = kvShape(c);
+    const s = cacheShape(c);
     this.stores = initial > 0;
     this.kw = this.stores ? s.Hk * s.dk : 0;
     this.vw = this.stores ? s.Hk * s.dv : 0;
@@ -147,6 +161,7 @@ export class HostDecoder {
   private obs: ActivationObserver | null = null;
   private readonly upT = new Map<string, Float32Array>();
   private readonly catsTau = new Map<string, Float32Array>();
+  private readonly absorb = new Map<string, { qb: Float32Array; uv: Float32Array[] }>();
   private readonly byPrefix = new Map<string, Map<string, Float32Array>>();
   /** Each layer's weight-name prefixes, built once. */
   private readonly names: { layer: string; attn: string[]; mlps: string[]; moe: string; experts: string[] }[];
@@ -310,9 +325,12 @@ export class HostDecoder {
       const eps = latentNormEps(c);
       const qa = this.linear(prefix, 'q', x, W('q_a_proj'), 'qa', M, d, a.qLoraRank);
       rmsRows(qa, W('q_a_layernorm'), eps, M, a.qLoraRank, qa);
-      q = this.mm(qa, W('q_b_proj'), 'q', M, a.qLoraRank, H * dk);
+      // With the latent cache, q_b_proj folded with W_uk gives each head's query in the latent
+      // directly ([M, H, kvLoraRank + rope], latentAttention); an attention core gets q as is.
+      const qw = this.core ? dk : a.kvLoraRank + dr;
+      q = this.mm(qa, this.core ? W('q_b_proj') : this.absorbed(prefix).qb, 'q', M, a.qLoraRank, H * qw);
       const qs = Math.fround(Math.sqrt(d / a.qLoraRank));
-      for (let i = 0; i < M * H * dk; i++) q[i] *= qs;
+      for (let i = 0; i < M * H * qw; i++) q[i] *= qs;
       const kvw = a.kvLoraRank + dr;
       const kv = this.mm(x, W('kv_a_proj_with_mqa'), 'kv', M, d, kvw);
       const lat = this.buf('lat', M * a.kvLoraRank);
@@ -320,7 +338,7 @@ export class HostDecoder {
       const ln = W('kv_a_layernorm');
       for (let i = 0; i < M; i++) {
         if (!this.core) {
-          for (let h = 0; h < H; h++) rope(q, (i * H + h) * dk + nope, dr, cos, sin, i * half);
+          for (let h = 0; h < H; h++) rope(q, (i * H + h) * qw + a.kvLoraRank, dr, cos, sin, i * half);
           rope(kv, i * kvw + a.kvLoraRank, dr, cos, sin, i * half);
         }
         let ms = 0;
@@ -331,28 +349,34 @@ export class HostDecoder {
           lat[i * a.kvLoraRank + j] *= ls;
         }
       }
-      const stride = nope + dv;
-      const kvb = this.mm(lat, W('kv_b_proj'), 'kvb', M, a.kvLoraRank, H * stride);
-      // Keys [k_nope_h, k_rope] and values per head: into the row's cache, or (with an
-      // attention core) into [M, H, d] blocks of pre-RoPE keys and values.
-      const kAll = this.core ? this.buf('kAll', M * H * dk) : null;
-      const vAll = this.core ? this.buf('vAll', M * H * dv) : null;
-      rows.forEach((r, i) => {
-        const K = kAll ?? r.seq.k[block];
-        const V = vAll ?? r.seq.v[block];
-        const ko = (kAll ? i : r.pos) * H * dk;
-        const vo = (vAll ? i : r.pos) * H * dv;
-        for (let h = 0; h < H; h++) {
-          const src = (i * H + h) * stride;
-          for (let j = 0; j < nope; j++) K[ko + h * dk + j] = kvb[src + j];
-          for (let j = 0; j < dr; j++) K[ko + h * dk + nope + j] = kv[i * kvw + a.kvLoraRank + j];
-          for (let j = 0; j < dv; j++) V[vo + h * dv + j] = kvb[src + nope + j];
+      if (this.core) {
+        // Keys [k_nope_h, k_rope] and values per head, pre-RoPE, [M, H, d] blocks for the core.
+        const stride = nope + dv;
+        const kvb = this.mm(lat, W('kv_b_proj'), 'kvb', M, a.kvLoraRank, H * stride);
+        const kAll = this.buf('kAll', M * H * dk);
+        const vAll = this.buf('vAll', M * H * dv);
+        for (let i = 0; i < M; i++) {
+          for (let h = 0; h < H; h++) {
+            const src = (i * H + h) * stride;
+            const ko = (i * H + h) * dk;
+            const vo = (i * H + h) * dv;
+            for (let j = 0; j < nope; j++) kAll[ko + j] = kvb[src + j];
+            for (let j = 0; j < dr; j++) kAll[ko + nope + j] = kv[i * kvw + a.kvLoraRank + j];
+            for (let j = 0; j < dv; j++) vAll[vo + j] = kvb[src + nope + j];
+          }
         }
-      });
-      if (kAll && vAll) return this.coreBlock(prefix, block, M, q, kAll, vAll);
+        return this.coreBlock(prefix, block, M, q, kAll, vAll);
+      }
+      return this.latentAttention(prefix, block, rows, q, kv, lat);
     }
     const o = this.buf('o', M * H * dv);
-    const scale = 1 / Math.sqrt(a.type === 'gqa' ? a.headDim : dk);
+    this.attendCached(rows, block, q, o, H, Hk, dk, dv, 1 / Math.sqrt(dk));
+    return this.linear(prefix, 'o', o, W('o_proj'), 'attnOut', M, H * dv, d);
+  }
+
+  /** Each row's queries q [M, H, dk] against its sequence's cache of `block` into o [M, H, dv]. */
+  private attendCached(rows: DecodeRow[], block: number, q: Float32Array, o: Float32Array, H: number, Hk: number, dk: number, dv: number, scale: number): void {
+    const M = rows.length;
     // One call per run of consecutive rows of one sequence (a prompt's rows, or a decode row).
     for (let i = 0; i < M; ) {
       const r = rows[i];
@@ -361,7 +385,95 @@ export class HostDecoder {
       this.k.attendRows(q.subarray(i * H * dk, (i + n) * H * dk), r.seq.k[block], r.seq.v[block], o.subarray(i * H * dv, (i + n) * H * dv), r.pos, n, H, Hk, dk, dv, scale);
       i += n;
     }
-    return this.linear(prefix, 'o', o, W('o_proj'), 'attnOut', M, H * dv, d);
+  }
+
+  /**
+   * Absorbed MLA over the latent cache (DeepSeek-V2's inference form; cacheShape). Head h's score
+   * q_nope_h·(W_uk_hᵀ c_t) + q_rope_h·k_rope_t equals [W_uk_h q_nope_h, q_rope_h]·[c_t, k_rope_t], and
+   * its output Σ_t p_t (W_uv_hᵀ c_t) equals W_uv_hᵀ (Σ_t p_t c_t): every head attends over the same
+   * cached latent (one shared KV head, keys kvLoraRank + ropeHeadDim wide, values kvLoraRank),
+   * with its query in the latent (q_b_proj folded with W_uk: `absorbed`) and its output mapped
+   * out by W_uv_h before o_proj. qAbs: [M, H, kvLoraRank + rope] after RoPE; kv: kv_a_proj's
+   * rows (k_rope after RoPE); lat: the normalised latents.
+   */
+  private latentAttention(prefix: string, block: number, rows: DecodeRow[], qAbs: Float32Array, kv: Float32Array, lat: Float32Array): Float32Array {
+    const c = this.c;
+    const a = c.attention;
+    if (a.type !== 'mla') throw new Error('latent attention needs an MLA model');
+    const M = rows.length;
+    const H = a.nHeads;
+    const r = a.kvLoraRank;
+    const dv = a.vHeadDim;
+    const lw = r + a.ropeHeadDim;
+    rows.forEach((row, i) => {
+      const K = row.seq.k[block];
+      K.set(lat.subarray(i * r, (i + 1) * r), row.pos * lw);
+      K.set(kv.subarray(i * lw + r, (i + 1) * lw), row.pos * lw + r);
+      row.seq.v[block].set(lat.subarray(i * r, (i + 1) * r), row.pos * r);
+    });
+    const oLat = this.buf('oLat', M * H * r);
+    this.attendCached(rows, block, qAbs, oLat, H, 1, lw, r, 1 / Math.sqrt(a.nopeHeadDim + a.ropeHeadDim));
+    // Outputs out of the latent: W_uv_hᵀ (Σ_t p_t c_t) per row and head, then o_proj (whose
+    // input CHESS may sparsify and calibration observes, so it stays a product of its own).
+    const { uv } = this.absorbed(prefix);
+    const o = this.buf('o', M * H * dv);
+    const olh = this.buf('oLatHead', M * r);
+    const oh = this.buf('oHead', M * dv);
+    for (let h = 0; h < H; h++) {
+      for (let i = 0; i < M; i++) olh.set(oLat.subarray((i * H + h) * r, (i * H + h + 1) * r), i * r);
+      this.k.matmul(olh, uv[h], oh, M, r, dv);
+      for (let i = 0; i < M; i++) o.set(oh.subarray(i * dv, (i + 1) * dv), (i * H + h) * dv);
+    }
+    return this.linear(prefix, 'o', o, this.pw(prefix, 'o_proj'), 'attnOut', M, H * dv, c.dModel);
+  }
+
+  /**
+   * Absorbed weights of an MLA block, built once: qb, q_b_proj folded with W_uk ([qLoraRank,
+   * H·(kvLoraRank + rope)]: head h's columns are W_qb_h,nope · W_uk_hᵀ, each sum in double and
+   * rounded once, then its rope columns as they are), and W_uv_h [kvLoraRank, vHeadDim] per head,
+   * both cut from kv_b_proj ([kvLoraRank, H·(nope + v)]).
+   */
+  private absorbed(prefix: string): { qb: Float32Array; uv: Float32Array[] } {
+    let w = this.absorb.get(prefix);
+    if (!w) {
+      const a = this.c.attention;
+      if (a.type !== 'mla') throw new Error('absorbed weights need an MLA model');
+      const H = a.nHeads;
+      const nope = a.nopeHeadDim;
+      const dr = a.ropeHeadDim;
+      const dv = a.vHeadDim;
+      const r = a.kvLoraRank;
+      const R = a.qLoraRank;
+      const dq = nope + dr;
+      const lw = r + dr;
+      const stride = nope + dv;
+      const B = this.pw(prefix, 'kv_b_proj');
+      const Q = this.pw(prefix, 'q_b_proj');
+      const qb = new Float32Array(R * H * lw);
+      for (let i = 0; i < R; i++) {
+        for (let h = 0; h < H; h++) {
+          const qo = i * H * dq + h * dq;
+          const out = i * H * lw + h * lw;
+          for (let ci = 0; ci < r; ci++) {
+            const bo = ci * H * stride + h * stride;
+            let sum = 0;
+            for (let j = 0; j < nope; j++) sum += Q[qo + j] * B[bo + j];
+            qb[out + ci] = sum;
+          }
+          for (let j = 0; j < dr; j++) qb[out + r + j] = Q[qo + nope + j];
+        }
+      }
+      const uv = Array.from({ length: H }, () => new Float32Array(r * dv));
+      for (let ci = 0; ci < r; ci++) {
+        for (let h = 0; h < H; h++) {
+          const src = ci * H * stride + h * stride + nope;
+          for (let j = 0; j < dv; j++) uv[h][ci * dv + j] = B[src + j];
+        }
+      }
+      w = { qb, uv };
+      this.absorb.set(prefix, w);
+    }
+    return w;
   }
 
   /** Attention through the core (pre-RoPE q, k, v of every row), then o_proj. */

@@ -46,6 +46,15 @@
 #define DMM_MAX_ROWS_Z 16 /* the same with the AVX-512 eight-row kernel, for weights up to DMM_MAX_COLS_Z wide */
 #define DMM_MAX_COLS_Z 1024
 
+/*
+ * Weight rows read ahead (a hint, no effect on the bits): a task walks a 64-column strip of W
+ * down k, one or two cache lines per row at a stride of N floats, an access pattern the
+ * hardware prefetchers do not follow far enough; without it each row is a cache miss.
+ * Addresses past the end of W are never loaded (a prefetch does not fault).
+ */
+#define DMM_PF 8
+#define DMM_PREFETCH(p) __builtin_prefetch((const void*)(p), 0, 3)
+
 typedef struct {
   const float *x, *W;
   float* y;
@@ -77,6 +86,8 @@ static void dmm_cols(const float* restrict x, const float* restrict W, float* re
         const float* x3 = x2 + K;
         for (int64_t k = 0; k < K; k++) {
           const float* w = W + k * N + j0 + h;
+          DMM_PREFETCH(w + DMM_PF * N);
+          DMM_PREFETCH(w + DMM_PF * N + 16);
           const float v0 = x0[k], v1 = x1[k], v2 = x2[k], v3 = x3[k];
           for (int j = 0; j < 32; j++) {
             a0[j] = fmaf(v0, w[j], a0[j]);
@@ -101,6 +112,7 @@ static void dmm_cols(const float* restrict x, const float* restrict W, float* re
       for (int64_t k = 0; k < K; k++) {
         const float xv = xr[k];
         const float* w = W + k * N + j0;
+        for (int j = 0; j < DMM_COLS; j += 16) DMM_PREFETCH(w + DMM_PF * N + j);
         for (int j = 0; j < DMM_COLS; j++) acc[j] = fmaf(xv, w[j], acc[j]);
       }
     } else {
@@ -117,25 +129,46 @@ static void dmm_cols(const float* restrict x, const float* restrict W, float* re
 
 #if DMM_Z
 /*
- * Eight rows x 32 columns [j0, j0+32) on AVX-512: 16 accumulator registers, each W row segment
- * loaded once for the eight rows, each x element broadcast once. _mm512_fmadd_ps rounds once,
- * as fmaf does: every output is the same fmaf chain from zero, k ascending (gemm's bits).
+ * R rows (R <= 8, a constant where it is inlined) x 32 columns [j0, j0+32) on AVX-512: 2R
+ * accumulator registers, each W row segment loaded once for the R rows, each x element
+ * broadcast once. _mm512_fmadd_ps rounds once, as fmaf does: every output is the same fmaf
+ * chain from zero, k ascending (gemm's bits), whatever R.
  */
-__attribute__((target("avx512f"))) static void dmm8_z(const float* x, const float* W, float* y, int64_t K, int64_t N, int64_t j0) {
+__attribute__((target("avx512f"), always_inline)) static inline void dmmr_z(const float* x, const float* W, float* y, int64_t K, int64_t N,
+                                                                           int64_t j0, const int R) {
   __m512 a[8][2];
-  for (int r = 0; r < 8; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
+  for (int r = 0; r < R; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
   for (int64_t k = 0; k < K; k++) {
+    DMM_PREFETCH(W + (k + DMM_PF) * N + j0);
+    DMM_PREFETCH(W + (k + DMM_PF) * N + j0 + 16);
     const __m512 w0 = _mm512_loadu_ps(W + k * N + j0);
     const __m512 w1 = _mm512_loadu_ps(W + k * N + j0 + 16);
-    for (int r = 0; r < 8; r++) {
+    for (int r = 0; r < R; r++) {
       const __m512 xr = _mm512_set1_ps(x[r * K + k]);
       a[r][0] = _mm512_fmadd_ps(xr, w0, a[r][0]);
       a[r][1] = _mm512_fmadd_ps(xr, w1, a[r][1]);
     }
   }
-  for (int r = 0; r < 8; r++) {
+  for (int r = 0; r < R; r++) {
     _mm512_storeu_ps(y + r * N + j0, a[r][0]);
     _mm512_storeu_ps(y + r * N + j0 + 16, a[r][1]);
+  }
+}
+
+__attribute__((target("avx512f"))) static void dmm8_z(const float* x, const float* W, float* y, int64_t K, int64_t N, int64_t j0) {
+  dmmr_z(x, W, y, K, N, j0, 8);
+}
+
+/* The last R = 2..7 rows of a full strip in one pass over W (one row stays on dmm_cols: its 64-column pass keeps four chains in flight). */
+__attribute__((target("avx512f"))) static void dmm_tail_z(const float* x, const float* W, float* y, int64_t K, int64_t N, int64_t j0, int R) {
+  switch (R) {
+    case 2: dmmr_z(x, W, y, K, N, j0, 2); break;
+    case 3: dmmr_z(x, W, y, K, N, j0, 3); break;
+    case 4: dmmr_z(x, W, y, K, N, j0, 4); break;
+    case 5: dmmr_z(x, W, y, K, N, j0, 5); break;
+    case 6: dmmr_z(x, W, y, K, N, j0, 6); break;
+    case 7: dmmr_z(x, W, y, K, N, j0, 7); break;
+    default: break;
   }
 }
 #endif
@@ -148,9 +181,12 @@ static void dmm_strip(const float* x, const float* W, float* y, int64_t M, int64
   int64_t r = 0;
 #if DMM_Z
   if (z && nc == DMM_COLS) {
-    for (int64_t h = 0; h < DMM_COLS; h += 32)
+    const int64_t tail = M % 8 >= 2 ? M % 8 : 0;
+    for (int64_t h = 0; h < DMM_COLS; h += 32) {
       for (r = 0; r + 8 <= M; r += 8) dmm8_z(x + r * K, W, y + r * N, K, N, j0 + h);
-    r = M / 8 * 8;
+      if (tail) dmm_tail_z(x + r * K, W, y + r * N, K, N, j0 + h, (int)tail);
+    }
+    r = M / 8 * 8 + tail;
   }
 #else
   (void)z;
@@ -223,8 +259,19 @@ static inline float att_exp(float x) {
 __attribute__((target_clones("avx512f", "fma", "default")))
 #endif
 static void attend_softmax_v(float* restrict scores, const float* restrict vc, float* restrict o, int64_t S, int64_t vs, int64_t dv) {
+  /* The max in 16 lanes (x > m ? x : m is maxps exactly), then over the lanes: the same value
+   * as one running max, up to the sign of a zero maximum or which NaN, neither of which changes
+   * an output (x − ±0 differ only at x = ±0, where att_exp gives 1 either way; a NaN score makes
+   * every output NaN both ways). */
+  float lane[16];
+  for (int l = 0; l < 16; l++) lane[l] = -INFINITY;
+  int64_t t0 = 0;
+  for (; t0 + 16 <= S; t0 += 16)
+    for (int l = 0; l < 16; l++) lane[l] = scores[t0 + l] > lane[l] ? scores[t0 + l] : lane[l];
   float max = -INFINITY;
-  for (int64_t t = 0; t < S; t++)
+  for (int l = 0; l < 16; l++)
+    if (lane[l] > max) max = lane[l];
+  for (int64_t t = t0; t < S; t++)
     if (scores[t] > max) max = scores[t];
   for (int64_t t = 0; t < S; t++) scores[t] = att_exp(scores[t] - max);
   double z = 0.0;
@@ -324,7 +371,37 @@ static void att_task(void* ctx, int64_t task, int slot) {
   attend_softmax_v(scores, j->vc + kh * j->dv, j->out + (r * j->H + h) * j->dv, S, j->Hk * j->dv, j->dv);
 }
 
-/* Rows of one call from which the keys are transposed first (each query head then reads them contiguously). */
+/* kT[(kh·dk + i)·S + t] = kc[(t·Hk + kh)·dk + i]: a copy (AVX-512: 16 positions per gather). */
+static void att_transpose_c(const float* kc, float* kT, int64_t S, int64_t Hk, int64_t dk) {
+  for (int64_t t = 0; t < S; t++)
+    for (int64_t kh = 0; kh < Hk; kh++)
+      for (int64_t i = 0; i < dk; i++) kT[(kh * dk + i) * S + t] = kc[(t * Hk + kh) * dk + i];
+}
+
+#if DMM_Z
+__attribute__((target("avx512f"))) static void att_transpose_z(const float* kc, float* kT, int64_t S, int64_t Hk, int64_t dk) {
+  const int64_t ks = Hk * dk;
+  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32((int)ks));
+  int64_t t = 0;
+  for (; t + 16 <= S; t += 16)
+    for (int64_t c = 0; c < ks; c++) _mm512_storeu_ps(kT + c * S + t, _mm512_i32gather_ps(idx, kc + t * ks + c, 4));
+  for (; t < S; t++)
+    for (int64_t c = 0; c < ks; c++) kT[c * S + t] = kc[t * ks + c];
+}
+#endif
+
+static void att_transpose(const float* kc, float* kT, int64_t S, int64_t Hk, int64_t dk) {
+#if DMM_Z
+  /* 16 positions' offsets must fit the gather's 32-bit indices */
+  if (__builtin_cpu_supports("avx512f") && 16 * Hk * dk < INT32_MAX) {
+    att_transpose_z(kc, kT, S, Hk, dk);
+    return;
+  }
+#endif
+  att_transpose_c(kc, kT, S, Hk, dk);
+}
+
+/* Query heads per KV head (rows of the call x heads of a group) from which the keys are transposed first (each query head then reads them contiguously). */
 #define ATT_TRANSPOSE_ROWS 4
 
 /* Float multiply-adds below which one call stays on the calling thread (a decode row). */
@@ -473,17 +550,17 @@ static napi_value decode_attend_rows(napi_env env, napi_callback_info info) {
   const double fmas = (double)H * (double)(dk + dv) * ((double)n * (double)S0 + (double)n * (double)(n + 1) / 2.0);
   if (fmas < ATT_MT_FMAS || n * H < 2) nt = 1;
   float* scores = (float*)malloc(sizeof(float) * (size_t)S * (size_t)nt);
-  float* kT = n >= ATT_TRANSPOSE_ROWS ? (float*)malloc(sizeof(float) * (size_t)shdk) : NULL;
-  if (!scores || (n >= ATT_TRANSPOSE_ROWS && !kT)) {
+  /* Query heads that read each KV head in this call (rows x heads per group: absorbed MLA's
+   * shared latent has all H): past a few, transposing the keys once pays. */
+  const int transpose = n * (H / Hk) >= ATT_TRANSPOSE_ROWS;
+  float* kT = transpose ? (float*)malloc(sizeof(float) * (size_t)shdk) : NULL;
+  if (!scores || (transpose && !kT)) {
     free(scores);
     free(kT);
     napi_throw_error(env, NULL, "moecat_native.decodeAttendRows: out of memory");
     return NULL;
   }
-  if (kT)
-    for (int64_t t = 0; t < S; t++)
-      for (int64_t kh = 0; kh < Hk; kh++)
-        for (int64_t i = 0; i < dk; i++) kT[(kh * dk + i) * S + t] = kc[(t * Hk + kh) * dk + i];
+  if (kT) att_transpose(kc, kT, S, Hk, dk);
   AttJob j = {q, kc, vc, out, kT, S0, S, H, Hk, dk, dv, (float)scale, scores};
   pool_run(n * H, att_task, &j, nt);
   free(kT);

@@ -12,6 +12,8 @@
  *    (prefill included in the wall time, so this is what clients see together), interleaved
  *    with the batch-1 rounds (--rounds, default 3; medians), and the goal's ratio: 16 concurrent
  *    over batch-1, in wall and in CPU time.
+ *  - the batched decode step alone: CPU time of one 16-row step against a 1-row step (no
+ *    prefill, sampling or scheduling), interleaved over the rounds.
  *  - zero experts: decode time per token against the FFN experts actually run per token, with
  *    the expert bias pinning K−f slots on zero experts (so f FFN experts run per token); a linear
  *    fit gives the cost of one FFN expert and what the zero-expert slots save.
@@ -31,6 +33,7 @@ import { Engine, EngineTokenizer } from '../../inference/engine';
 import * as tfjsSteps from '../../inference/engineStep';
 import { disposeCaches, LayerCaches } from '../../inference/engineStep';
 import { hostDecodeBatch, hostPrefill } from '../../inference/hostSteps';
+import { cacheShape, kvShape } from '../../inference/hostDecode';
 import { decodeKernels } from '../../inference/decodeKernels';
 import { collectStats, SparsityPlan, thresholdsAt } from '../../inference/sparse';
 
@@ -80,11 +83,10 @@ function memoryBandwidth(): { gbPerS: number; mib: number } {
   return { gbPerS: (2 * n * 4) / (ms * 1e6), mib: (n * 4) / 2 ** 20 };
 }
 
-/** Floats read from the KV cache per position, summed over every attention block. */
+/** Floats read from the KV cache per position, summed over every attention block (host steps cache MLA's latent, hostDecode's cacheShape; tfjs steps the expanded heads). */
 function kvFloatsPerPosition(c: ModelConfig): number {
-  const a = c.attention;
-  const perBlock = a.type === 'mla' ? a.nHeads * (a.nopeHeadDim + a.ropeHeadDim + a.vHeadDim) : 2 * a.nKvHeads * a.headDim;
-  return 2 * c.nLayers * perBlock;
+  const s = STEPS === 'tfjs' ? kvShape(c) : cacheShape(c);
+  return 2 * c.nLayers * s.Hk * (s.dk + s.dv);
 }
 
 function activeWeightFloats(c: ModelConfig, ffnExpertsPerToken: number): number {
@@ -242,6 +244,54 @@ async function main(): Promise<void> {
     goal: 6,
     load_avg_1m: round(os.loadavg()[0], 1),
   });
+
+  // The decode step alone (no prefill, sampling or scheduling): B rows of B sequences in one
+  // batched step against one row, interleaved over rounds; medians of the CPU time per step.
+  {
+    const stepCpu = (B: number, steps: number): number => {
+      let caches: LayerCaches[] = Array.from({ length: B }, (_, i) => {
+        const p = prefill(m, promptOf(c, promptLen, 300 + i));
+        p.logits.dispose();
+        return p.caches[0];
+      });
+      let tokens = Array.from({ length: B }, (_, i) => (i * 17 + 1) % c.vocabSize);
+      const cpus: number[] = [];
+      for (let s = 0; s < steps; s++) {
+        const c0 = cpuMs();
+        const r = decodeBatch(m, tokens, caches.map(() => promptLen + s), caches);
+        const logits = r.logits.dataSync();
+        cpus.push(cpuMs() - c0);
+        tokens = tokens.map((t, b) => (t * 31 + 7 + Math.floor(Math.abs(logits[b * c.vocabSize]) * 1000)) % c.vocabSize);
+        r.logits.dispose();
+        caches.forEach(disposeCaches);
+        caches = r.caches;
+      }
+      caches.forEach(disposeCaches);
+      return median(cpus.slice(2));
+    };
+    const one: number[] = [];
+    const sixteen: number[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      one.push(stepCpu(1, genTokens));
+      sixteen.push(stepCpu(16, genTokens));
+    }
+    const c1 = median(one);
+    const c16 = median(sixteen);
+    emit({
+      bench: 'batched decode step: 16 rows vs 1 (decode only)',
+      backend,
+      steps: stepsName(),
+      config: cfgName,
+      rounds: ROUNDS,
+      mean_context: promptLen + genTokens / 2,
+      cpu_ms_per_step_1_row: round(c1, 3),
+      cpu_ms_per_step_16_rows: round(c16, 3),
+      tokens_per_cpu_s_1_row: round(1000 / c1, 1),
+      tokens_per_cpu_s_16_rows: round((16 * 1000) / c16, 1),
+      ratio_cpu: round((16 * c1) / c16, 2),
+      load_avg_1m: round(os.loadavg()[0], 1),
+    });
+  }
 
   // Time to first token for a 512-token prompt: one request alone on an engine (prefill + the
   // first sample), on the same weights with the context raised to fit the prompt.

@@ -8,7 +8,7 @@ import { strict as assert } from 'assert';
 import { useTestBackend } from '../helpers/backend';
 import { makeModel, tinyModelConfig } from './fixtures';
 import { defaultAddonPath, requireAddon } from '../../core/native/addon';
-import { HostDecoder, HostSequence } from '../../inference/hostDecode';
+import { cacheShape, HostDecoder, HostSequence } from '../../inference/hostDecode';
 import { decodeKernels, jsKernels, restoreDecodeKernels, setDecodeKernels } from '../../inference/decodeKernels';
 import { ServingModel } from '../../inference/loadModel';
 import { attentionPrefixes, ffnPrefixes, SparsityPlan, zeroThresholds } from '../../inference/sparse';
@@ -97,8 +97,9 @@ describe('batched host decode path', () => {
     type Attend = (q: Float32Array, k: Float32Array, v: Float32Array, o: Float32Array, S: number, H: number, Hk: number, dk: number, dv: number, scale: number) => void;
     type AttendRows = (q: Float32Array, k: Float32Array, v: Float32Array, o: Float32Array, S0: number, n: number, H: number, Hk: number, dk: number, dv: number, scale: number, threads: number) => void;
     const a = requireAddon(defaultAddonPath()) as unknown as { decodeAttend: Attend; decodeAttendRows: AttendRows };
-    // GQA (4 heads over 2) and MHA shapes; n below and above the transpose threshold; S past 64 lanes.
-    for (const [H, Hk, dk, dv] of [[4, 2, 8, 6], [3, 3, 48, 32]]) {
+    // GQA (4 heads over 2), MHA and absorbed MLA (6 heads over one latent: transposed at n = 1)
+    // shapes; n below and above the transpose threshold; S past 64 lanes.
+    for (const [H, Hk, dk, dv] of [[4, 2, 8, 6], [3, 3, 48, 32], [6, 1, 80, 64]]) {
       for (const [S0, n] of [[0, 1], [5, 3], [0, 90], [70, 1], [17, 40]]) {
         const S = S0 + n;
         const q = rand(n * H * dk, S + n);
@@ -202,6 +203,26 @@ describe('batched host decode path', () => {
     let gap = 0;
     for (let i = 0; i < got[0].length; i++) gap = Math.max(gap, Math.abs(got[0][i] - got[1][i]));
     assert.ok(gap < 1e-3 && gap > 0, `max |Δlogit| ${gap}`);
+  });
+
+  it('an MLA sequence caches the latent (kvLoraRank + rope keys, kvLoraRank values per position and block), not the expanded heads', () => {
+    const a = m.config.attention;
+    assert.equal(a.type, 'mla');
+    if (a.type !== 'mla') return;
+    assert.deepEqual(cacheShape(m.config), { Hk: 1, dk: a.kvLoraRank + a.ropeHeadDim, dv: a.kvLoraRank });
+    const seq = new HostSequence(m.config, 16);
+    assert.equal(seq.bytes, 4 * 16 * (2 * a.kvLoraRank + a.ropeHeadDim) * 2 * m.config.nLayers);
+    // Decoding fills it: position p's keys start with its latent, whose copy is its values.
+    const dec = new HostDecoder(m);
+    dec.run([5, 17, 200].map((token, pos) => ({ seq, token, pos })), [false, false, true]);
+    const kw = a.kvLoraRank + a.ropeHeadDim;
+    for (let b = 0; b < 2 * m.config.nLayers; b++) {
+      for (let p = 0; p < 3; p++) {
+        const lat = seq.v[b].subarray(p * a.kvLoraRank, (p + 1) * a.kvLoraRank);
+        assert.ok(lat.some((x) => x !== 0), `block ${b} position ${p} has a latent`);
+        assert.deepEqual(seq.k[b].subarray(p * kw, p * kw + a.kvLoraRank), lat);
+      }
+    }
   });
 
   it('refuses rows out of order, tokens outside the vocabulary and positions past the context', () => {
