@@ -218,7 +218,7 @@ describe('batched host decode path', () => {
     const kw = a.kvLoraRank + a.ropeHeadDim;
     for (let b = 0; b < 2 * m.config.nLayers; b++) {
       for (let p = 0; p < 3; p++) {
-        const lat = seq.v[b].subarray(p * a.kvLoraRank, (p + 1) * a.kvLoraRank);
+        const lat: Float32Array = seq.v[b].subarray(p * a.kvLoraRank, (p + 1) * a.kvLoraRank);
         assert.ok(lat.some((x) => x !== 0), `block ${b} position ${p} has a latent`);
         assert.deepEqual(seq.k[b].subarray(p * kw, p * kw + a.kvLoraRank), lat);
       }
