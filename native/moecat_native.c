@@ -28,6 +28,7 @@
 #include "detmath.h"
 #include "gemm.h"
 #include "napi_args.h"
+#include "swiglu.h"
 #include "pool.h"
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -116,6 +117,25 @@ static napi_value set_threads(napi_env env, napi_callback_info info) {
   RANGE("setThreads", n, 0, 1024, "the thread count must be in 0..1024 (0: all cores)");
   pool_set_threads((int)n);
   return undef(env);
+}
+
+/*
+ * poolProfile(on) -> {cpuMs, jobs}: the totals since profiling was last turned on (pool.h
+ * pool_profile); on = 1 resets and starts, 0 stops. For the step profile of the native bench.
+ */
+static napi_value pool_profile_js(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  INT(0, on);
+  RANGE("poolProfile", on, 0, 1, "on must be 0 or 1");
+  int64_t ns, jobs;
+  pool_profile((int)on, &ns, &jobs);
+  napi_value o, v;
+  CHECK(napi_create_object(env, &o));
+  CHECK(napi_create_double(env, (double)ns / 1e6, &v));
+  CHECK(napi_set_named_property(env, o, "cpuMs", v));
+  CHECK(napi_create_double(env, (double)jobs, &v));
+  CHECK(napi_set_named_property(env, o, "jobs", v));
+  return o;
 }
 
 /* setIsa(name) -> boolean: selects a GEMM variant; false (nothing changes) when this CPU lacks it. */
@@ -598,33 +618,7 @@ static napi_value scatter_add_rows(napi_env env, napi_callback_info info) {
 
 
 
-/* ------------------------------------------------------------------ fast exp for fused kernels */
-
-/*
- * fexp(x): float e^x by Cephes' expf scheme (range reduction by ln 2 split in two, degree-6
- * polynomial, exponent by bit arithmetic), branch-free so the loops that call it vectorise
- * (SSE2 at -O3 without -march). Relative error about 2e-7 (1-2 float ulps); inputs below -87.3
- * give exactly 0, above 88.3 clamp. Only the fused kernels use it: their bits are the native
- * backend's own; the tfjs kernel replacements keep libm's exp in double.
- */
-static inline float fexp(float x) {
-  const float under = x < -87.3f ? 0.0f : 1.0f;
-  x = x < -87.3f ? -87.3f : x;
-  x = x > 88.3f ? 88.3f : x; /* keeps 2^n finite: n <= 127 */
-  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
-  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float y = p * r * r + r + 1.0f;
-  const int32_t e = ((int32_t)n + 127) << 23;
-  float sc;
-  memcpy(&sc, &e, sizeof sc);
-  return y * sc * under;
-}
+/* fexp: swiglu.h */
 
 /* ------------------------------------------------------------------ fused softmax */
 
@@ -883,32 +877,7 @@ static napi_value rms_norm_grad(napi_env env, napi_callback_info info) {
   return undef(env);
 }
 
-/* ------------------------------------------------------------------ fused SwiGLU activation */
-
-typedef struct {
-  const float *g, *u;
-  float *o, *sig;
-  const float* da;
-  float *dg, *du;
-} SiluCtx;
-
-static void silu_range(const void* ctx, int64_t lo, int64_t hi) {
-  const SiluCtx* c = (const SiluCtx*)ctx;
-  for (int64_t i = lo; i < hi; i++) {
-    const float sg = 1.0f / (1.0f + fexp(-c->g[i]));
-    c->sig[i] = sg;
-    c->o[i] = c->g[i] * sg * c->u[i];
-  }
-}
-
-static void silu_grad_range(const void* ctx, int64_t lo, int64_t hi) {
-  const SiluCtx* c = (const SiluCtx*)ctx;
-  for (int64_t i = lo; i < hi; i++) {
-    const double gi = c->g[i], ui = c->u[i], ai = c->da[i], sg = c->sig[i];
-    c->dg[i] = (float)(ai * ui * sg * (1.0 + gi * (1.0 - sg)));
-    c->du[i] = (float)(ai * gi * sg);
-  }
-}
+/* ------------------------------------------------------------------ fused SwiGLU activation (swiglu.h) */
 
 /* siluMul(g, u, out, sig, n): sig = sigmoid(g) with fexp (kept for the backward), out = g * sig * u, in float. */
 static napi_value silu_mul(napi_env env, napi_callback_info info) {
@@ -1179,11 +1148,13 @@ static napi_value tune_malloc(napi_env env, napi_callback_info info) {
 int moecat_decode_register(napi_env env, napi_value exports);
 /* CHESS's selective sparse kernels (sparse.c). */
 int moecat_sparse_register(napi_env env, napi_value exports);
+int moecat_experts_register(napi_env env, napi_value exports);
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"setThreads", NULL, set_threads, NULL, NULL, NULL, napi_default, NULL},
       {"setIsa", NULL, set_isa, NULL, NULL, NULL, napi_default, NULL},
+      {"poolProfile", NULL, pool_profile_js, NULL, NULL, NULL, napi_default, NULL},
       {"gemmInfo", NULL, gemm_info, NULL, NULL, NULL, napi_default, NULL},
       {"sgemm", NULL, sgemm, NULL, NULL, NULL, napi_default, NULL},
       {"binary", NULL, binary, NULL, NULL, NULL, napi_default, NULL},
@@ -1210,6 +1181,7 @@ static napi_value init(napi_env env, napi_value exports) {
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
   if (!moecat_decode_register(env, exports)) return NULL;
   if (!moecat_sparse_register(env, exports)) return NULL;
+  if (!moecat_experts_register(env, exports)) return NULL;
   return exports;
 }
 
