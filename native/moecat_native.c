@@ -277,6 +277,59 @@ static void binary_row(int op, const float* A, int64_t sa, const float* B, int64
   }
 }
 
+/* The odometer at row r (every dim but the last): idx, and that row's offsets under two stride lists. */
+static void row_start(const int32_t* shape, size_t rank, int64_t r, int64_t* idx, const int32_t* s1, int64_t* o1, const int32_t* s2, int64_t* o2) {
+  for (int d = (int)rank - 2; d >= 0; d--) {
+    idx[d] = r % shape[d];
+    r /= shape[d];
+    *o1 += idx[d] * s1[d];
+    *o2 += idx[d] * s2[d];
+  }
+}
+
+/* One step of the odometer over dims rank-2 .. 0, moving two offsets. */
+static inline void row_next(const int32_t* shape, size_t rank, int64_t* idx, const int32_t* s1, int64_t* o1, const int32_t* s2, int64_t* o2) {
+  for (int d = (int)rank - 2; d >= 0; d--) {
+    idx[d]++;
+    *o1 += s1[d];
+    *o2 += s2[d];
+    if (idx[d] < shape[d]) break;
+    *o1 -= (int64_t)s1[d] * shape[d];
+    *o2 -= (int64_t)s2[d] * shape[d];
+    idx[d] = 0;
+  }
+}
+
+typedef struct {
+  int op;
+  const float* a;
+  const int32_t* as;
+  const float* b;
+  const int32_t* bs;
+  float* o;
+  const int32_t* shape;
+  size_t rank;
+  int64_t n, outer; /* last dim, rows */
+} BinCtx;
+
+/* Rows [lo, hi) of the output, or, when it has one row, its elements [lo, hi). */
+static void binary_range(const void* ctx, int64_t lo, int64_t hi) {
+  const BinCtx* c = (const BinCtx*)ctx;
+  const size_t rank = c->rank;
+  const int64_t sa = c->as[rank - 1], sb = c->bs[rank - 1];
+  if (c->outer == 1) {
+    binary_row(c->op, c->a + lo * sa, sa, c->b + lo * sb, sb, c->o + lo, hi - lo);
+    return;
+  }
+  int64_t idx[MAXR] = {0};
+  int64_t ao = 0, bo = 0;
+  row_start(c->shape, rank, lo, idx, c->as, &ao, c->bs, &bo);
+  for (int64_t r = lo; r < hi; r++) {
+    binary_row(c->op, c->a + ao, sa, c->b + bo, sb, c->o + r * c->n, c->n);
+    row_next(c->shape, rank, idx, c->as, &ao, c->bs, &bo);
+  }
+}
+
 /*
  * binary(op, a, aStrides, b, bStrides, out, shape)
  * out (contiguous, `shape`) = a op b, where a and b are read at strides given per output dim
@@ -305,21 +358,10 @@ static napi_value binary(napi_env env, napi_callback_info info) {
   if (total == 0) return undef(env);
   const int64_t n = shape[rank - 1];
   const int64_t outer = total / n;
-  int64_t idx[MAXR] = {0};
-  int64_t ao = 0, bo = 0;
-  for (int64_t r = 0; r < outer; r++) {
-    binary_row((int)op, a + ao, as[rank - 1], b + bo, bs[rank - 1], o + r * n, n);
-    /* odometer over dims rank-2 .. 0 */
-    for (int d = (int)rank - 2; d >= 0; d--) {
-      idx[d]++;
-      ao += as[d];
-      bo += bs[d];
-      if (idx[d] < shape[d]) break;
-      ao -= as[d] * shape[d];
-      bo -= bs[d] * shape[d];
-      idx[d] = 0;
-    }
-  }
+  const BinCtx c = {(int)op, a, as, b, bs, o, shape, rank, n, outer};
+  /* Threads take whole rows, or element ranges of a single row: each element the same code. */
+  if (outer == 1) par_for(n, PAR_ELEMS, binary_range, &c);
+  else par_for(outer, PAR_ELEMS / n + 1, binary_range, &c);
   return undef(env);
 }
 
@@ -464,6 +506,63 @@ static napi_value softmax(napi_env env, napi_callback_info info) {
 
 /* ------------------------------------------------------------------ strided copy */
 
+typedef struct {
+  const float* src;
+  int64_t so;
+  const int32_t* ss;
+  float* dst;
+  int64_t doff;
+  const int32_t* ds;
+  const int32_t* shape;
+  size_t rank;
+  int64_t n, outer; /* last dim, rows */
+} CopyCtx;
+
+static inline void copy_row(const float* s, int64_t sI, float* t, int64_t dI, int64_t n) {
+  if (sI == 1 && dI == 1) {
+    memcpy(t, s, sizeof(float) * (size_t)n);
+  } else {
+    for (int64_t j = 0; j < n; j++) t[j * dI] = s[j * sI];
+  }
+}
+
+/*
+ * Whether distinct indices of `shape` always reach distinct offsets under `st`: with the dims of
+ * size > 1 in ascending stride, each stride exceeds the largest offset the dims before it reach.
+ */
+static int writes_disjoint(const int32_t* shape, const int32_t* st, size_t rank) {
+  int used[MAXR] = {0};
+  int64_t reach = 0; /* largest offset of the dims taken so far */
+  for (;;) {
+    int best = -1;
+    for (size_t d = 0; d < rank; d++) {
+      if (!used[d] && shape[d] > 1 && (best < 0 || st[d] < st[best])) best = (int)d;
+    }
+    if (best < 0) return 1;
+    if (st[best] <= reach) return 0;
+    used[best] = 1;
+    reach += (int64_t)st[best] * (shape[best] - 1);
+  }
+}
+
+/* Rows [lo, hi) of the index space, or, when it has one row, its elements [lo, hi). */
+static void copy_range(const void* ctx, int64_t lo, int64_t hi) {
+  const CopyCtx* c = (const CopyCtx*)ctx;
+  const size_t rank = c->rank;
+  const int64_t sI = c->ss[rank - 1], dI = c->ds[rank - 1];
+  if (c->outer == 1) {
+    copy_row(c->src + c->so + lo * sI, sI, c->dst + c->doff + lo * dI, dI, hi - lo);
+    return;
+  }
+  int64_t idx[MAXR] = {0};
+  int64_t sp = c->so, dp = c->doff;
+  row_start(c->shape, rank, lo, idx, c->ss, &sp, c->ds, &dp);
+  for (int64_t r = lo; r < hi; r++) {
+    copy_row(c->src + sp, sI, c->dst + dp, dI, c->n);
+    row_next(c->shape, rank, idx, c->ss, &sp, c->ds, &dp);
+  }
+}
+
 /*
  * copy(src, srcOffset, srcStrides, dst, dstOffset, dstStrides, shape)
  * dst[dstOffset + Σ i_d·dstStrides_d] = src[srcOffset + Σ i_d·srcStrides_d] for every index in
@@ -486,28 +585,13 @@ static napi_value copy(napi_env env, napi_callback_info info) {
   if (!view_ok(env, "copy", shape, ss, rank, so, ns, &total) || !view_ok(env, "copy", shape, ds, rank, doff, nd, &totalD)) return NULL;
   if (total == 0) return undef(env);
   const int64_t n = shape[rank - 1];
-  const int64_t sI = ss[rank - 1], dI = ds[rank - 1];
   const int64_t outer = total / n;
-  int64_t idx[MAXR] = {0};
-  int64_t sp = so, dp = doff;
-  for (int64_t r = 0; r < outer; r++) {
-    if (sI == 1 && dI == 1) {
-      memcpy(dst + dp, src + sp, sizeof(float) * (size_t)n);
-    } else {
-      const float* s = src + sp;
-      float* t = dst + dp;
-      for (int64_t j = 0; j < n; j++) t[j * dI] = s[j * sI];
-    }
-    for (int d = (int)rank - 2; d >= 0; d--) {
-      idx[d]++;
-      sp += ss[d];
-      dp += ds[d];
-      if (idx[d] < shape[d]) break;
-      sp -= (int64_t)ss[d] * shape[d];
-      dp -= (int64_t)ds[d] * shape[d];
-      idx[d] = 0;
-    }
-  }
+  const CopyCtx c = {src, so, ss, dst, doff, ds, shape, rank, n, outer};
+  /* Threads only when no two indices write one destination element (else the last writer wins). */
+  const int64_t items = outer == 1 ? n : outer;
+  if (!writes_disjoint(shape, ds, rank)) copy_range(&c, 0, items);
+  else if (outer == 1) par_for(n, PAR_ELEMS, copy_range, &c);
+  else par_for(outer, PAR_ELEMS / n + 1, copy_range, &c);
   return undef(env);
 }
 
