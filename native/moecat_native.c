@@ -595,6 +595,30 @@ static napi_value copy(napi_env env, napi_callback_info info) {
   return undef(env);
 }
 
+#define T2_BS 32
+typedef struct {
+  const float* src;
+  float* dst;
+  int64_t rows, cols, blocks; /* blocks of T2_BS rows per matrix */
+} T2Ctx;
+
+/* Items [lo, hi): (matrix, block of T2_BS source rows), each written to its own destination columns. */
+static void transpose2d_range(const void* ctx, int64_t lo, int64_t hi) {
+  const T2Ctx* c = (const T2Ctx*)ctx;
+  const int64_t rows = c->rows, cols = c->cols;
+  for (int64_t it = lo; it < hi; it++) {
+    const int64_t b = it / c->blocks, i0 = (it % c->blocks) * T2_BS;
+    const float* s = c->src + b * rows * cols;
+    float* t = c->dst + b * rows * cols;
+    const int64_t i1 = i0 + T2_BS < rows ? i0 + T2_BS : rows;
+    for (int64_t j0 = 0; j0 < cols; j0 += T2_BS) {
+      const int64_t j1 = j0 + T2_BS < cols ? j0 + T2_BS : cols;
+      for (int64_t i = i0; i < i1; i++)
+        for (int64_t j = j0; j < j1; j++) t[j * rows + i] = s[i * cols + j];
+    }
+  }
+}
+
 /*
  * transpose2d(src, dst, batch, rows, cols): dst[b] = src[b]^T, blocked for cache use. The
  * general copy handles any permutation; this one is the fast path for the last-two-axes swap.
@@ -611,19 +635,9 @@ static napi_value transpose2d(napi_env env, napi_callback_info info) {
     throw_range(env, "moecat_native.transpose2d: sizes do not match the arrays");
     return NULL;
   }
-  const int64_t BS = 32;
-  for (int64_t b = 0; b < batch; b++) {
-    const float* s = src + b * rows * cols;
-    float* t = dst + b * rows * cols;
-    for (int64_t i0 = 0; i0 < rows; i0 += BS) {
-      const int64_t i1 = i0 + BS < rows ? i0 + BS : rows;
-      for (int64_t j0 = 0; j0 < cols; j0 += BS) {
-        const int64_t j1 = j0 + BS < cols ? j0 + BS : cols;
-        for (int64_t i = i0; i < i1; i++)
-          for (int64_t j = j0; j < j1; j++) t[j * rows + i] = s[i * cols + j];
-      }
-    }
-  }
+  if (total == 0) return undef(env);
+  const T2Ctx c = {src, dst, rows, cols, (rows + T2_BS - 1) / T2_BS};
+  par_for(batch * c.blocks, PAR_ELEMS / (T2_BS * cols) + 1, transpose2d_range, &c);
   return undef(env);
 }
 
@@ -886,6 +900,63 @@ static napi_value cross_entropy_grad(napi_env env, napi_callback_info info) {
 
 /* ------------------------------------------------------------------ fused RMSNorm */
 
+typedef struct {
+  const float *x, *w;
+  float *y, *rinv;
+  const float* dy;
+  float *dx, *dw;
+  int64_t cols, rows;
+  double eps;
+} RmsCtx;
+
+static void rms_rows(const void* ctx, int64_t lo, int64_t hi) {
+  const RmsCtx* c = (const RmsCtx*)ctx;
+  const int64_t cols = c->cols;
+  for (int64_t i = lo; i < hi; i++) {
+    const float* xr = c->x + i * cols;
+    float* yr = c->y + i * cols;
+    double ss = 0;
+    for (int64_t j = 0; j < cols; j++) ss += (double)xr[j] * (double)xr[j];
+    const double r = 1.0 / sqrt(ss / (double)cols + c->eps);
+    c->rinv[i] = (float)r;
+    for (int64_t j = 0; j < cols; j++) yr[j] = (float)((double)xr[j] * r * (double)c->w[j]);
+  }
+}
+
+static void rms_grad_rows(const void* ctx, int64_t lo, int64_t hi) {
+  const RmsCtx* c = (const RmsCtx*)ctx;
+  const int64_t cols = c->cols;
+  for (int64_t i = lo; i < hi; i++) {
+    const float* xr = c->x + i * cols;
+    const float* gr = c->dy + i * cols;
+    float* dr = c->dx + i * cols;
+    const double r = (double)c->rinv[i];
+    double dot = 0;
+    for (int64_t j = 0; j < cols; j++) dot += (double)gr[j] * (double)c->w[j] * (double)xr[j];
+    const double k = r * r * r * dot / (double)cols;
+    for (int64_t j = 0; j < cols; j++) dr[j] = (float)(r * (double)gr[j] * (double)c->w[j] - (double)xr[j] * k);
+  }
+}
+
+/* Columns of dw per task: accumulators of one block stay in registers / L1 across the rows. */
+#define RMS_DW_COLS 32
+
+static void rms_grad_dw(const void* ctx, int64_t lo, int64_t hi) {
+  const RmsCtx* c = (const RmsCtx*)ctx;
+  const int64_t cols = c->cols;
+  for (int64_t blk = lo; blk < hi; blk++) {
+    const int64_t j0 = blk * RMS_DW_COLS, j1 = j0 + RMS_DW_COLS < cols ? j0 + RMS_DW_COLS : cols;
+    double acc[RMS_DW_COLS] = {0};
+    for (int64_t i = 0; i < c->rows; i++) {
+      const float* xr = c->x + i * cols;
+      const float* gr = c->dy + i * cols;
+      const double r = (double)c->rinv[i];
+      for (int64_t j = j0; j < j1; j++) acc[j - j0] += (double)gr[j] * (double)xr[j] * r;
+    }
+    for (int64_t j = j0; j < j1; j++) c->dw[j] = (float)acc[j - j0];
+  }
+}
+
 /*
  * rmsNorm(x, w, y, rinv, rows, cols, eps): rinv_t = 1 / sqrt(sum_j x_tj^2 / cols + eps) in
  * double; y_tj = x_tj * rinv_t * w_j, rounded once. rinv is kept (float32) for the backward.
@@ -905,15 +976,8 @@ static napi_value rms_norm(napi_env env, napi_callback_info info) {
     throw_range(env, "moecat_native.rmsNorm: sizes do not match the arrays");
     return NULL;
   }
-  for (int64_t i = 0; i < rows; i++) {
-    const float* xr = x + i * cols;
-    float* yr = y + i * cols;
-    double ss = 0;
-    for (int64_t j = 0; j < cols; j++) ss += (double)xr[j] * (double)xr[j];
-    const double r = 1.0 / sqrt(ss / (double)cols + eps);
-    rinv[i] = (float)r;
-    for (int64_t j = 0; j < cols; j++) yr[j] = (float)((double)xr[j] * r * (double)w[j]);
-  }
+  const RmsCtx c = {x, w, y, rinv, NULL, NULL, NULL, cols, rows, eps};
+  par_for(rows, PAR_ELEMS / cols + 1, rms_rows, &c);
   return undef(env);
 }
 
@@ -938,26 +1002,10 @@ static napi_value rms_norm_grad(napi_env env, napi_callback_info info) {
     throw_range(env, "moecat_native.rmsNormGrad: sizes do not match the arrays");
     return NULL;
   }
-  double* acc = (double*)calloc((size_t)cols, sizeof(double));
-  if (!acc) {
-    napi_throw_error(env, NULL, "moecat_native.rmsNormGrad: out of memory");
-    return NULL;
-  }
-  for (int64_t i = 0; i < rows; i++) {
-    const float* xr = x + i * cols;
-    const float* gr = dy + i * cols;
-    float* dr = dx + i * cols;
-    const double r = (double)rinv[i];
-    double dot = 0;
-    for (int64_t j = 0; j < cols; j++) dot += (double)gr[j] * (double)w[j] * (double)xr[j];
-    const double c = r * r * r * dot / (double)cols;
-    for (int64_t j = 0; j < cols; j++) {
-      dr[j] = (float)(r * (double)gr[j] * (double)w[j] - (double)xr[j] * c);
-      acc[j] += (double)gr[j] * (double)xr[j] * r;
-    }
-  }
-  for (int64_t j = 0; j < cols; j++) dw[j] = (float)acc[j];
-  free(acc);
+  /* dx row by row; then dw column block by column block, each column summed over rows in order. */
+  const RmsCtx c = {x, w, NULL, rinv, dy, dx, dw, cols, rows, 0};
+  par_for(rows, PAR_ELEMS / cols + 1, rms_grad_rows, &c);
+  par_for((cols + RMS_DW_COLS - 1) / RMS_DW_COLS, rows * RMS_DW_COLS >= PAR_ELEMS ? 1 : PAR_ELEMS, rms_grad_dw, &c);
   return undef(env);
 }
 

@@ -1,10 +1,11 @@
 /**
- * The element-wise binary kernel and the strided copy split their rows (or a single row's
- * elements) over the pool (native/moecat_native.c binary_range, copy_range): on arrays large
- * enough to be split, 1, 2 and 3 threads must give the bits of a plain JS loop over the same
- * index arithmetic, for a single row, many rows with a broadcast operand, a transposing copy,
- * and a copy whose destination stride revisits elements (kept on one thread: the last index
- * wins, as in the loop). Skips, with the reason, when the addon is not built.
+ * The row kernels that split their work over the pool (native/moecat_native.c): element-wise
+ * binary and the strided copy (rows, or a single row's elements), transpose2d (blocks of rows),
+ * RMSNorm (rows) and its gradient (dx by rows, dw by column blocks, each column summed over
+ * the rows in order). On arrays large enough to be split, 1, 2 and 3 threads must give the bits
+ * of a plain JS loop with the same arithmetic (doubles where the C code uses double), including a
+ * copy whose destination stride revisits elements (kept on one thread: the last index wins, as
+ * in the loop). Skips, with the reason, when the addon is not built.
  */
 import { strict as assert } from 'assert';
 import { loadNativeKernels, nativeAddon } from '../../core/native';
@@ -90,4 +91,54 @@ describe(probe.loaded ? 'native row kernels on the pool' : `native row kernels o
       }
     });
   }
+
+  it('transpose2d of 6 matrices 200 x 150: 1, 2 and 3 threads give the loop\'s bits', () => {
+    const m = nativeAddon()!;
+    const [B, R, C] = [6, 200, 150];
+    const src = lcg(B * R * C, 17, 1);
+    const want = new Float32Array(B * R * C);
+    for (let b = 0; b < B; b++) for (let i = 0; i < R; i++) for (let j = 0; j < C; j++) want[b * R * C + j * R + i] = src[b * R * C + i * C + j];
+    for (const t of [1, 2, 3]) {
+      m.setThreads(t);
+      const dst = new Float32Array(B * R * C);
+      m.transpose2d(src, dst, B, R, C);
+      sameBits(dst, want, `transpose2d, ${t} threads`);
+    }
+  });
+
+  it('rmsNorm and rmsNormGrad of 1,500 rows of 192: 1, 2 and 3 threads give the loop\'s bits', () => {
+    const m = nativeAddon()!;
+    const [rows, cols, eps] = [1500, 192, 1e-6];
+    const x = lcg(rows * cols, 19, 2);
+    const w = lcg(cols, 23, 1.5);
+    const dy = lcg(rows * cols, 29, 1);
+    const [y, rinv, dx, dw] = [new Float32Array(rows * cols), new Float32Array(rows), new Float32Array(rows * cols), new Float32Array(cols)];
+    const acc = new Float64Array(cols);
+    for (let i = 0; i < rows; i++) {
+      let ss = 0;
+      for (let j = 0; j < cols; j++) ss += x[i * cols + j] * x[i * cols + j];
+      const r = 1 / Math.sqrt(ss / cols + eps);
+      rinv[i] = r;
+      for (let j = 0; j < cols; j++) y[i * cols + j] = x[i * cols + j] * r * w[j];
+      const rf = rinv[i];
+      let dot = 0;
+      for (let j = 0; j < cols; j++) dot += dy[i * cols + j] * w[j] * x[i * cols + j];
+      const k = (rf * rf * rf * dot) / cols;
+      for (let j = 0; j < cols; j++) {
+        dx[i * cols + j] = rf * dy[i * cols + j] * w[j] - x[i * cols + j] * k;
+        acc[j] += dy[i * cols + j] * x[i * cols + j] * rf;
+      }
+    }
+    dw.set(acc);
+    for (const t of [1, 2, 3]) {
+      m.setThreads(t);
+      const [gy, gr, gdx, gdw] = [new Float32Array(rows * cols), new Float32Array(rows), new Float32Array(rows * cols), new Float32Array(cols)];
+      m.rmsNorm(x, w, gy, gr, rows, cols, eps);
+      m.rmsNormGrad(x, w, gr, dy, gdx, gdw, rows, cols);
+      sameBits(gy, y, `rmsNorm y, ${t} threads`);
+      sameBits(gr, rinv, `rmsNorm rinv, ${t} threads`);
+      sameBits(gdx, dx, `rmsNormGrad dx, ${t} threads`);
+      sameBits(gdw, dw, `rmsNormGrad dw, ${t} threads`);
+    }
+  });
 });
