@@ -795,6 +795,56 @@ static napi_value softmax_fused_grad(napi_env env, napi_callback_info info) {
 
 /* ------------------------------------------------------------------ fused cross-entropy */
 
+typedef struct {
+  const float* z;
+  const int32_t* y;
+  const float* w;
+  float* lse;
+  double* term; /* forward: w_t (lse_t - z_t[y_t]) per row */
+  float* e;     /* forward: one row of exponentials per chunk of rows */
+  int64_t cols, chunk;
+  double dy;    /* backward */
+  float* o;     /* backward */
+} CeCtx;
+
+static void ce_rows(const void* ctx, int64_t lo, int64_t hi) {
+  const CeCtx* c = (const CeCtx*)ctx;
+  const int64_t cols = c->cols;
+  float* e = c->e + (lo / c->chunk) * cols;
+  for (int64_t i = lo; i < hi; i++) {
+    const float* r = c->z + i * cols;
+    float m = r[0];
+    for (int64_t j = 1; j < cols; j++) {
+      const float v = r[j];
+      if (v != v || v > m) m = v;
+    }
+    for (int64_t j = 0; j < cols; j++) e[j] = fexp(r[j] - m);
+    double s = 0;
+    for (int64_t j = 0; j < cols; j++) s += e[j];
+    const double l = (double)m + dm_log(s);
+    c->lse[i] = (float)l;
+    c->term[i] = c->w[i] != 0 ? (double)c->w[i] * (l - (double)r[c->y[i]]) : 0;
+  }
+}
+
+static void ce_grad_rows(const void* ctx, int64_t lo, int64_t hi) {
+  const CeCtx* c = (const CeCtx*)ctx;
+  const int64_t cols = c->cols;
+  for (int64_t i = lo; i < hi; i++) {
+    const float* r = c->z + i * cols;
+    float* g = c->o + i * cols;
+    if (c->w[i] == 0) {
+      memset(g, 0, sizeof(float) * (size_t)cols);
+      continue;
+    }
+    const int32_t yi = c->y[i];
+    const float sc = (float)((double)c->w[i] * c->dy);
+    const float l = c->lse[i];
+    for (int64_t j = 0; j < cols; j++) g[j] = fexp(r[j] - l) * sc;
+    g[yi] = (fexp(r[yi] - l) - 1.0f) * sc;
+  }
+}
+
 /*
  * crossEntropy(z, targets, weights, lse, rows, cols) -> sum_t w_t (lse_t - z_t[y_t])
  * One pass for the row max, one for sum fexp(z - max) accumulated in double; lse_t = max + log(sum) is
@@ -819,33 +869,25 @@ static napi_value cross_entropy(napi_env env, napi_callback_info info) {
     throw_range(env, "moecat_native.crossEntropy: target out of range");
     return NULL;
   }
-  /* One row of exponentials: computed in a loop that vectorises, then summed in order. */
-  float* e = (float*)malloc(sizeof(float) * (size_t)cols);
-  if (!e) {
+  /* Rows on the pool, each with its own row of exponentials (computed in a loop that vectorises,
+     then summed in order) and its own loss term; the terms are then added in row order. */
+  const int64_t chunk = PAR_ELEMS / cols + 1, chunks = (rows + chunk - 1) / chunk;
+  float* e = (float*)malloc(sizeof(float) * (size_t)(cols * (chunks > 0 ? chunks : 1)));
+  double* term = (double*)malloc(sizeof(double) * (size_t)(rows > 0 ? rows : 1));
+  if (!e || !term) {
+    free(e);
+    free(term);
     napi_throw_error(env, NULL, "moecat_native.crossEntropy: out of memory");
     return NULL;
   }
+  const CeCtx c = {z, y, w, lse, term, e, cols, chunk, 0, NULL};
+  par_for(rows, chunk, ce_rows, &c);
   double total = 0;
   for (int64_t i = 0; i < rows; i++) {
-    if (y[i] < 0 || y[i] >= cols) {
-      free(e);
-      throw_range(env, "moecat_native.crossEntropy: target out of range");
-      return NULL;
-    }
-    const float* r = z + i * cols;
-    float m = r[0];
-    for (int64_t j = 1; j < cols; j++) {
-      const float v = r[j];
-      if (v != v || v > m) m = v;
-    }
-    for (int64_t j = 0; j < cols; j++) e[j] = fexp(r[j] - m);
-    double s = 0;
-    for (int64_t j = 0; j < cols; j++) s += e[j];
-    const double l = (double)m + dm_log(s);
-    lse[i] = (float)l;
-    if (w[i] != 0) total += (double)w[i] * (l - (double)r[y[i]]);
+    if (w[i] != 0) total += term[i];
   }
   free(e);
+  free(term);
   napi_value out;
   CHECK(napi_create_double(env, total, &out));
   return out;
@@ -878,22 +920,8 @@ static napi_value cross_entropy_grad(napi_env env, napi_callback_info info) {
       return NULL;
     }
   }
-  for (int64_t i = 0; i < rows; i++) {
-    const float* r = z + i * cols;
-    float* g = o + i * cols;
-    if (w[i] == 0) {
-      memset(g, 0, sizeof(float) * (size_t)cols);
-      continue;
-    }
-    if (y[i] < 0 || y[i] >= cols) {
-      throw_range(env, "moecat_native.crossEntropyGrad: target out of range");
-      return NULL;
-    }
-    const float sc = (float)((double)w[i] * dy);
-    const float l = lse[i];
-    for (int64_t j = 0; j < cols; j++) g[j] = fexp(r[j] - l) * sc;
-    g[y[i]] = (fexp(r[y[i]] - l) - 1.0f) * sc;
-  }
+  const CeCtx c = {z, y, w, lse, NULL, NULL, cols, 0, dy, o};
+  par_for(rows, PAR_ELEMS / cols + 1, ce_grad_rows, &c);
   return undef(env);
 }
 

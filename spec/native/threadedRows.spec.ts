@@ -2,10 +2,12 @@
  * The row kernels that split their work over the pool (native/moecat_native.c): element-wise
  * binary and the strided copy (rows, or a single row's elements), transpose2d (blocks of rows),
  * RMSNorm (rows) and its gradient (dx by rows, dw by column blocks, each column summed over
- * the rows in order). On arrays large enough to be split, 1, 2 and 3 threads must give the bits
+ * the rows in order), cross-entropy and its gradient (rows; the loss terms added in row order
+ * after). On arrays large enough to be split, 1, 2 and 3 threads must give the bits
  * of a plain JS loop with the same arithmetic (doubles where the C code uses double), including a
  * copy whose destination stride revisits elements (kept on one thread: the last index wins, as
- * in the loop). Skips, with the reason, when the addon is not built.
+ * in the loop). Cross-entropy uses the addon's own exp, so there one thread is the reference.
+ * Skips, with the reason, when the addon is not built.
  */
 import { strict as assert } from 'assert';
 import { loadNativeKernels, nativeAddon } from '../../core/native';
@@ -139,6 +141,30 @@ describe(probe.loaded ? 'native row kernels on the pool' : `native row kernels o
       sameBits(gr, rinv, `rmsNorm rinv, ${t} threads`);
       sameBits(gdx, dx, `rmsNormGrad dx, ${t} threads`);
       sameBits(gdw, dw, `rmsNormGrad dw, ${t} threads`);
+    }
+  });
+
+  it('crossEntropy and its gradient over 600 rows of 2,048 (some weights 0): 2 and 3 threads give 1 thread\'s bits', () => {
+    const m = nativeAddon()!;
+    const [rows, cols] = [600, 2048];
+    const z = lcg(rows * cols, 31, 6);
+    const y = Int32Array.from({ length: rows }, (_, i) => (i * 7919) % cols);
+    const w = Float32Array.from({ length: rows }, (_, i) => (i % 5 === 0 ? 0 : 1 / rows));
+    const run = (t: number) => {
+      m.setThreads(t);
+      const lse = new Float32Array(rows);
+      const g = lcg(rows * cols, 37, 1);
+      const loss = m.crossEntropy(z, y, w, lse, rows, cols);
+      m.crossEntropyGrad(z, y, w, lse, 0.5, g, rows, cols);
+      return { loss, lse, g };
+    };
+    const ref = run(1);
+    assert.ok(ref.loss > 0 && ref.g.some((v) => v !== 0) && ref.g.subarray(0, cols).every((v) => v === 0), 'a real loss; weight-0 rows get zero gradient');
+    for (const t of [2, 3]) {
+      const got = run(t);
+      assert.equal(got.loss, ref.loss, `loss, ${t} threads`);
+      sameBits(got.lse, ref.lse, `lse, ${t} threads`);
+      sameBits(got.g, ref.g, `gradient, ${t} threads`);
     }
   });
 });
