@@ -16,11 +16,9 @@
  *   native-h2h        small.yaml: moecat cpu+native on 1 thread and on all cores against PyTorch on
  *                     1 and 2 threads, alternating over rounds (robust to machine drift); the
  *                     moecat rows carry param_hash, which must not depend on the thread count
- *   native-profile    (only when named: `native profile`) small.yaml's CPU time per kernel, per
- *                     step at 1 thread and all cores, and the serial fraction (nativeProfile.ts)
  *
  *   node dist/scripts/bench/native.js                 # everything
- *   node dist/scripts/bench/native.js sgemm train     # a subset (sgemm, train, torch, levers, h2h, profile)
+ *   node dist/scripts/bench/native.js sgemm train     # a subset (sgemm, train, torch, levers, h2h)
  *   node dist/scripts/bench/native.js --quick         # fewer steps / repeats
  *   node dist/scripts/bench/native.js --coretype X    # OPENBLAS_CORETYPE for the children
  *   node dist/scripts/bench/native.js --child <json>  # internal
@@ -36,7 +34,6 @@ import { loadNativeKernels } from '../../core/native';
 import { loadTrainConfig, TrainConfig } from '../../trainer/config';
 import { MarkovSource } from '../../trainer/data';
 import { Trainer } from '../../trainer/trainer';
-import { childProfile, runProfile } from './nativeProfile';
 
 type Variant = 'wasm' | 'cpu' | 'cpu+native';
 const VARIANTS: Variant[] = ['cpu+native', 'wasm', 'cpu'];
@@ -44,7 +41,7 @@ const CONFIGS = ['tiny', 'small'] as const;
 type ConfigName = (typeof CONFIGS)[number];
 
 interface ChildTask {
-  kind: 'sgemm' | 'train' | 'profile';
+  kind: 'sgemm' | 'train';
   variant: Variant;
   config?: ConfigName;
   steps?: number;
@@ -466,10 +463,7 @@ async function main(): Promise<void> {
   if (ci >= 0) {
     const task = JSON.parse(args[ci + 1]) as ChildTask;
     if (task.kind === 'sgemm') await childSgemm(task);
-    else if (task.kind === 'profile') {
-      await useVariant('cpu+native');
-      await childProfile(benchConfig('small'), nativeThreads, task.steps ?? 5, emit);
-    } else await childTrain(task);
+    else await childTrain(task);
     return;
   }
   const quick = args.includes('--quick');
@@ -492,11 +486,6 @@ async function main(): Promise<void> {
   if (want('torch')) runTorch(quick);
   if (want('levers') && native.loaded) runLevers(quick);
   if (want('h2h') && native.loaded) runHeadToHead(quick);
-  // Not part of the default set: `native profile` (load-proof numbers for the speed work).
-  if (only.includes('profile') && native.loaded) {
-    const steps = quick ? 3 : 5;
-    runProfile(quick ? 1 : 2, steps, os.cpus().length, (th) => runChild({ kind: 'profile', variant: 'cpu+native', config: 'small', steps }, { MOECAT_THREADS: String(th) }), rows, emit);
-  }
   summary();
 }
 

@@ -1,16 +1,24 @@
 /**
- * Step profile of small.yaml on cpu+native (`npm run bench -- native profile`): what a shared
- * machine's load cannot distort. Per child (MOECAT_THREADS = 1, then all cores, interleaved):
- *   native-profile-kernel  one step's exclusive CPU ms, calls and output MB per tfjs kernel
+ * Step profile of small.yaml on cpu+native (`npm run bench -- nativeProfile`): what a shared
+ * machine's load cannot distort. Per child process (MOECAT_THREADS = 1, then all cores, over
+ * interleaved rounds):
+ *   native-profile-kernel  one step's exclusive CPU ms, calls and output MB per tfjs kernel, at
+ *                          one thread (first round only)
  *   native-profile         CPU ms per step (process.cpuUsage, all threads), and at one thread
  *                          the CPU ms inside pool jobs that more threads would split
  *                          (native/pool.h pool_profile): the rest is the serial part, whose
  *                          share s bounds the 1 -> 2 thread speed-up to 1 / (s + (1 - s) / 2)
- *   native-profile-summary medians over the rounds
+ *   native-profile-summary medians over the rounds, and whether param_hash was one for all
+ * Wall-clock figures are here for reference only: on a shared machine they move with the load.
+ *
+ *   node dist/scripts/bench/nativeProfile.js [--quick]
  */
+import { spawnSync } from 'child_process';
+import * as os from 'os';
 import * as tf from '@tensorflow/tfjs';
-import { nativeAddon } from '../../core/native';
-import { TrainConfig } from '../../trainer/config';
+import { nativeOptionsFromEnv, selectBackend } from '../../core/backend';
+import { loadNativeKernels, nativeAddon } from '../../core/native';
+import { loadTrainConfig, TrainConfig } from '../../trainer/config';
 import { MarkovSource } from '../../trainer/data';
 import { Trainer } from '../../trainer/trainer';
 
@@ -51,7 +59,7 @@ function instrument(backendName: string): Map<string, { cpuMs: number; calls: nu
 }
 
 /** The child: `steps` timed steps after a warm-up, one pool-profiled step, one instrumented step. */
-export async function childProfile(cfg: TrainConfig, threads: number, steps: number, emit: (r: Row) => void): Promise<void> {
+async function childProfile(cfg: TrainConfig, threads: number, steps: number, emit: (r: Row) => void): Promise<void> {
   const m = nativeAddon();
   if (!m) throw new Error('native addon not loaded');
   const t = new Trainer(cfg, new MarkovSource(cfg.seed, cfg.model.vocabSize, cfg.data.microBatchSize, cfg.data.seqLen));
@@ -77,7 +85,8 @@ export async function childProfile(cfg: TrainConfig, threads: number, steps: num
   const hash = t.paramHash().slice(0, 16);
   t.dispose();
   const sorted = [...stats.entries()].sort((a, b) => b[1].cpuMs - a[1].cpuMs);
-  for (const [kernel, e] of sorted) {
+  // The kernel table once per child at one thread (the profile the serial fraction refers to).
+  for (const [kernel, e] of threads === 1 ? sorted : []) {
     emit({ bench: 'native-profile-kernel', config: 'small', threads, kernel, calls: e.calls, cpu_ms: +e.cpuMs.toFixed(2), out_mb: +(e.outBytes / 2 ** 20).toFixed(2), share_of_step_cpu: +(e.cpuMs / instCpu).toFixed(3) });
   }
   const inKernels = sorted.reduce((s, [, e]) => s + e.cpuMs, 0);
@@ -102,9 +111,9 @@ export async function childProfile(cfg: TrainConfig, threads: number, steps: num
 }
 
 /** The parent: `rounds` rounds of one child at 1 thread and one at `cores`, then the medians. */
-export function runProfile(rounds: number, steps: number, cores: number, child: (threads: number) => void, rows: Row[], emit: (r: Row) => void): void {
-  for (let r = 0; r < rounds; r++) for (const th of [...new Set([1, cores])]) child(th);
-  const got = (th: number, key: string) => median(rows.filter((x) => x.bench === 'native-profile' && x.threads === th).map((x) => x[key] as number));
+function runProfile(rounds: number, steps: number, cores: number, child: (threads: number, keepKernels: boolean) => void, rows: Row[], emit: (r: Row) => void): void {
+  for (let r = 0; r < rounds; r++) for (const th of [...new Set([1, cores])]) child(th, r === 0);
+  const got = (th: number, key: string) => +median(rows.filter((x) => x.bench === 'native-profile' && x.threads === th).map((x) => x[key] as number)).toFixed(3);
   const hashes = new Set(rows.filter((x) => x.bench === 'native-profile').map((x) => x.param_hash));
   emit({
     bench: 'native-profile-summary',
@@ -122,3 +131,46 @@ export function runProfile(rounds: number, steps: number, cores: number, child: 
     param_hash_same_for_all_thread_counts: hashes.size === 1,
   });
 }
+
+const rows: Row[] = [];
+function emit(r: Row): void {
+  process.stdout.write(JSON.stringify(r) + '\n');
+  rows.push(r);
+}
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  const ci = args.indexOf('--child');
+  if (ci >= 0) {
+    const steps = Number(args[ci + 1]);
+    await selectBackend('cpu');
+    const r = loadNativeKernels(nativeOptionsFromEnv());
+    if (!r.loaded) throw new Error(`native kernels not loaded: ${r.reason}`);
+    const cfg = loadTrainConfig('configs/small.yaml', ['data.synthetic={}', 'train.steps=1000', 'optim.schedule={type: constant, warmupSteps: 2}']).config;
+    await childProfile(cfg, r.gemm?.threads ?? 1, steps, emit);
+    return;
+  }
+  if (!loadNativeKernels({ register: false }).loaded) {
+    emit({ bench: 'native-profile-errors', reason: 'native addon not built (node native/build.js)' });
+    return;
+  }
+  const quick = args.includes('--quick');
+  const steps = quick ? 3 : 5;
+  runProfile(quick ? 1 : 2, steps, os.cpus().length, (th, keepKernels) => {
+    const r = spawnSync(process.execPath, [__filename, '--child', String(steps)], { env: { ...process.env, MOECAT_THREADS: String(th) }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 64 << 20 });
+    if (r.status !== 0) emit({ bench: 'native-profile-errors', threads: th, exit: r.status });
+    for (const line of (r.stdout ?? '').split('\n')) {
+      if (!line.startsWith('{')) continue;
+      const row = JSON.parse(line) as Row;
+      if (keepKernels || row.bench !== 'native-profile-kernel') emit(row);
+    }
+  }, rows, emit);
+}
+
+main().then(
+  () => process.exit(0),
+  (e) => {
+    process.stderr.write(`${(e as Error).stack ?? e}\n`);
+    process.exit(1);
+  },
+);
