@@ -1089,6 +1089,67 @@ static int slots_in_range(napi_env env, const int32_t* slot, int64_t n, int64_t 
   return 1;
 }
 
+typedef struct {
+  const float* src;
+  const int32_t* slot;
+  const float* gates;
+  const float* dy;
+  float* out;    /* forward: out; backward: dsrc */
+  float* dgates; /* backward */
+  int64_t K, d, T;
+} CombineCtx;
+
+static void combine_rows(const void* ctx, int64_t lo, int64_t hi) {
+  const CombineCtx* c = (const CombineCtx*)ctx;
+  const int64_t K = c->K, d = c->d;
+  for (int64_t t = lo; t < hi; t++) {
+    float* o = c->out + t * d;
+    for (int64_t j = 0; j < d; j++) {
+      double acc = 0;
+      for (int64_t k = 0; k < K; k++) {
+        const float p = c->gates[t * K + k] * c->src[(int64_t)c->slot[t * K + k] * d + j];
+        acc += p;
+      }
+      o[j] = (float)acc;
+    }
+  }
+}
+
+static void combine_grad_gates(const void* ctx, int64_t lo, int64_t hi) {
+  const CombineCtx* c = (const CombineCtx*)ctx;
+  const int64_t K = c->K, d = c->d;
+  for (int64_t i = lo; i < hi; i++) {
+    const float* g = c->dy + (i / K) * d;
+    const float* s = c->src + (int64_t)c->slot[i] * d;
+    double acc = 0;
+    for (int64_t j = 0; j < d; j++) {
+      const float p = g[j] * s[j];
+      acc += p;
+    }
+    c->dgates[i] = (float)acc;
+  }
+}
+
+/* Columns of dsrc per task. */
+#define COMBINE_COLS 32
+
+static void combine_grad_src(const void* ctx, int64_t lo, int64_t hi) {
+  const CombineCtx* c = (const CombineCtx*)ctx;
+  const int64_t K = c->K, d = c->d;
+  for (int64_t blk = lo; blk < hi; blk++) {
+    const int64_t j0 = blk * COMBINE_COLS, j1 = j0 + COMBINE_COLS < d ? j0 + COMBINE_COLS : d;
+    for (int64_t i = 0; i < c->T * K; i++) {
+      const float* g = c->dy + (i / K) * d;
+      float* ds = c->out + (int64_t)c->slot[i] * d;
+      const float w = c->gates[i];
+      for (int64_t j = j0; j < j1; j++) {
+        const float q = g[j] * w;
+        ds[j] = ds[j] + q;
+      }
+    }
+  }
+}
+
 /*
  * moeCombine(src, slot, gates, out, T, K, d): out[t] = sum_k gates[t*K+k] * src[slot[t*K+k]],
  * with the arithmetic of the composite gather -> mul -> sum over k: each product rounded to
@@ -1112,17 +1173,8 @@ static napi_value moe_combine(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (!slots_in_range(env, slot, T * K, (int64_t)(nsrc / (size_t)d), "moecat_native.moeCombine: slot source out of range")) return NULL;
-  for (int64_t t = 0; t < T; t++) {
-    float* o = out + t * d;
-    for (int64_t j = 0; j < d; j++) {
-      double acc = 0;
-      for (int64_t k = 0; k < K; k++) {
-        const float p = gates[t * K + k] * src[(int64_t)slot[t * K + k] * d + j];
-        acc += p;
-      }
-      o[j] = (float)acc;
-    }
-  }
+  const CombineCtx c = {src, slot, gates, NULL, out, NULL, K, d, T};
+  par_for(T, PAR_ELEMS / (d * K) + 1, combine_rows, &c);
   return undef(env);
 }
 
@@ -1151,20 +1203,11 @@ static napi_value moe_combine_grad(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (!slots_in_range(env, slot, T * K, (int64_t)(nsrc / (size_t)d), "moecat_native.moeCombineGrad: slot source out of range")) return NULL;
-  for (int64_t i = 0; i < T * K; i++) {
-    const float* g = dy + (i / K) * d;
-    const float* s = src + (int64_t)slot[i] * d;
-    float* ds = dsrc + (int64_t)slot[i] * d;
-    const float w = gates[i];
-    double acc = 0;
-    for (int64_t j = 0; j < d; j++) {
-      const float p = g[j] * s[j];
-      acc += p;
-      const float q = g[j] * w;
-      ds[j] = ds[j] + q;
-    }
-    dgates[i] = (float)acc;
-  }
+  /* dgates by slots; dsrc by column blocks, each block taking the slots in order (a source row
+     shared by several slots adds their terms in slot order, as one loop would). */
+  const CombineCtx c = {src, slot, gates, dy, dsrc, dgates, K, d, T};
+  par_for(T * K, PAR_ELEMS / d + 1, combine_grad_gates, &c);
+  par_for((d + COMBINE_COLS - 1) / COMBINE_COLS, T * K * COMBINE_COLS >= PAR_ELEMS ? 1 : PAR_ELEMS, combine_grad_src, &c);
   return undef(env);
 }
 

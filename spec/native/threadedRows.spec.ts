@@ -3,7 +3,8 @@
  * binary and the strided copy (rows, or a single row's elements), transpose2d (blocks of rows),
  * RMSNorm (rows) and its gradient (dx by rows, dw by column blocks, each column summed over
  * the rows in order), cross-entropy and its gradient (rows; the loss terms added in row order
- * after). On arrays large enough to be split, 1, 2 and 3 threads must give the bits
+ * after), and the MoE weighted combine and its gradient (tokens; dgates by slot, dsrc by column
+ * blocks with the slots in order). On arrays large enough to be split, 1, 2 and 3 threads must give the bits
  * of a plain JS loop with the same arithmetic (doubles where the C code uses double), including a
  * copy whose destination stride revisits elements (kept on one thread: the last index wins, as
  * in the loop). Cross-entropy uses the addon's own exp, so there one thread is the reference.
@@ -165,6 +166,43 @@ describe(probe.loaded ? 'native row kernels on the pool' : `native row kernels o
       assert.equal(got.loss, ref.loss, `loss, ${t} threads`);
       sameBits(got.lse, ref.lse, `lse, ${t} threads`);
       sameBits(got.g, ref.g, `gradient, ${t} threads`);
+    }
+  });
+
+  it('moeCombine and moeCombineGrad, 1,024 tokens x 4 slots of 192 (shared source rows): 1, 2 and 3 threads give the loop\'s bits', () => {
+    const m = nativeAddon()!;
+    const [T, K, d, R] = [1024, 4, 192, 1500];
+    const slot = Int32Array.from({ length: T * K }, (_, i) => (i % 3 === 0 ? R - 1 : (i * 7919) % R));
+    const src = lcg(R * d, 41, 1);
+    const gates = lcg(T * K, 43, 1);
+    const dy = lcg(T * d, 47, 1);
+    const out = new Float32Array(T * d);
+    const dsrc = new Float32Array(R * d);
+    const dg = new Float32Array(T * K);
+    for (let t = 0; t < T; t++) {
+      for (let j = 0; j < d; j++) {
+        let acc = 0;
+        for (let k = 0; k < K; k++) acc += Math.fround(gates[t * K + k] * src[slot[t * K + k] * d + j]);
+        out[t * d + j] = acc;
+      }
+    }
+    for (let i = 0; i < T * K; i++) {
+      const t = Math.floor(i / K);
+      let acc = 0;
+      for (let j = 0; j < d; j++) {
+        acc += Math.fround(dy[t * d + j] * src[slot[i] * d + j]);
+        dsrc[slot[i] * d + j] = dsrc[slot[i] * d + j] + Math.fround(dy[t * d + j] * gates[i]);
+      }
+      dg[i] = acc;
+    }
+    for (const t of [1, 2, 3]) {
+      m.setThreads(t);
+      const [o, ds, g] = [new Float32Array(T * d), new Float32Array(R * d), new Float32Array(T * K)];
+      m.moeCombine(src, slot, gates, o, T, K, d);
+      m.moeCombineGrad(src, slot, gates, dy, ds, g, T, K, d);
+      sameBits(o, out, `moeCombine, ${t} threads`);
+      sameBits(ds, dsrc, `moeCombineGrad dsrc, ${t} threads`);
+      sameBits(g, dg, `moeCombineGrad dgates, ${t} threads`);
     }
   });
 });
