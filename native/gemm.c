@@ -243,9 +243,10 @@ static void gemm_tile(void* ctx, int64_t task, int slot) {
 
 static void run(GemmJob* j, int64_t batch, int threads) {
   const gemm_kernel* kr = j->kr;
-  if (threads < 1) threads = pool_threads();
   const double flops = 2.0 * (double)batch * (double)j->M * (double)j->N * (double)j->K;
   if (flops < MT_MIN_FLOPS) threads = 1;
+  const int asked = threads; /* 0: the pool's default (pool_profile counts such jobs as parallel) */
+  if (threads < 1) threads = pool_threads();
   /*
    * Tiles: all rows and up to nc columns, so one packed block of B serves every row. When that
    * leaves threads short of work, the output is cut into 2 parts per thread (a preempted thread
@@ -270,7 +271,7 @@ static void run(GemmJob* j, int64_t batch, int threads) {
   j->tn = tn;
   j->tilesM = (j->M + tm - 1) / tm;
   j->tilesN = (j->N + tn - 1) / tn;
-  pool_run(batch * j->tilesM * j->tilesN, gemm_tile, j, threads);
+  pool_run(batch * j->tilesM * j->tilesN, gemm_tile, j, asked);
 }
 
 void gemm_batched(int64_t batch, int64_t batchA, int64_t batchB, int64_t M, int64_t N, int64_t K, int transA, int transB,

@@ -28,6 +28,7 @@
 #include "detmath.h"
 #include "gemm.h"
 #include "napi_args.h"
+#include "swiglu.h"
 #include "pool.h"
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -116,6 +117,25 @@ static napi_value set_threads(napi_env env, napi_callback_info info) {
   RANGE("setThreads", n, 0, 1024, "the thread count must be in 0..1024 (0: all cores)");
   pool_set_threads((int)n);
   return undef(env);
+}
+
+/*
+ * poolProfile(on) -> {cpuMs, jobs}: the totals since profiling was last turned on (pool.h
+ * pool_profile); on = 1 resets and starts, 0 stops. For the step profile of the native bench.
+ */
+static napi_value pool_profile_js(napi_env env, napi_callback_info info) {
+  ARGS(1);
+  INT(0, on);
+  RANGE("poolProfile", on, 0, 1, "on must be 0 or 1");
+  int64_t ns, jobs;
+  pool_profile((int)on, &ns, &jobs);
+  napi_value o, v;
+  CHECK(napi_create_object(env, &o));
+  CHECK(napi_create_double(env, (double)ns / 1e6, &v));
+  CHECK(napi_set_named_property(env, o, "cpuMs", v));
+  CHECK(napi_create_double(env, (double)jobs, &v));
+  CHECK(napi_set_named_property(env, o, "jobs", v));
+  return o;
 }
 
 /* setIsa(name) -> boolean: selects a GEMM variant; false (nothing changes) when this CPU lacks it. */
@@ -257,6 +277,59 @@ static void binary_row(int op, const float* A, int64_t sa, const float* B, int64
   }
 }
 
+/* The odometer at row r (every dim but the last): idx, and that row's offsets under two stride lists. */
+static void row_start(const int32_t* shape, size_t rank, int64_t r, int64_t* idx, const int32_t* s1, int64_t* o1, const int32_t* s2, int64_t* o2) {
+  for (int d = (int)rank - 2; d >= 0; d--) {
+    idx[d] = r % shape[d];
+    r /= shape[d];
+    *o1 += idx[d] * s1[d];
+    *o2 += idx[d] * s2[d];
+  }
+}
+
+/* One step of the odometer over dims rank-2 .. 0, moving two offsets. */
+static inline void row_next(const int32_t* shape, size_t rank, int64_t* idx, const int32_t* s1, int64_t* o1, const int32_t* s2, int64_t* o2) {
+  for (int d = (int)rank - 2; d >= 0; d--) {
+    idx[d]++;
+    *o1 += s1[d];
+    *o2 += s2[d];
+    if (idx[d] < shape[d]) break;
+    *o1 -= (int64_t)s1[d] * shape[d];
+    *o2 -= (int64_t)s2[d] * shape[d];
+    idx[d] = 0;
+  }
+}
+
+typedef struct {
+  int op;
+  const float* a;
+  const int32_t* as;
+  const float* b;
+  const int32_t* bs;
+  float* o;
+  const int32_t* shape;
+  size_t rank;
+  int64_t n, outer; /* last dim, rows */
+} BinCtx;
+
+/* Rows [lo, hi) of the output, or, when it has one row, its elements [lo, hi). */
+static void binary_range(const void* ctx, int64_t lo, int64_t hi) {
+  const BinCtx* c = (const BinCtx*)ctx;
+  const size_t rank = c->rank;
+  const int64_t sa = c->as[rank - 1], sb = c->bs[rank - 1];
+  if (c->outer == 1) {
+    binary_row(c->op, c->a + lo * sa, sa, c->b + lo * sb, sb, c->o + lo, hi - lo);
+    return;
+  }
+  int64_t idx[MAXR] = {0};
+  int64_t ao = 0, bo = 0;
+  row_start(c->shape, rank, lo, idx, c->as, &ao, c->bs, &bo);
+  for (int64_t r = lo; r < hi; r++) {
+    binary_row(c->op, c->a + ao, sa, c->b + bo, sb, c->o + r * c->n, c->n);
+    row_next(c->shape, rank, idx, c->as, &ao, c->bs, &bo);
+  }
+}
+
 /*
  * binary(op, a, aStrides, b, bStrides, out, shape)
  * out (contiguous, `shape`) = a op b, where a and b are read at strides given per output dim
@@ -285,21 +358,10 @@ static napi_value binary(napi_env env, napi_callback_info info) {
   if (total == 0) return undef(env);
   const int64_t n = shape[rank - 1];
   const int64_t outer = total / n;
-  int64_t idx[MAXR] = {0};
-  int64_t ao = 0, bo = 0;
-  for (int64_t r = 0; r < outer; r++) {
-    binary_row((int)op, a + ao, as[rank - 1], b + bo, bs[rank - 1], o + r * n, n);
-    /* odometer over dims rank-2 .. 0 */
-    for (int d = (int)rank - 2; d >= 0; d--) {
-      idx[d]++;
-      ao += as[d];
-      bo += bs[d];
-      if (idx[d] < shape[d]) break;
-      ao -= as[d] * shape[d];
-      bo -= bs[d] * shape[d];
-      idx[d] = 0;
-    }
-  }
+  const BinCtx c = {(int)op, a, as, b, bs, o, shape, rank, n, outer};
+  /* Threads take whole rows, or element ranges of a single row: each element the same code. */
+  if (outer == 1) par_for(n, PAR_ELEMS, binary_range, &c);
+  else par_for(outer, PAR_ELEMS / n + 1, binary_range, &c);
   return undef(env);
 }
 
@@ -444,6 +506,63 @@ static napi_value softmax(napi_env env, napi_callback_info info) {
 
 /* ------------------------------------------------------------------ strided copy */
 
+typedef struct {
+  const float* src;
+  int64_t so;
+  const int32_t* ss;
+  float* dst;
+  int64_t doff;
+  const int32_t* ds;
+  const int32_t* shape;
+  size_t rank;
+  int64_t n, outer; /* last dim, rows */
+} CopyCtx;
+
+static inline void copy_row(const float* s, int64_t sI, float* t, int64_t dI, int64_t n) {
+  if (sI == 1 && dI == 1) {
+    memcpy(t, s, sizeof(float) * (size_t)n);
+  } else {
+    for (int64_t j = 0; j < n; j++) t[j * dI] = s[j * sI];
+  }
+}
+
+/*
+ * Whether distinct indices of `shape` always reach distinct offsets under `st`: with the dims of
+ * size > 1 in ascending stride, each stride exceeds the largest offset the dims before it reach.
+ */
+static int writes_disjoint(const int32_t* shape, const int32_t* st, size_t rank) {
+  int used[MAXR] = {0};
+  int64_t reach = 0; /* largest offset of the dims taken so far */
+  for (;;) {
+    int best = -1;
+    for (size_t d = 0; d < rank; d++) {
+      if (!used[d] && shape[d] > 1 && (best < 0 || st[d] < st[best])) best = (int)d;
+    }
+    if (best < 0) return 1;
+    if (st[best] <= reach) return 0;
+    used[best] = 1;
+    reach += (int64_t)st[best] * (shape[best] - 1);
+  }
+}
+
+/* Rows [lo, hi) of the index space, or, when it has one row, its elements [lo, hi). */
+static void copy_range(const void* ctx, int64_t lo, int64_t hi) {
+  const CopyCtx* c = (const CopyCtx*)ctx;
+  const size_t rank = c->rank;
+  const int64_t sI = c->ss[rank - 1], dI = c->ds[rank - 1];
+  if (c->outer == 1) {
+    copy_row(c->src + c->so + lo * sI, sI, c->dst + c->doff + lo * dI, dI, hi - lo);
+    return;
+  }
+  int64_t idx[MAXR] = {0};
+  int64_t sp = c->so, dp = c->doff;
+  row_start(c->shape, rank, lo, idx, c->ss, &sp, c->ds, &dp);
+  for (int64_t r = lo; r < hi; r++) {
+    copy_row(c->src + sp, sI, c->dst + dp, dI, c->n);
+    row_next(c->shape, rank, idx, c->ss, &sp, c->ds, &dp);
+  }
+}
+
 /*
  * copy(src, srcOffset, srcStrides, dst, dstOffset, dstStrides, shape)
  * dst[dstOffset + Σ i_d·dstStrides_d] = src[srcOffset + Σ i_d·srcStrides_d] for every index in
@@ -466,29 +585,38 @@ static napi_value copy(napi_env env, napi_callback_info info) {
   if (!view_ok(env, "copy", shape, ss, rank, so, ns, &total) || !view_ok(env, "copy", shape, ds, rank, doff, nd, &totalD)) return NULL;
   if (total == 0) return undef(env);
   const int64_t n = shape[rank - 1];
-  const int64_t sI = ss[rank - 1], dI = ds[rank - 1];
   const int64_t outer = total / n;
-  int64_t idx[MAXR] = {0};
-  int64_t sp = so, dp = doff;
-  for (int64_t r = 0; r < outer; r++) {
-    if (sI == 1 && dI == 1) {
-      memcpy(dst + dp, src + sp, sizeof(float) * (size_t)n);
-    } else {
-      const float* s = src + sp;
-      float* t = dst + dp;
-      for (int64_t j = 0; j < n; j++) t[j * dI] = s[j * sI];
-    }
-    for (int d = (int)rank - 2; d >= 0; d--) {
-      idx[d]++;
-      sp += ss[d];
-      dp += ds[d];
-      if (idx[d] < shape[d]) break;
-      sp -= (int64_t)ss[d] * shape[d];
-      dp -= (int64_t)ds[d] * shape[d];
-      idx[d] = 0;
+  const CopyCtx c = {src, so, ss, dst, doff, ds, shape, rank, n, outer};
+  /* Threads only when no two indices write one destination element (else the last writer wins). */
+  const int64_t items = outer == 1 ? n : outer;
+  if (!writes_disjoint(shape, ds, rank)) copy_range(&c, 0, items);
+  else if (outer == 1) par_for(n, PAR_ELEMS, copy_range, &c);
+  else par_for(outer, PAR_ELEMS / n + 1, copy_range, &c);
+  return undef(env);
+}
+
+#define T2_BS 32
+typedef struct {
+  const float* src;
+  float* dst;
+  int64_t rows, cols, blocks; /* blocks of T2_BS rows per matrix */
+} T2Ctx;
+
+/* Items [lo, hi): (matrix, block of T2_BS source rows), each written to its own destination columns. */
+static void transpose2d_range(const void* ctx, int64_t lo, int64_t hi) {
+  const T2Ctx* c = (const T2Ctx*)ctx;
+  const int64_t rows = c->rows, cols = c->cols;
+  for (int64_t it = lo; it < hi; it++) {
+    const int64_t b = it / c->blocks, i0 = (it % c->blocks) * T2_BS;
+    const float* s = c->src + b * rows * cols;
+    float* t = c->dst + b * rows * cols;
+    const int64_t i1 = i0 + T2_BS < rows ? i0 + T2_BS : rows;
+    for (int64_t j0 = 0; j0 < cols; j0 += T2_BS) {
+      const int64_t j1 = j0 + T2_BS < cols ? j0 + T2_BS : cols;
+      for (int64_t i = i0; i < i1; i++)
+        for (int64_t j = j0; j < j1; j++) t[j * rows + i] = s[i * cols + j];
     }
   }
-  return undef(env);
 }
 
 /*
@@ -507,19 +635,9 @@ static napi_value transpose2d(napi_env env, napi_callback_info info) {
     throw_range(env, "moecat_native.transpose2d: sizes do not match the arrays");
     return NULL;
   }
-  const int64_t BS = 32;
-  for (int64_t b = 0; b < batch; b++) {
-    const float* s = src + b * rows * cols;
-    float* t = dst + b * rows * cols;
-    for (int64_t i0 = 0; i0 < rows; i0 += BS) {
-      const int64_t i1 = i0 + BS < rows ? i0 + BS : rows;
-      for (int64_t j0 = 0; j0 < cols; j0 += BS) {
-        const int64_t j1 = j0 + BS < cols ? j0 + BS : cols;
-        for (int64_t i = i0; i < i1; i++)
-          for (int64_t j = j0; j < j1; j++) t[j * rows + i] = s[i * cols + j];
-      }
-    }
-  }
+  if (total == 0) return undef(env);
+  const T2Ctx c = {src, dst, rows, cols, (rows + T2_BS - 1) / T2_BS};
+  par_for(batch * c.blocks, PAR_ELEMS / (T2_BS * cols) + 1, transpose2d_range, &c);
   return undef(env);
 }
 
@@ -598,33 +716,7 @@ static napi_value scatter_add_rows(napi_env env, napi_callback_info info) {
 
 
 
-/* ------------------------------------------------------------------ fast exp for fused kernels */
-
-/*
- * fexp(x): float e^x by Cephes' expf scheme (range reduction by ln 2 split in two, degree-6
- * polynomial, exponent by bit arithmetic), branch-free so the loops that call it vectorise
- * (SSE2 at -O3 without -march). Relative error about 2e-7 (1-2 float ulps); inputs below -87.3
- * give exactly 0, above 88.3 clamp. Only the fused kernels use it: their bits are the native
- * backend's own; the tfjs kernel replacements keep libm's exp in double.
- */
-static inline float fexp(float x) {
-  const float under = x < -87.3f ? 0.0f : 1.0f;
-  x = x < -87.3f ? -87.3f : x;
-  x = x > 88.3f ? 88.3f : x; /* keeps 2^n finite: n <= 127 */
-  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
-  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float y = p * r * r + r + 1.0f;
-  const int32_t e = ((int32_t)n + 127) << 23;
-  float sc;
-  memcpy(&sc, &e, sizeof sc);
-  return y * sc * under;
-}
+/* fexp: swiglu.h */
 
 /* ------------------------------------------------------------------ fused softmax */
 
@@ -703,6 +795,56 @@ static napi_value softmax_fused_grad(napi_env env, napi_callback_info info) {
 
 /* ------------------------------------------------------------------ fused cross-entropy */
 
+typedef struct {
+  const float* z;
+  const int32_t* y;
+  const float* w;
+  float* lse;
+  double* term; /* forward: w_t (lse_t - z_t[y_t]) per row */
+  float* e;     /* forward: one row of exponentials per chunk of rows */
+  int64_t cols, chunk;
+  double dy;    /* backward */
+  float* o;     /* backward */
+} CeCtx;
+
+static void ce_rows(const void* ctx, int64_t lo, int64_t hi) {
+  const CeCtx* c = (const CeCtx*)ctx;
+  const int64_t cols = c->cols;
+  float* e = c->e + (lo / c->chunk) * cols;
+  for (int64_t i = lo; i < hi; i++) {
+    const float* r = c->z + i * cols;
+    float m = r[0];
+    for (int64_t j = 1; j < cols; j++) {
+      const float v = r[j];
+      if (v != v || v > m) m = v;
+    }
+    for (int64_t j = 0; j < cols; j++) e[j] = fexp(r[j] - m);
+    double s = 0;
+    for (int64_t j = 0; j < cols; j++) s += e[j];
+    const double l = (double)m + dm_log(s);
+    c->lse[i] = (float)l;
+    c->term[i] = c->w[i] != 0 ? (double)c->w[i] * (l - (double)r[c->y[i]]) : 0;
+  }
+}
+
+static void ce_grad_rows(const void* ctx, int64_t lo, int64_t hi) {
+  const CeCtx* c = (const CeCtx*)ctx;
+  const int64_t cols = c->cols;
+  for (int64_t i = lo; i < hi; i++) {
+    const float* r = c->z + i * cols;
+    float* g = c->o + i * cols;
+    if (c->w[i] == 0) {
+      memset(g, 0, sizeof(float) * (size_t)cols);
+      continue;
+    }
+    const int32_t yi = c->y[i];
+    const float sc = (float)((double)c->w[i] * c->dy);
+    const float l = c->lse[i];
+    for (int64_t j = 0; j < cols; j++) g[j] = fexp(r[j] - l) * sc;
+    g[yi] = (fexp(r[yi] - l) - 1.0f) * sc;
+  }
+}
+
 /*
  * crossEntropy(z, targets, weights, lse, rows, cols) -> sum_t w_t (lse_t - z_t[y_t])
  * One pass for the row max, one for sum fexp(z - max) accumulated in double; lse_t = max + log(sum) is
@@ -727,33 +869,25 @@ static napi_value cross_entropy(napi_env env, napi_callback_info info) {
     throw_range(env, "moecat_native.crossEntropy: target out of range");
     return NULL;
   }
-  /* One row of exponentials: computed in a loop that vectorises, then summed in order. */
-  float* e = (float*)malloc(sizeof(float) * (size_t)cols);
-  if (!e) {
+  /* Rows on the pool, each with its own row of exponentials (computed in a loop that vectorises,
+     then summed in order) and its own loss term; the terms are then added in row order. */
+  const int64_t chunk = PAR_ELEMS / cols + 1, chunks = (rows + chunk - 1) / chunk;
+  float* e = (float*)malloc(sizeof(float) * (size_t)(cols * (chunks > 0 ? chunks : 1)));
+  double* term = (double*)malloc(sizeof(double) * (size_t)(rows > 0 ? rows : 1));
+  if (!e || !term) {
+    free(e);
+    free(term);
     napi_throw_error(env, NULL, "moecat_native.crossEntropy: out of memory");
     return NULL;
   }
+  const CeCtx c = {z, y, w, lse, term, e, cols, chunk, 0, NULL};
+  par_for(rows, chunk, ce_rows, &c);
   double total = 0;
   for (int64_t i = 0; i < rows; i++) {
-    if (y[i] < 0 || y[i] >= cols) {
-      free(e);
-      throw_range(env, "moecat_native.crossEntropy: target out of range");
-      return NULL;
-    }
-    const float* r = z + i * cols;
-    float m = r[0];
-    for (int64_t j = 1; j < cols; j++) {
-      const float v = r[j];
-      if (v != v || v > m) m = v;
-    }
-    for (int64_t j = 0; j < cols; j++) e[j] = fexp(r[j] - m);
-    double s = 0;
-    for (int64_t j = 0; j < cols; j++) s += e[j];
-    const double l = (double)m + dm_log(s);
-    lse[i] = (float)l;
-    if (w[i] != 0) total += (double)w[i] * (l - (double)r[y[i]]);
+    if (w[i] != 0) total += term[i];
   }
   free(e);
+  free(term);
   napi_value out;
   CHECK(napi_create_double(env, total, &out));
   return out;
@@ -786,27 +920,70 @@ static napi_value cross_entropy_grad(napi_env env, napi_callback_info info) {
       return NULL;
     }
   }
-  for (int64_t i = 0; i < rows; i++) {
-    const float* r = z + i * cols;
-    float* g = o + i * cols;
-    if (w[i] == 0) {
-      memset(g, 0, sizeof(float) * (size_t)cols);
-      continue;
-    }
-    if (y[i] < 0 || y[i] >= cols) {
-      throw_range(env, "moecat_native.crossEntropyGrad: target out of range");
-      return NULL;
-    }
-    const float sc = (float)((double)w[i] * dy);
-    const float l = lse[i];
-    for (int64_t j = 0; j < cols; j++) g[j] = fexp(r[j] - l) * sc;
-    g[y[i]] = (fexp(r[y[i]] - l) - 1.0f) * sc;
-  }
+  const CeCtx c = {z, y, w, lse, NULL, NULL, cols, 0, dy, o};
+  par_for(rows, PAR_ELEMS / cols + 1, ce_grad_rows, &c);
   return undef(env);
 }
 
 
 /* ------------------------------------------------------------------ fused RMSNorm */
+
+typedef struct {
+  const float *x, *w;
+  float *y, *rinv;
+  const float* dy;
+  float *dx, *dw;
+  int64_t cols, rows;
+  double eps;
+} RmsCtx;
+
+static void rms_rows(const void* ctx, int64_t lo, int64_t hi) {
+  const RmsCtx* c = (const RmsCtx*)ctx;
+  const int64_t cols = c->cols;
+  for (int64_t i = lo; i < hi; i++) {
+    const float* xr = c->x + i * cols;
+    float* yr = c->y + i * cols;
+    double ss = 0;
+    for (int64_t j = 0; j < cols; j++) ss += (double)xr[j] * (double)xr[j];
+    const double r = 1.0 / sqrt(ss / (double)cols + c->eps);
+    c->rinv[i] = (float)r;
+    for (int64_t j = 0; j < cols; j++) yr[j] = (float)((double)xr[j] * r * (double)c->w[j]);
+  }
+}
+
+static void rms_grad_rows(const void* ctx, int64_t lo, int64_t hi) {
+  const RmsCtx* c = (const RmsCtx*)ctx;
+  const int64_t cols = c->cols;
+  for (int64_t i = lo; i < hi; i++) {
+    const float* xr = c->x + i * cols;
+    const float* gr = c->dy + i * cols;
+    float* dr = c->dx + i * cols;
+    const double r = (double)c->rinv[i];
+    double dot = 0;
+    for (int64_t j = 0; j < cols; j++) dot += (double)gr[j] * (double)c->w[j] * (double)xr[j];
+    const double k = r * r * r * dot / (double)cols;
+    for (int64_t j = 0; j < cols; j++) dr[j] = (float)(r * (double)gr[j] * (double)c->w[j] - (double)xr[j] * k);
+  }
+}
+
+/* Columns of dw per task: accumulators of one block stay in registers / L1 across the rows. */
+#define RMS_DW_COLS 32
+
+static void rms_grad_dw(const void* ctx, int64_t lo, int64_t hi) {
+  const RmsCtx* c = (const RmsCtx*)ctx;
+  const int64_t cols = c->cols;
+  for (int64_t blk = lo; blk < hi; blk++) {
+    const int64_t j0 = blk * RMS_DW_COLS, j1 = j0 + RMS_DW_COLS < cols ? j0 + RMS_DW_COLS : cols;
+    double acc[RMS_DW_COLS] = {0};
+    for (int64_t i = 0; i < c->rows; i++) {
+      const float* xr = c->x + i * cols;
+      const float* gr = c->dy + i * cols;
+      const double r = (double)c->rinv[i];
+      for (int64_t j = j0; j < j1; j++) acc[j - j0] += (double)gr[j] * (double)xr[j] * r;
+    }
+    for (int64_t j = j0; j < j1; j++) c->dw[j] = (float)acc[j - j0];
+  }
+}
 
 /*
  * rmsNorm(x, w, y, rinv, rows, cols, eps): rinv_t = 1 / sqrt(sum_j x_tj^2 / cols + eps) in
@@ -827,15 +1004,8 @@ static napi_value rms_norm(napi_env env, napi_callback_info info) {
     throw_range(env, "moecat_native.rmsNorm: sizes do not match the arrays");
     return NULL;
   }
-  for (int64_t i = 0; i < rows; i++) {
-    const float* xr = x + i * cols;
-    float* yr = y + i * cols;
-    double ss = 0;
-    for (int64_t j = 0; j < cols; j++) ss += (double)xr[j] * (double)xr[j];
-    const double r = 1.0 / sqrt(ss / (double)cols + eps);
-    rinv[i] = (float)r;
-    for (int64_t j = 0; j < cols; j++) yr[j] = (float)((double)xr[j] * r * (double)w[j]);
-  }
+  const RmsCtx c = {x, w, y, rinv, NULL, NULL, NULL, cols, rows, eps};
+  par_for(rows, PAR_ELEMS / cols + 1, rms_rows, &c);
   return undef(env);
 }
 
@@ -860,55 +1030,14 @@ static napi_value rms_norm_grad(napi_env env, napi_callback_info info) {
     throw_range(env, "moecat_native.rmsNormGrad: sizes do not match the arrays");
     return NULL;
   }
-  double* acc = (double*)calloc((size_t)cols, sizeof(double));
-  if (!acc) {
-    napi_throw_error(env, NULL, "moecat_native.rmsNormGrad: out of memory");
-    return NULL;
-  }
-  for (int64_t i = 0; i < rows; i++) {
-    const float* xr = x + i * cols;
-    const float* gr = dy + i * cols;
-    float* dr = dx + i * cols;
-    const double r = (double)rinv[i];
-    double dot = 0;
-    for (int64_t j = 0; j < cols; j++) dot += (double)gr[j] * (double)w[j] * (double)xr[j];
-    const double c = r * r * r * dot / (double)cols;
-    for (int64_t j = 0; j < cols; j++) {
-      dr[j] = (float)(r * (double)gr[j] * (double)w[j] - (double)xr[j] * c);
-      acc[j] += (double)gr[j] * (double)xr[j] * r;
-    }
-  }
-  for (int64_t j = 0; j < cols; j++) dw[j] = (float)acc[j];
-  free(acc);
+  /* dx row by row; then dw column block by column block, each column summed over rows in order. */
+  const RmsCtx c = {x, w, NULL, rinv, dy, dx, dw, cols, rows, 0};
+  par_for(rows, PAR_ELEMS / cols + 1, rms_grad_rows, &c);
+  par_for((cols + RMS_DW_COLS - 1) / RMS_DW_COLS, rows * RMS_DW_COLS >= PAR_ELEMS ? 1 : PAR_ELEMS, rms_grad_dw, &c);
   return undef(env);
 }
 
-/* ------------------------------------------------------------------ fused SwiGLU activation */
-
-typedef struct {
-  const float *g, *u;
-  float *o, *sig;
-  const float* da;
-  float *dg, *du;
-} SiluCtx;
-
-static void silu_range(const void* ctx, int64_t lo, int64_t hi) {
-  const SiluCtx* c = (const SiluCtx*)ctx;
-  for (int64_t i = lo; i < hi; i++) {
-    const float sg = 1.0f / (1.0f + fexp(-c->g[i]));
-    c->sig[i] = sg;
-    c->o[i] = c->g[i] * sg * c->u[i];
-  }
-}
-
-static void silu_grad_range(const void* ctx, int64_t lo, int64_t hi) {
-  const SiluCtx* c = (const SiluCtx*)ctx;
-  for (int64_t i = lo; i < hi; i++) {
-    const double gi = c->g[i], ui = c->u[i], ai = c->da[i], sg = c->sig[i];
-    c->dg[i] = (float)(ai * ui * sg * (1.0 + gi * (1.0 - sg)));
-    c->du[i] = (float)(ai * gi * sg);
-  }
-}
+/* ------------------------------------------------------------------ fused SwiGLU activation (swiglu.h) */
 
 /* siluMul(g, u, out, sig, n): sig = sigmoid(g) with fexp (kept for the backward), out = g * sig * u, in float. */
 static napi_value silu_mul(napi_env env, napi_callback_info info) {
@@ -960,6 +1089,67 @@ static int slots_in_range(napi_env env, const int32_t* slot, int64_t n, int64_t 
   return 1;
 }
 
+typedef struct {
+  const float* src;
+  const int32_t* slot;
+  const float* gates;
+  const float* dy;
+  float* out;    /* forward: out; backward: dsrc */
+  float* dgates; /* backward */
+  int64_t K, d, T;
+} CombineCtx;
+
+static void combine_rows(const void* ctx, int64_t lo, int64_t hi) {
+  const CombineCtx* c = (const CombineCtx*)ctx;
+  const int64_t K = c->K, d = c->d;
+  for (int64_t t = lo; t < hi; t++) {
+    float* o = c->out + t * d;
+    for (int64_t j = 0; j < d; j++) {
+      double acc = 0;
+      for (int64_t k = 0; k < K; k++) {
+        const float p = c->gates[t * K + k] * c->src[(int64_t)c->slot[t * K + k] * d + j];
+        acc += p;
+      }
+      o[j] = (float)acc;
+    }
+  }
+}
+
+static void combine_grad_gates(const void* ctx, int64_t lo, int64_t hi) {
+  const CombineCtx* c = (const CombineCtx*)ctx;
+  const int64_t K = c->K, d = c->d;
+  for (int64_t i = lo; i < hi; i++) {
+    const float* g = c->dy + (i / K) * d;
+    const float* s = c->src + (int64_t)c->slot[i] * d;
+    double acc = 0;
+    for (int64_t j = 0; j < d; j++) {
+      const float p = g[j] * s[j];
+      acc += p;
+    }
+    c->dgates[i] = (float)acc;
+  }
+}
+
+/* Columns of dsrc per task. */
+#define COMBINE_COLS 32
+
+static void combine_grad_src(const void* ctx, int64_t lo, int64_t hi) {
+  const CombineCtx* c = (const CombineCtx*)ctx;
+  const int64_t K = c->K, d = c->d;
+  for (int64_t blk = lo; blk < hi; blk++) {
+    const int64_t j0 = blk * COMBINE_COLS, j1 = j0 + COMBINE_COLS < d ? j0 + COMBINE_COLS : d;
+    for (int64_t i = 0; i < c->T * K; i++) {
+      const float* g = c->dy + (i / K) * d;
+      float* ds = c->out + (int64_t)c->slot[i] * d;
+      const float w = c->gates[i];
+      for (int64_t j = j0; j < j1; j++) {
+        const float q = g[j] * w;
+        ds[j] = ds[j] + q;
+      }
+    }
+  }
+}
+
 /*
  * moeCombine(src, slot, gates, out, T, K, d): out[t] = sum_k gates[t*K+k] * src[slot[t*K+k]],
  * with the arithmetic of the composite gather -> mul -> sum over k: each product rounded to
@@ -983,17 +1173,8 @@ static napi_value moe_combine(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (!slots_in_range(env, slot, T * K, (int64_t)(nsrc / (size_t)d), "moecat_native.moeCombine: slot source out of range")) return NULL;
-  for (int64_t t = 0; t < T; t++) {
-    float* o = out + t * d;
-    for (int64_t j = 0; j < d; j++) {
-      double acc = 0;
-      for (int64_t k = 0; k < K; k++) {
-        const float p = gates[t * K + k] * src[(int64_t)slot[t * K + k] * d + j];
-        acc += p;
-      }
-      o[j] = (float)acc;
-    }
-  }
+  const CombineCtx c = {src, slot, gates, NULL, out, NULL, K, d, T};
+  par_for(T, PAR_ELEMS / (d * K) + 1, combine_rows, &c);
   return undef(env);
 }
 
@@ -1022,20 +1203,11 @@ static napi_value moe_combine_grad(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (!slots_in_range(env, slot, T * K, (int64_t)(nsrc / (size_t)d), "moecat_native.moeCombineGrad: slot source out of range")) return NULL;
-  for (int64_t i = 0; i < T * K; i++) {
-    const float* g = dy + (i / K) * d;
-    const float* s = src + (int64_t)slot[i] * d;
-    float* ds = dsrc + (int64_t)slot[i] * d;
-    const float w = gates[i];
-    double acc = 0;
-    for (int64_t j = 0; j < d; j++) {
-      const float p = g[j] * s[j];
-      acc += p;
-      const float q = g[j] * w;
-      ds[j] = ds[j] + q;
-    }
-    dgates[i] = (float)acc;
-  }
+  /* dgates by slots; dsrc by column blocks, each block taking the slots in order (a source row
+     shared by several slots adds their terms in slot order, as one loop would). */
+  const CombineCtx c = {src, slot, gates, dy, dsrc, dgates, K, d, T};
+  par_for(T * K, PAR_ELEMS / d + 1, combine_grad_gates, &c);
+  par_for((d + COMBINE_COLS - 1) / COMBINE_COLS, T * K * COMBINE_COLS >= PAR_ELEMS ? 1 : PAR_ELEMS, combine_grad_src, &c);
   return undef(env);
 }
 
@@ -1179,11 +1351,13 @@ static napi_value tune_malloc(napi_env env, napi_callback_info info) {
 int moecat_decode_register(napi_env env, napi_value exports);
 /* CHESS's selective sparse kernels (sparse.c). */
 int moecat_sparse_register(napi_env env, napi_value exports);
+int moecat_experts_register(napi_env env, napi_value exports);
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"setThreads", NULL, set_threads, NULL, NULL, NULL, napi_default, NULL},
       {"setIsa", NULL, set_isa, NULL, NULL, NULL, napi_default, NULL},
+      {"poolProfile", NULL, pool_profile_js, NULL, NULL, NULL, napi_default, NULL},
       {"gemmInfo", NULL, gemm_info, NULL, NULL, NULL, napi_default, NULL},
       {"sgemm", NULL, sgemm, NULL, NULL, NULL, napi_default, NULL},
       {"binary", NULL, binary, NULL, NULL, NULL, napi_default, NULL},
@@ -1210,6 +1384,7 @@ static napi_value init(napi_env env, napi_value exports) {
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
   if (!moecat_decode_register(env, exports)) return NULL;
   if (!moecat_sparse_register(env, exports)) return NULL;
+  if (!moecat_experts_register(env, exports)) return NULL;
   return exports;
 }
 

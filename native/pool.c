@@ -9,6 +9,7 @@
 #include "pool.h"
 #include <pthread.h>
 #include <stdatomic.h>
+#include <time.h>
 #include <unistd.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -104,8 +105,49 @@ static int ensure_workers(int want) {
   return n_workers < want ? n_workers : want;
 }
 
+/*
+ * Profile (pool_profile): CPU time of the calling thread inside top-level jobs that more threads
+ * would split (thread count not forced to 1: at one thread a GEMM may be one tile that it cuts
+ * into several at two). Measured at one thread, it is
+ * the parallel part of a training step; the rest bounds the speed-up from more threads (Amdahl).
+ */
+static atomic_int profiling;
+static atomic_llong prof_ns, prof_jobs;
+static _Thread_local int in_job;
+
+static int64_t thread_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void pool_profile(int on, int64_t* ns, int64_t* jobs) {
+  *ns = atomic_load(&prof_ns);
+  *jobs = atomic_load(&prof_jobs);
+  if (on) {
+    atomic_store(&prof_ns, 0);
+    atomic_store(&prof_jobs, 0);
+  }
+  atomic_store(&profiling, on);
+}
+
+static void run_job(int64_t ntasks, pool_task_fn fn, void* ctx, int threads);
+
 void pool_run(int64_t ntasks, pool_task_fn fn, void* ctx, int threads) {
   if (ntasks <= 0) return;
+  if (in_job || !atomic_load_explicit(&profiling, memory_order_relaxed) || threads == 1) {
+    run_job(ntasks, fn, ctx, threads);
+    return;
+  }
+  in_job = 1;
+  const int64_t t0 = thread_ns();
+  run_job(ntasks, fn, ctx, threads);
+  atomic_fetch_add(&prof_ns, thread_ns() - t0);
+  atomic_fetch_add(&prof_jobs, 1);
+  in_job = 0;
+}
+
+static void run_job(int64_t ntasks, pool_task_fn fn, void* ctx, int threads) {
   if (threads < 1) threads = pool_threads();
   if (threads > POOL_MAX_THREADS) threads = POOL_MAX_THREADS;
   if (threads > ntasks) threads = (int)ntasks;

@@ -25,6 +25,14 @@ int pool_threads(void);
  */
 void pool_run(int64_t ntasks, pool_task_fn fn, void* ctx, int threads);
 
+/*
+ * Profiling switch: returns (in *ns, *jobs) the calling threads' CPU time inside top-level jobs
+ * not forced onto one thread (meant for a run at one thread), and their count, since profiling was last
+ * turned on; on = 1 resets and starts counting, 0 stops. Off by default (it reads the thread
+ * clock twice per job).
+ */
+void pool_profile(int on, int64_t* ns, int64_t* jobs);
+
 #define POOL_MAX_THREADS 256
 
 #endif

@@ -25,6 +25,8 @@ export interface NativeAddon {
   /** Selects a GEMM variant; false when this CPU lacks it (nothing changes). */
   setIsa(isa: GemmIsa): boolean;
   gemmInfo(): GemmInfo;
+  /** Step profile (native/pool.h): CPU ms of the calling thread in jobs more threads would split, since on = 1. */
+  poolProfile(on: number): { cpuMs: number; jobs: number };
   /** C[bi] = op(A[bi % batchA])·op(B[bi % batchB]); threads < 1: the pool's count. */
   sgemm(a: Float32Array, b: Float32Array, c: Float32Array, batch: number, batchA: number, batchB: number, M: number, N: number, K: number, transA: number, transB: number, threads: number): void;
   binary(op: number, a: Float32Array, aStrides: Int32Array, b: Float32Array, bStrides: Int32Array, out: Float32Array, shape: Int32Array): void;
@@ -45,6 +47,9 @@ export interface NativeAddon {
   rmsNormGrad(x: Float32Array, w: Float32Array, rinv: Float32Array, dy: Float32Array, dx: Float32Array, dw: Float32Array, rows: number, cols: number): void;
   siluMul(g: Float32Array, u: Float32Array, out: Float32Array, sig: Float32Array, n: number): void;
   siluMulGrad(g: Float32Array, u: Float32Array, sig: Float32Array, da: Float32Array, dg: Float32Array, du: Float32Array, n: number): void;
+  /** All FFN experts of a layer (native/experts.c): ws = gate, up, down of expert 0, 1, ...; offsets [N+1]. */
+  expertsForward(x: Float32Array, ws: Float32Array[], offsets: Int32Array, y: Float32Array, g: Float32Array, u: Float32Array, sig: Float32Array, a: Float32Array, d: number, hid: number): void;
+  expertsBackward(x: Float32Array, ws: Float32Array[], offsets: Int32Array, g: Float32Array, u: Float32Array, sig: Float32Array, a: Float32Array, dy: Float32Array, dx: Float32Array, dws: Float32Array[], da: Float32Array, dg: Float32Array, du: Float32Array, dxu: Float32Array, d: number, hid: number): void;
   moeCombine(src: Float32Array, slot: Int32Array, gates: Float32Array, out: Float32Array, T: number, K: number, d: number): void;
   moeCombineGrad(src: Float32Array, slot: Int32Array, gates: Float32Array, dy: Float32Array, dsrc: Float32Array, dgates: Float32Array, T: number, K: number, d: number): void;
   /** One AdamW update over slices (trainer/adamw.ts); threads < 1: the pool's count. */

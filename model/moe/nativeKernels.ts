@@ -8,7 +8,9 @@
  *   six matMuls, the activation gradient and an add backward: about 25 tfjs kernel calls
  *   (with the engine's saved-tensor clones) per expert and layer. Here the same GEMM calls, with
  *   the same shapes and transposes, and the same activation code run from one kernel, so the
- *   bits equal the composite's (spec/native/moeKernels.spec.ts).
+ *   bits equal the composite's (spec/native/moeKernels.spec.ts). native/experts.c runs the
+ *   experts of a layer in parallel, one pool task per expert (their products are too small to
+ *   thread one by one); that moves whole experts between threads and changes no bit.
  * - MoecatCombine / MoecatCombineGrad: out[t] = Σ_k g[t,k]·src[slot[t,k]] and its gradient,
  *   replacing gather -> mul -> reshape -> sum (whose gradient built a [T,K,d] array of ones).
  *   Same arithmetic as the composite, so again the same bits.
@@ -62,23 +64,16 @@ export const expertsKernel = (m: NativeAddon): tf.KernelFunc =>
   (args) => {
     const b = be(args);
     const { offsets } = kernelAttrs<ExpertsAttrs>(args.attrs);
-    const { xv, R, d, hid, w, N } = expertInputs(b, args.inputs as Record<string, TensorInfo>, offsets, EXPERTS_KERNEL);
+    const { xv, R, d, hid, w } = expertInputs(b, args.inputs as Record<string, TensorInfo>, offsets, EXPERTS_KERNEL);
     const y = h.alloc(R * d);
     const G = h.alloc(R * hid);
     const U = h.alloc(R * hid);
     const S = h.alloc(R * hid);
     const A = h.alloc(R * hid);
-    for (let e = 0; e < N; e++) {
-      const lo = offsets[e];
-      const n = offsets[e + 1] - lo;
-      if (n === 0) continue;
-      const x = xv.subarray(lo * d, (lo + n) * d);
-      const [g, u, s, a] = [G, U, S, A].map((t) => t.subarray(lo * hid, (lo + n) * hid));
-      m.sgemm(x, w[3 * e], g, 1, 1, 1, n, hid, d, 0, 0, 0);
-      m.sgemm(x, w[3 * e + 1], u, 1, 1, 1, n, hid, d, 0, 0, 0);
-      m.siluMul(g, u, a, s, n * hid);
-      m.sgemm(a, w[3 * e + 2], y.subarray(lo * d, (lo + n) * d), 1, 1, 1, n, d, hid, 0, 0, 0);
-    }
+    // Every expert at once, spread over the pool (native/experts.c): the same GEMM calls and
+    // activation code as one expert after another, so the same bits.
+    if (R > 0 && d > 0 && hid > 0) m.expertsForward(xv, w, Int32Array.from(offsets), y, G, U, S, A, d, hid);
+    else y.fill(0);
     const hs = [R, hid];
     return [b.makeTensorInfo([R, d], 'float32', y), ...[G, U, S, A].map((v) => b.makeTensorInfo(hs, 'float32', v))];
   };
@@ -98,41 +93,18 @@ export const expertsGradKernel = (m: NativeAddon): tf.KernelFunc =>
     const [G, U, S, A, dY] = ['g', 'u', 'sig', 'a', 'dy'].map((k) => h.f32(b, inputs[k]));
     if (!G || !U || !S || !A || !dY || G.length !== R * hid || dY.length !== R * d) throw new Error(`${EXPERTS_GRAD_KERNEL}: saved activations or dy do not match x`);
     const dx = h.alloc(R * d);
-    const maxRows = offsets.slice(1).reduce((mx, o, e) => Math.max(mx, o - offsets[e]), 0);
-    // Scratch for one expert at a time.
-    const dA = h.alloc(maxRows * hid);
-    const dG = h.alloc(maxRows * hid);
-    const dU = h.alloc(maxRows * hid);
-    const dXu = h.alloc(maxRows * d);
+    // Scratch rows per expert (experts run in parallel in native/experts.c).
+    const dA = h.alloc(R * hid);
+    const dG = h.alloc(R * hid);
+    const dU = h.alloc(R * hid);
+    const dXu = h.alloc(R * d);
     const dW: Float32Array[] = [];
     for (let e = 0; e < N; e++) {
-      const lo = offsets[e];
-      const n = offsets[e + 1] - lo;
-      if (n === 0) {
-        for (let k = 0; k < 3; k++) dW.push(h.allocZeroed(d * hid));
-        continue;
-      }
-      const x = xv.subarray(lo * d, (lo + n) * d);
-      const [g, u, s, a] = [G, U, S, A].map((t) => t.subarray(lo * hid, (lo + n) * hid));
-      const dy = dY.subarray(lo * d, (lo + n) * d);
-      const [da, dg, du] = [dA, dG, dU].map((t) => t.subarray(0, n * hid));
-      const dWg = h.alloc(d * hid);
-      const dWu = h.alloc(d * hid);
-      const dWd = h.alloc(hid * d);
-      // Down projection y = a·Wd: da = dy·Wdᵀ (M=n, N=h, K=d), dWd = aᵀ·dy (M=h, N=d, K=n).
-      m.sgemm(dy, w[3 * e + 2], da, 1, 1, 1, n, hid, d, 0, 1, 0);
-      m.sgemm(a, dy, dWd, 1, 1, 1, hid, d, n, 1, 0, 0);
-      m.siluMulGrad(g, u, s, da, dg, du, n * hid);
-      // Gate and up projections g = x·Wg, u = x·Wu: dx = dg·Wgᵀ + du·Wuᵀ, dW = xᵀ·d(g|u).
-      const dxe = dx.subarray(lo * d, (lo + n) * d);
-      const dxu = dXu.subarray(0, n * d);
-      m.sgemm(dg, w[3 * e], dxe, 1, 1, 1, n, d, hid, 0, 1, 0);
-      m.sgemm(x, dg, dWg, 1, 1, 1, d, hid, n, 1, 0, 0);
-      m.sgemm(du, w[3 * e + 1], dxu, 1, 1, 1, n, d, hid, 0, 1, 0);
-      m.sgemm(x, du, dWu, 1, 1, 1, d, hid, n, 1, 0, 0);
-      for (let i = 0; i < n * d; i++) dxe[i] = dxe[i] + dxu[i];
-      dW.push(dWg, dWu, dWd);
+      const empty = offsets[e + 1] === offsets[e];
+      for (let k = 0; k < 3; k++) dW.push(empty ? h.allocZeroed(d * hid) : h.alloc(d * hid));
     }
+    if (R > 0 && d > 0 && hid > 0) m.expertsBackward(xv, w, Int32Array.from(offsets), G, U, S, A, dY, dx, dW, dA, dG, dU, dXu, d, hid);
+    else dx.fill(0);
     // The scratch buffers never become tensors: back to the pool.
     for (const t of [dA, dG, dU, dXu]) give(t);
     return [

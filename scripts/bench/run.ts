@@ -9,7 +9,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-const ALL = ['model', 'train', 'native', 'gemm', 'data', 'allreduce', 'dataParallel', 'shard', 'inference', 'serveLoad', 'flgp', 'splines', 'chess', 'a2ats', 'expert', 'webgpu', 'resident'];
+const ALL = ['model', 'train', 'native', 'nativeProfile', 'gemm', 'data', 'allreduce', 'dataParallel', 'shard', 'inference', 'serveLoad', 'flgp', 'splines', 'chess', 'a2ats', 'expert', 'webgpu', 'resident'];
 /**
  * Rendered into BENCHMARKS.md but not run by a plain `npm run bench`: a2atsLong needs the model
  * that scripts/experiments/a2ats/train.sh trains (about 20 min) and a2atsPasskey the one that

@@ -36,7 +36,7 @@ const NOT_STRINGS: unknown[] = [1, undefined, null, {}, [], Symbol('x'), new Uin
 const NOT_ARRAYS = (n: number): unknown[] => [new Float64Array(n), new Int32Array(n), new Uint8Array(n * 4), new Float32Array(n).buffer, Array.from({ length: n }, () => 0), n, 'x', undefined, null, {}];
 
 /** Argument kinds of an entry point, for the generic mutations. */
-type Kind = 'f32' | 'i32' | 'f64' | 'int' | 'dbl' | 'str';
+type Kind = 'f32' | 'i32' | 'f64' | 'int' | 'dbl' | 'str' | 'f32list';
 
 const f32 = (n: number) => new Float32Array(n).map((_, i) => ((i * 7) % 5) / 4 + 0.5);
 const i32 = (xs: number[]) => Int32Array.from(xs);
@@ -85,6 +85,29 @@ const longer = (i: number): Mutation => (a, r) => {
   a[i] = Int32Array.from([...t, ...Array.from({ length: 1 + r.int(6) }, () => 0)]);
 };
 
+/** Bad weight lists of the experts entry points at argument i (each bad whatever else changed): one array short, fewer than 6 or 7 arrays, one not a Float32Array. */
+const expertLists = (i: number): Mutation[] => [
+  (a, r) => {
+    const l = [...(a[i] as Float32Array[])];
+    l[r.int(l.length)] = f32(r.int(6));
+    a[i] = l;
+  },
+  (a, r) => void (a[i] = (a[i] as Float32Array[]).slice(0, r.int(6))),
+  (a) => void (a[i] = Array.from({ length: 7 }, () => f32(6))),
+  (a, r) => {
+    const l = [...(a[i] as unknown[])];
+    l[r.int(l.length)] = r.pick([new Float64Array(6), 1, null, 'x']);
+    a[i] = l;
+  },
+];
+/** Bad expert offsets at argument i (each bad whatever else changed): not from 0, decreasing, past the rows, or empty. */
+const expertOffsets = (i: number): Mutation[] => [
+  (a, r) => void (a[i] = i32([1 + r.int(3), 1, 3])),
+  (a, r) => void (a[i] = i32([0, 2 + r.int(5), 1])),
+  (a, r) => void (a[i] = i32([0, 1, 4 + r.int(2 ** 30)])),
+  (a) => void (a[i] = i32([])),
+];
+
 interface Entry {
   name: string;
   kinds: Kind[];
@@ -101,6 +124,7 @@ function generic(kinds: Kind[]): Mutation[] {
       if (k === 'int') a[i] = r.pick(NOT_INTEGERS);
       else if (k === 'dbl') a[i] = r.pick(NOT_NUMBERS);
       else if (k === 'str') a[i] = r.pick(NOT_STRINGS);
+      else if (k === 'f32list') a[i] = r.pick([...NOT_ARRAYS(3), [new Float64Array(6)], [1, 2, 3]]);
       else a[i] = r.pick(NOT_ARRAYS(((a[i] as ArrayLike<number>).length ?? 1) + 1).filter((v) => !(k === 'f32' ? v instanceof Float32Array : k === 'i32' ? v instanceof Int32Array : v instanceof Float64Array)));
     }),
     (a, r) => void (a.length = r.int(a.length)),
@@ -125,6 +149,11 @@ const ENTRIES: Entry[] = [
     name: 'setThreads', kinds: ['int'], callValid: false,
     valid: () => [1],
     bad: [outside(0, 0, 1024)],
+  },
+  {
+    name: 'poolProfile', kinds: ['int'],
+    valid: () => [0],
+    bad: [outside(0, 0, 1)],
   },
   {
     name: 'tuneMalloc', kinds: ['int', 'int'],
@@ -225,6 +254,20 @@ const ENTRIES: Entry[] = [
     name: 'moeCombineGrad', kinds: ['f32', 'i32', 'f32', 'f32', 'f32', 'f32', 'int', 'int', 'int'],
     valid: () => [f32(12), i32([0, 3, 2, 2]), f32(4), f32(6), f32(12), f32(4), 2, 2, 3],
     bad: [shorter(0), shorter(1), shorter(2), shorter(3), shorter(4), shorter(5), badIndex(1, 4), neg(6), grow(6), outside(7, 1, 2), grow(7), outside(8, 1, 3), grow(8)],
+  },
+  {
+    // 2 experts (rows 1 and 2 of x [3, d=2]), hid=3: ws = gate [2,3], up [2,3], down [3,2] each
+    name: 'expertsForward', kinds: ['f32', 'f32list', 'i32', 'f32', 'f32', 'f32', 'f32', 'f32', 'int', 'int'],
+    valid: () => [f32(6), Array.from({ length: 6 }, () => f32(6)), i32([0, 1, 3]), f32(6), f32(9), f32(9), f32(9), f32(9), 2, 3],
+    bad: [shorter(0), shorter(3), shorter(4), shorter(5), shorter(6), shorter(7), outside(8, 1, 2), grow(8), outside(9, 1, 3), grow(9), ...expertLists(1), ...expertOffsets(2)],
+  },
+  {
+    name: 'expertsBackward', kinds: ['f32', 'f32list', 'i32', 'f32', 'f32', 'f32', 'f32', 'f32', 'f32', 'f32list', 'f32', 'f32', 'f32', 'f32', 'int', 'int'],
+    valid: () => [f32(6), Array.from({ length: 6 }, () => f32(6)), i32([0, 1, 3]), f32(9), f32(9), f32(9), f32(9), f32(6), f32(6), Array.from({ length: 6 }, () => f32(6)), f32(9), f32(9), f32(9), f32(6), 2, 3],
+    bad: [
+      ...[0, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13].map(shorter), outside(14, 1, 2), grow(14), outside(15, 1, 3), grow(15),
+      ...expertLists(1), ...expertLists(9), ...expertOffsets(2),
+    ],
   },
   {
     // y[2,4] = x[2,3] · W[3,4] (the serving engine's decode matmul)

@@ -9,7 +9,7 @@
 import { strict as assert } from 'assert';
 import * as tf from '@tensorflow/tfjs';
 import { COMBINE_KERNEL, EXPERTS_KERNEL } from '../../model/moe/nativeKernels';
-import { loadNativeKernels } from '../../core/native';
+import { loadNativeKernels, nativeAddon } from '../../core/native';
 import { expertsFfn, moeCombine } from '../../model/ops';
 import { lcg, useNativeCpu } from '../helpers/native';
 
@@ -71,6 +71,34 @@ describe(probe.loaded ? 'fused MoE kernels (native cpu)' : `fused MoE kernels (n
       tf.dispose([x, ...ws, cot]);
     });
   }
+
+  it('16 experts spread over 1, 2 and 3 pool threads give the composite\'s bits (native/experts.c, one task per expert)', () => {
+    const m = nativeAddon()!;
+    const threadsBefore = m.gemmInfo().threads;
+    const sizes = [37, 0, 12, 90, 5, 0, 64, 1, 23, 41, 0, 8, 70, 3, 16, 29];
+    const [d, h, N] = [24, 16, sizes.length];
+    const offsets = new Int32Array(N + 1);
+    for (let e = 0; e < N; e++) offsets[e + 1] = offsets[e] + sizes[e];
+    const R = offsets[N];
+    const x = tf.tensor2d(lcg(R * d, 5, 1), [R, d]);
+    const ws = Array.from({ length: 3 * N }, (_, i) => (i % 3 === 2 ? tf.tensor2d(lcg(h * d, 300 + i, 0.3), [h, d]) : tf.tensor2d(lcg(d * h, 300 + i, 0.3), [d, h])));
+    const cot = tf.tensor2d(lcg(R * d, 17, 1), [R, d]);
+    const used = ws.map((_, i) => i).filter((i) => sizes[Math.floor(i / 3)] > 0);
+    const f = (composite: boolean) => (xi: tf.Tensor, ...u: tf.Tensor[]) => expertsFfn(xi as tf.Tensor2D, ws.map((w, i) => (used.includes(i) ? u[used.indexOf(i)] : w)), offsets, composite);
+    const names = ['y', 'dx', ...used.map((i) => `dW${i}`)];
+    try {
+      m.setThreads(1);
+      const ref = valueAndGrads(f(true), [x, ...used.map((i) => ws[i])], cot);
+      for (const t of [1, 2, 3]) {
+        m.setThreads(t);
+        assertBitwise(valueAndGrads(f(false), [x, ...used.map((i) => ws[i])], cot), ref, names.map((n) => `${n} (${t} threads)`));
+      }
+      assert.ok(ref.every((a) => a.some((v) => v !== 0)), 'outputs and gradients are not all zero');
+    } finally {
+      m.setThreads(threadsBefore);
+      tf.dispose([x, ...ws, cot]);
+    }
+  });
 
   it('the fused experts kernel leaks no tensors and refuses offsets that do not cover x', () => {
     const x = tf.tensor2d(lcg(6 * 4, 1, 1), [6, 4]);
