@@ -37,13 +37,9 @@ import { ModelConfig, parseModelConfig } from '../../model/config';
 import { initParams, paramSpecs, ParamStore } from '../../model/params';
 import { initialBiases } from '../../model/transformer';
 import YAML from 'yaml';
+import { arg, emit } from './args';
 
 const root = path.resolve(__dirname, '..', '..', '..');
-function arg(name: string, dflt: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : dflt;
-}
-const emit = (row: Record<string, unknown>) => process.stdout.write(JSON.stringify(row) + '\n');
 const r4 = (x: number) => Math.round(x * 1e4) / 1e4;
 const load = () => r4(os.loadavg()[0]);
 const cpuMs = () => {

@@ -27,11 +27,7 @@ import { flatLayout } from '../../model/flatParams';
 import { freePort } from '../../parallel/launcher';
 import { SyncComm } from '../../parallel/syncComm';
 import { ExpertParallel } from '../../parallel/expertParallel';
-
-function arg(name: string, dflt: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : dflt;
-}
+import { arg } from './args';
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

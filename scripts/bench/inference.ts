@@ -36,12 +36,8 @@ import { hostDecodeBatch, hostPrefill } from '../../inference/hostSteps';
 import { cacheShape, kvShape } from '../../inference/hostDecode';
 import { decodeKernels } from '../../inference/decodeKernels';
 import { collectStats, SparsityPlan, thresholdsAt } from '../../inference/sparse';
+import { arg, emit } from './args';
 
-function arg(name: string, dflt: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : dflt;
-}
-const emit = (row: Record<string, unknown>) => process.stdout.write(JSON.stringify(row) + '\n');
 const now = () => performance.now();
 /** CPU milliseconds of this process (user + system): stable on a shared, loaded machine. */
 const cpuMs = () => {

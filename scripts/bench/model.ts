@@ -23,11 +23,7 @@ import { microbatchLoss } from '../../trainer/losses';
 import { Batch } from '../../data/batch';
 import { forwardFlops } from './flops';
 import { MoeStats } from '../../model/moe/layer';
-
-function arg(name: string, dflt: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : dflt;
-}
+import { arg } from './args';
 
 function emit(row: Record<string, unknown>): void {
   process.stdout.write(JSON.stringify(row) + '\n');

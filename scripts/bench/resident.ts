@@ -7,20 +7,13 @@
  * (lavapipe) the times measure overhead, not GPU speed; the read counts hold on any adapter.
  * Usage: node dist/scripts/bench/resident.js [--configs tiny] [--steps 4]
  */
-import { selectBackend } from '../../core/backend';
-import { describeAdapter } from '../../core/webgpu';
 import { programCounter } from '../../core/webgpu/trace';
 import { syncReadStats } from '../../core/webgpu/syncRead';
 import { loadTrainConfig } from '../../trainer/config';
 import { MarkovSource } from '../../trainer/data';
 import { Trainer } from '../../trainer/trainer';
-
-function arg(name: string, dflt: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : dflt;
-}
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
-const out = (row: Record<string, unknown>) => process.stdout.write(JSON.stringify(row) + '\n');
+import { arg, median, emit } from './args';
+import { selectWebgpuOrReport } from './webgpuAdapter';
 
 interface Sample {
   ms: number;
@@ -40,14 +33,7 @@ async function timedStep(t: Trainer): Promise<Sample> {
 }
 
 async function main(): Promise<void> {
-  let info;
-  try {
-    info = await selectBackend('webgpu');
-  } catch (e) {
-    out({ bench: 'adapter', adapter: 'none', note: String((e as Error).message).split('\n')[0] });
-    return;
-  }
-  out({ bench: 'adapter', adapter: describeAdapter(info.adapter!) });
+  if (!(await selectWebgpuOrReport())) return;
   const steps = Number(arg('steps', '4'));
   for (const name of arg('configs', 'tiny').split(',')) {
     // Synthetic data, else the config's own batch shape (tiny: 8 × 64 tokens × 2 microbatches).
@@ -65,7 +51,7 @@ async function main(): Promise<void> {
     for (const k of ['host', 'resident'] as const) {
       const xs = samples[k];
       const ms = median(xs.map((x) => x.ms));
-      out({
+      emit({
         bench: 'training step: host path vs GPU-resident',
         config: name,
         path: k,

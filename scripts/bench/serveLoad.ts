@@ -30,12 +30,8 @@ import { ServingModel } from '../../inference/loadModel';
 import { startServer } from '../../inference/server';
 import { Tokenizer } from '../../data/tokenizer';
 import { decodeKernels } from '../../inference/decodeKernels';
+import { arg, emit } from './args';
 
-function arg(name: string, dflt: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : dflt;
-}
-const emit = (row: Record<string, unknown>) => process.stdout.write(JSON.stringify(row) + '\n');
 const round = (x: number, d = 2) => +x.toFixed(d);
 const now = () => performance.now();
 
@@ -47,7 +43,6 @@ function quantile(xs: number[], q: number): number {
 
 v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc') as () => void;
-
 
 /** The server's memory: RSS and what V8 knows of (heap, ArrayBuffers), plus the wasm backend's heap. */
 interface Memory {

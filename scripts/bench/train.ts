@@ -12,13 +12,7 @@ import { MarkovSource } from '../../trainer/data';
 import { Trainer } from '../../trainer/trainer';
 import { forwardFlops } from './flops';
 import { MoeStats } from '../../model/moe/layer';
-
-function arg(name: string, dflt: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : dflt;
-}
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+import { arg, median } from './args';
 
 async function main(): Promise<void> {
   const backend = arg('backend', 'wasm') as BackendName;

@@ -12,7 +12,6 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../../core/backend';
-import { describeAdapter } from '../../core/webgpu';
 import { programCounter, startProgramTrace } from '../../core/webgpu/trace';
 import { registerFusedKernels, unregisterFusedKernels } from '../../core/webgpu/fusedKernels';
 import { registerExpertKernels, unregisterExpertKernels } from '../../core/webgpu/expertKernels';
@@ -24,13 +23,8 @@ import { MarkovSource } from '../../trainer/data';
 import { Trainer } from '../../trainer/trainer';
 import { forwardFlops } from './flops';
 import { MoeStats } from '../../model/moe/layer';
-
-function arg(name: string, dflt: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : dflt;
-}
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
-const out = (row: Record<string, unknown>) => process.stdout.write(JSON.stringify(row) + '\n');
+import { arg, median, emit } from './args';
+import { selectWebgpuOrReport } from './webgpuAdapter';
 
 /**
  * µs per op over a chain of `n` element-wise adds on a 4096-element tensor, ended by one read.
@@ -74,22 +68,15 @@ function matMulGflops(n: number): { ms: number; gflops: number } {
 }
 
 async function main(): Promise<void> {
-  let info;
-  try {
-    info = await selectBackend('webgpu');
-  } catch (e) {
-    out({ bench: 'adapter', adapter: 'none', note: String((e as Error).message).split('\n')[0] });
-    return;
-  }
-  out({ bench: 'adapter', adapter: describeAdapter(info.adapter!) });
+  if (!(await selectWebgpuOrReport())) return;
   const gpu = opOverheadUs(200);
   await selectBackend('cpu');
   const cpu = opOverheadUs(200);
   await selectBackend('webgpu');
-  out({ bench: 'op overhead', op: 'add [4096] x 200, one read', webgpu_us_per_op: gpu.us, gpu_dispatches_per_op: gpu.dispatchesPerOp, cpu_js_us_per_op: cpu.us });
+  emit({ bench: 'op overhead', op: 'add [4096] x 200, one read', webgpu_us_per_op: gpu.us, gpu_dispatches_per_op: gpu.dispatchesPerOp, cpu_js_us_per_op: cpu.us });
   for (const n of arg('sizes', '256,512,1024').split(',').map(Number)) {
     const r = matMulGflops(n);
-    out({ bench: 'matMul', shape: `${n}x${n}x${n}`, ms: r.ms, gflops: r.gflops });
+    emit({ bench: 'matMul', shape: `${n}x${n}x${n}`, ms: r.ms, gflops: r.gflops });
   }
   const steps = Number(arg('steps', '3'));
   // Each config three ways: tfjs' composite ops, the first fused set, all fused kernels (the default).
@@ -135,12 +122,12 @@ async function main(): Promise<void> {
     for (const run of runs) {
       run.t.dispose();
       const ms = median(run.times);
-      out({ bench: 'training', config: name, kernels: run.v.kernels, tokens_per_step: B * S * M, step_ms: ms, tokens_per_s: (B * S * M) / (ms / 1000), achieved_gflop_s: median(run.flops) / 1e9 / (ms / 1000), gpu_dispatches_per_step: median(run.dispatches), sync_reads_per_step: median(run.reads) });
+      emit({ bench: 'training', config: name, kernels: run.v.kernels, tokens_per_step: B * S * M, step_ms: ms, tokens_per_s: (B * S * M) / (ms / 1000), achieved_gflop_s: median(run.flops) / 1e9 / (ms / 1000), gpu_dispatches_per_step: median(run.dispatches), sync_reads_per_step: median(run.reads) });
     }
     // The programs a step dispatches most with all fused kernels: where the next one would pay.
     for (const run of runs.filter((r) => r.v.kernels === 'fused')) {
       const top = [...run.programs.entries()].sort((a, b) => b[1] - a[1]).slice(0, 8);
-      out({ bench: 'dispatches', config: name, kernels: run.v.kernels, per_step: median(run.dispatches), top_programs: top.map(([p, n]) => `${p.replace(/^\w+Program:/, '')} ${n}`).join(', ') });
+      emit({ bench: 'dispatches', config: name, kernels: run.v.kernels, per_step: median(run.dispatches), top_programs: top.map(([p, n]) => `${p.replace(/^\w+Program:/, '')} ${n}`).join(', ') });
     }
   }
   registerFusedKernels();
