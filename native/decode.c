@@ -12,8 +12,8 @@
  * CHESS's sparse kernels for the same path are in sparse.c.
  *
  * decodeAttend / decodeAttendRows: query rows against one sequence's cache, all heads: scores
- * q·k (fmaf chain over the head dimension), scaled, softmax (max, exp in double, sum in double in
- * position order), output Σ p_t v_t (fmaf chain over positions). A fixed sequence of float
+ * q·k (fmaf chain over the head dimension), scaled, softmax (max, att_exp in float, sum in double
+ * in position order), output Σ p_t v_t (fmaf chain over positions). A fixed sequence of float
  * operations for a given length: deterministic, and independent of every other row.
  * decodeAttendRows takes n rows of one sequence (a prompt's rows, or one decode row) in one
  * call; threads split (row, head) pairs, each written by one task.
